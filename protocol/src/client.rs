@@ -1,0 +1,998 @@
+//! The client state machine (spec section "Client state machine").
+//!
+//! [`Client`] holds one terminal's session: its contact list, the table of online
+//! contact terminals with their capabilities and the call parameters pre-computed for
+//! each (claim C1), and its calls. The application drives it with commands
+//! ([`Client::login`], [`Client::place_call`], ...), the embedder feeds it the bytes the
+//! server sent ([`Client::receive`]) and the passage of time
+//! ([`Client::handle_timeout`]), and drains frames to send ([`Client::poll_transmit`])
+//! and events for the application ([`Client::poll_event`]).
+//!
+//! The table is the point of the protocol: when the user presses "call", the
+//! parameters are already there, and the call request carries two fingerprints instead
+//! of capabilities (the fast path). The fallback paths that carry capabilities are taken
+//! only when a capability change is in flight.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::caps::{CallDigest, CallParams, Capabilities, Fingerprint};
+use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::error::{DecodeError, ErrorCode, FrameError};
+use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, UserId};
+use crate::message::{ClientMessage, EndReason, LoginWith, Presence, ServerMessage};
+use crate::negotiate::negotiate_pair;
+use crate::time::Time;
+
+/// Client timers and limits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientConfig {
+    /// Largest frame payload accepted from the server.
+    pub max_frame: u32,
+    /// How long the client may stay silent while logged in before it sends `ping`;
+    /// must be well below the server's idle timeout.
+    pub ping_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A contact terminal in the table: its capabilities and the parameters of a call
+/// with it, computed when its capabilities arrived.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The terminal's capabilities, as last pushed by the server.
+    pub capabilities: Capabilities,
+    /// Their fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The call parameters from this terminal's point of view.
+    pub params: CallParams,
+}
+
+/// How a call's parameters were agreed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SetupPath {
+    /// From the pre-computed table: no capability crossed the wire during set-up.
+    Fast,
+    /// At least one party's capabilities travelled in the call signalling.
+    Fallback,
+}
+
+/// This end's role in a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// This terminal placed the call.
+    Caller,
+    /// This terminal was called.
+    Callee,
+}
+
+/// Where a call stands, from this end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallState {
+    /// Caller: the request is relayed; waiting for the callee.
+    Ringing,
+    /// Callee: the caller's capabilities were asked for.
+    AwaitingCallerCaps,
+    /// Callee: waiting for the application to accept or reject.
+    Incoming,
+    /// Media may flow with the call's parameters.
+    Established,
+}
+
+/// A call of this terminal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Call {
+    /// The other terminal.
+    pub peer: Endpoint,
+    /// This end's role.
+    pub role: Role,
+    /// Where it stands.
+    pub state: CallState,
+    /// The parameters, from this end's point of view (known once ringing or incoming).
+    pub params: Option<CallParams>,
+    /// Whether any capabilities travelled in this call's signalling so far.
+    pub caps_on_wire: bool,
+    /// Whether this end must send its capabilities when it accepts (callee only).
+    send_caps_on_accept: bool,
+    /// The digest the caller sent.
+    pub digest: CallDigest,
+}
+
+impl Call {
+    /// The path, once established.
+    pub fn path(&self) -> SetupPath {
+        if self.caps_on_wire {
+            SetupPath::Fallback
+        } else {
+            SetupPath::Fast
+        }
+    }
+}
+
+/// A call request waiting for the server's `call_ringing`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Dialing {
+    peer: Endpoint,
+    params: CallParams,
+    digest: CallDigest,
+    caps_sent: bool,
+}
+
+/// What the client is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Not logged in; holds nothing.
+    Idle,
+    /// `login` sent; waiting for `login_ok`.
+    LoggingIn,
+    /// Logged in.
+    Online,
+    /// `logout` sent; everything already deleted (claim C5).
+    LoggingOut,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Online {
+    user: UserId,
+    session: SessionId,
+    caps: Capabilities,
+    fingerprint: Fingerprint,
+    contacts: BTreeSet<UserId>,
+    peers: BTreeMap<Endpoint, Peer>,
+    synced: bool,
+    /// Tags of `update_caps` requests not yet acknowledged.
+    caps_in_flight: BTreeSet<ReqId>,
+    dialing: BTreeMap<ReqId, Dialing>,
+    calls: BTreeMap<CallId, Call>,
+    /// Messages the session decided to send on its own (the automatic answers of the
+    /// fallback paths), drained into the transmit queue after each message.
+    outbox: Vec<ClientMessage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum State {
+    Idle,
+    LoggingIn,
+    Online(Box<Online>),
+    LoggingOut,
+}
+
+/// Something the application should know.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// Login succeeded.
+    LoggedIn {
+        /// This terminal's session.
+        session: SessionId,
+    },
+    /// The login snapshot is complete: the table holds every online contact terminal.
+    Synced,
+    /// A contact terminal came online; its parameters are ready (claim C1).
+    PeerOnline {
+        /// The terminal.
+        endpoint: Endpoint,
+        /// The pre-computed parameters.
+        params: CallParams,
+    },
+    /// A contact terminal's capabilities changed; its parameters were recomputed.
+    PeerUpdated {
+        /// The terminal.
+        endpoint: Endpoint,
+        /// The new parameters.
+        params: CallParams,
+    },
+    /// A contact terminal went offline; its entry is deleted (claim C4).
+    PeerOffline {
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// The contact list changed.
+    ContactsChanged {
+        /// The user added or removed.
+        user: UserId,
+        /// `true` if added.
+        added: bool,
+    },
+    /// The server recorded this terminal's new capabilities.
+    CapsAcknowledged,
+    /// A placed call is ringing at the callee.
+    CallRinging {
+        /// The tag [`Client::place_call`] returned.
+        req: ReqId,
+        /// The call.
+        call: CallId,
+    },
+    /// A call for this terminal; answer with [`Client::answer`].
+    IncomingCall {
+        /// The call.
+        call: CallId,
+        /// The caller.
+        from: Endpoint,
+        /// The parameters the call will use, from this end.
+        params: CallParams,
+    },
+    /// A call is established.
+    CallEstablished {
+        /// The call.
+        call: CallId,
+        /// The parameters, from this end.
+        params: CallParams,
+        /// Fast or fallback.
+        path: SetupPath,
+    },
+    /// A call ended.
+    CallEnded {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A call request failed before ringing.
+    CallFailed {
+        /// The tag [`Client::place_call`] returned.
+        req: ReqId,
+        /// The server's error code.
+        code: ErrorCode,
+    },
+    /// The server reported an error.
+    ServerError {
+        /// The code.
+        code: ErrorCode,
+        /// The request concerned.
+        req: Option<ReqId>,
+        /// The call concerned.
+        call: Option<CallId>,
+    },
+    /// The session is over (logout completed, login refused, fatal error, or the
+    /// connection was lost); everything was deleted.
+    LoggedOut,
+    /// The server sent something the spec forbids in this state; it was ignored.
+    Violation(Violation),
+}
+
+/// A server message the client refused (spec "Client state machine", rejections).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// A message that needs a session arrived outside one.
+    #[error("{0} outside a session")]
+    NotOnline(&'static str),
+    /// `login_ok` when no login was pending.
+    #[error("unexpected login_ok")]
+    UnexpectedLogin,
+    /// `online` for a user not in the contact list, or for this user.
+    #[error("presence of a non-contact {0}")]
+    NotAContact(UserId),
+    /// A call message for a call this terminal does not have, or in the wrong state.
+    #[error("unexpected {what} for call {call}")]
+    UnexpectedCall {
+        /// The message type.
+        what: &'static str,
+        /// The call.
+        call: CallId,
+    },
+    /// An answer for a request tag this terminal did not send.
+    #[error("unexpected {what} for request {req}")]
+    UnexpectedReq {
+        /// The message type.
+        what: &'static str,
+        /// The tag.
+        req: ReqId,
+    },
+    /// A message this client never expects in its current state.
+    #[error("unexpected {0}")]
+    Unexpected(&'static str),
+    /// A message type this client does not know (ignored, as the spec says).
+    #[error("unknown message type {0}")]
+    UnknownType(String),
+    /// A payload that does not decode.
+    #[error("malformed message from server: {0}")]
+    Malformed(String),
+}
+
+/// A command the client cannot carry out in its current state.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The command needs a logged-in session.
+    #[error("not logged in")]
+    NotLoggedIn,
+    /// `login` while a session exists or is being set up.
+    #[error("already logged in or logging in")]
+    AlreadyLoggedIn,
+    /// No online terminal with that endpoint in the table.
+    #[error("{0} is not an online contact terminal")]
+    UnknownPeer(Endpoint),
+    /// No such call in a state that allows the command.
+    #[error("call {0} does not exist or cannot do that now")]
+    UnknownCall(CallId),
+    /// A capability change while a call is being set up would make the call's
+    /// parameters ambiguous: wait until it is established or ended.
+    #[error("a call is being set up")]
+    CallSetupInProgress,
+    /// The server's byte stream broke the framing; the session is over.
+    #[error("framing error: {0}")]
+    Framing(#[from] FrameError),
+}
+
+/// The client state machine. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Client {
+    config: ClientConfig,
+    decoder: FrameDecoder,
+    state: State,
+    next_req: u32,
+    last_sent: Time,
+    out: VecDeque<Bytes>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl Client {
+    /// A client that is not logged in.
+    pub fn new(config: ClientConfig) -> Self {
+        Self {
+            decoder: FrameDecoder::new(config.max_frame),
+            config,
+            state: State::Idle,
+            next_req: 1,
+            last_sent: Time::ZERO,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // ----- commands --------------------------------------------------------------
+
+    /// Sends a login with the user's credentials and either the terminal's
+    /// capabilities (claim C2) or its registered identifier (claim C3).
+    pub fn login(
+        &mut self,
+        user: UserId,
+        password: Password,
+        with: LoginWith,
+        now: Time,
+    ) -> Result<(), ClientError> {
+        if self.state != State::Idle {
+            return Err(ClientError::AlreadyLoggedIn);
+        }
+        self.decoder = FrameDecoder::new(self.config.max_frame);
+        self.state = State::LoggingIn;
+        self.send(
+            &ClientMessage::Login {
+                version: crate::message::PROTOCOL_VERSION,
+                user,
+                password,
+                with,
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// The user logs out: sends `logout` and deletes every received capability and
+    /// every computed parameter at once (claim C5).
+    pub fn logout(&mut self, now: Time) -> Result<(), ClientError> {
+        match self.state {
+            State::Online(_) | State::LoggingIn => {
+                self.send(&ClientMessage::Logout {}, now);
+                self.state = State::LoggingOut;
+                Ok(())
+            }
+            _ => Err(ClientError::NotLoggedIn),
+        }
+    }
+
+    /// The transport connection was lost: everything is deleted and the client is idle.
+    pub fn connection_lost(&mut self, now: Time) {
+        let _ = now;
+        self.out.clear();
+        if self.state != State::Idle {
+            self.state = State::Idle;
+            self.events.push_back(ClientEvent::LoggedOut);
+        }
+    }
+
+    /// This terminal's capabilities changed: recompute every parameter at once and
+    /// tell the server. Returns the request tag.
+    pub fn update_caps(&mut self, caps: Capabilities, now: Time) -> Result<ReqId, ClientError> {
+        let req = self.next_req();
+        let on = self.online_mut()?;
+        let setting_up =
+            on.calls.values().any(|c| c.state != CallState::Established) || !on.dialing.is_empty();
+        if setting_up {
+            return Err(ClientError::CallSetupInProgress);
+        }
+        on.fingerprint = caps.fingerprint();
+        on.caps = caps.clone();
+        on.caps_in_flight.insert(req);
+        let own = on.caps.clone();
+        for peer in on.peers.values_mut() {
+            peer.params = negotiate_pair(&own, &peer.capabilities);
+        }
+        self.send(
+            &ClientMessage::UpdateCaps {
+                req,
+                capabilities: caps,
+            },
+            now,
+        );
+        Ok(req)
+    }
+
+    /// Asks the server to add a user to the contact list.
+    pub fn add_contact(&mut self, user: UserId, now: Time) -> Result<ReqId, ClientError> {
+        self.online_mut()?;
+        let req = self.next_req();
+        self.send(&ClientMessage::AddContact { req, user }, now);
+        Ok(req)
+    }
+
+    /// Asks the server to remove a user from the contact list.
+    pub fn remove_contact(&mut self, user: UserId, now: Time) -> Result<ReqId, ClientError> {
+        self.online_mut()?;
+        let req = self.next_req();
+        self.send(&ClientMessage::RemoveContact { req, user }, now);
+        Ok(req)
+    }
+
+    /// Calls an online contact terminal with the pre-computed parameters. The request
+    /// carries the digest only (fast path), or also this terminal's capabilities when
+    /// a change of them is still unacknowledged (fallback). Returns the request tag
+    /// that [`ClientEvent::CallRinging`] or [`ClientEvent::CallFailed`] echoes.
+    pub fn place_call(&mut self, to: &Endpoint, now: Time) -> Result<ReqId, ClientError> {
+        let req = self.next_req();
+        let on = self.online_mut()?;
+        let peer = on
+            .peers
+            .get(to)
+            .ok_or_else(|| ClientError::UnknownPeer(to.clone()))?;
+        let digest = CallDigest {
+            caller: on.fingerprint,
+            callee: peer.fingerprint,
+        };
+        let caps = (!on.caps_in_flight.is_empty()).then(|| on.caps.clone());
+        on.dialing.insert(
+            req,
+            Dialing {
+                peer: to.clone(),
+                params: peer.params.clone(),
+                digest,
+                caps_sent: caps.is_some(),
+            },
+        );
+        self.send(
+            &ClientMessage::Call {
+                req,
+                to: to.clone(),
+                digest,
+                capabilities: caps,
+            },
+            now,
+        );
+        Ok(req)
+    }
+
+    /// Accepts or rejects an incoming call.
+    pub fn answer(&mut self, call: CallId, accept: bool, now: Time) -> Result<(), ClientError> {
+        let on = self.online_mut()?;
+        let Some(c) = on
+            .calls
+            .get_mut(&call)
+            .filter(|c| c.state == CallState::Incoming)
+        else {
+            return Err(ClientError::UnknownCall(call));
+        };
+        if !accept {
+            on.calls.remove(&call);
+            self.send(&ClientMessage::Reject { call }, now);
+            return Ok(());
+        }
+        c.state = CallState::Established;
+        let caps = c.send_caps_on_accept.then(|| on.caps.clone());
+        c.caps_on_wire |= caps.is_some();
+        let (params, path) = (c.params.clone(), c.path());
+        self.send(
+            &ClientMessage::Accept {
+                call,
+                capabilities: caps,
+            },
+            now,
+        );
+        if let Some(params) = params {
+            self.events
+                .push_back(ClientEvent::CallEstablished { call, params, path });
+        }
+        Ok(())
+    }
+
+    /// Ends a call, ringing or established.
+    pub fn hangup(&mut self, call: CallId, now: Time) -> Result<(), ClientError> {
+        let on = self.online_mut()?;
+        if on.calls.remove(&call).is_none() {
+            return Err(ClientError::UnknownCall(call));
+        }
+        self.send(&ClientMessage::Hangup { call }, now);
+        Ok(())
+    }
+
+    // ----- events in -------------------------------------------------------------
+
+    /// Bytes arrived from the server. Messages the spec says to reject are ignored and
+    /// reported as [`ClientEvent::Violation`]; a framing error ends the session.
+    pub fn receive(&mut self, mut data: &[u8], now: Time) -> Result<(), ClientError> {
+        while !data.is_empty() {
+            match self.decoder.decode(&mut data) {
+                Ok(None) => break,
+                Ok(Some(payload)) => match decode_message::<ServerMessage>(&payload) {
+                    Ok(msg) => self.handle_message(msg, now),
+                    Err(DecodeError::UnknownType(t)) => {
+                        self.violation(Violation::UnknownType(t));
+                    }
+                    Err(e) => self.violation(Violation::Malformed(e.to_string())),
+                },
+                Err(e) => {
+                    self.connection_lost(now);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a `ping` if the client has been silent for the ping interval.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if let Some(t) = self.poll_timeout() {
+            if now >= t {
+                self.send(&ClientMessage::Ping {}, now);
+            }
+        }
+    }
+
+    /// Handles one decoded server message (also used by embedders that decode
+    /// themselves).
+    pub fn handle_message(&mut self, msg: ServerMessage, now: Time) {
+        match (&mut self.state, msg) {
+            (
+                State::LoggingIn,
+                ServerMessage::LoginOk {
+                    user,
+                    session,
+                    capabilities,
+                    contacts,
+                    ..
+                },
+            ) => {
+                self.state = State::Online(Box::new(Online {
+                    user,
+                    session,
+                    fingerprint: capabilities.fingerprint(),
+                    caps: capabilities,
+                    contacts: contacts.into_iter().collect(),
+                    peers: BTreeMap::new(),
+                    synced: false,
+                    caps_in_flight: BTreeSet::new(),
+                    dialing: BTreeMap::new(),
+                    calls: BTreeMap::new(),
+                    outbox: Vec::new(),
+                }));
+                self.events.push_back(ClientEvent::LoggedIn { session });
+            }
+            (_, ServerMessage::LoginOk { .. }) => self.violation(Violation::UnexpectedLogin),
+            (_, ServerMessage::Pong {}) => {}
+            (State::LoggingOut, ServerMessage::LoggedOut {}) => {
+                self.state = State::Idle;
+                self.events.push_back(ClientEvent::LoggedOut);
+            }
+            (
+                _,
+                ServerMessage::Error {
+                    code, req, call, ..
+                },
+            ) => self.server_error(code, req, call),
+            // Anything else in flight when the user logged out is dropped: the client
+            // holds nothing after logout (C5).
+            (State::LoggingOut, _) => {}
+            (State::Online(on), msg) => {
+                if let Some(v) = on.handle(msg, &mut self.events) {
+                    self.violation(v);
+                }
+                self.flush_pending(now);
+            }
+            (_, msg) => self.violation(Violation::NotOnline(message_name(&msg))),
+        }
+    }
+
+    // ----- outputs ---------------------------------------------------------------
+
+    /// The next frame to write to the server.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.out.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Client::handle_timeout`] must next be called (the next ping), if logged in.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        matches!(self.state, State::Online(_))
+            .then(|| self.last_sent.after(self.config.ping_interval))
+    }
+
+    // ----- read-only views -------------------------------------------------------
+
+    /// What the client is doing.
+    pub fn status(&self) -> Status {
+        match self.state {
+            State::Idle => Status::Idle,
+            State::LoggingIn => Status::LoggingIn,
+            State::Online(_) => Status::Online,
+            State::LoggingOut => Status::LoggingOut,
+        }
+    }
+
+    fn online(&self) -> Option<&Online> {
+        match &self.state {
+            State::Online(on) => Some(on),
+            _ => None,
+        }
+    }
+
+    /// The logged-in user.
+    pub fn user(&self) -> Option<&UserId> {
+        self.online().map(|o| &o.user)
+    }
+
+    /// This terminal's session.
+    pub fn session(&self) -> Option<SessionId> {
+        self.online().map(|o| o.session)
+    }
+
+    /// This terminal's endpoint.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        self.online().map(|o| Endpoint {
+            user: o.user.clone(),
+            session: o.session,
+        })
+    }
+
+    /// This terminal's current capabilities.
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.online().map(|o| &o.caps)
+    }
+
+    /// The contact list.
+    pub fn contacts(&self) -> impl Iterator<Item = &UserId> {
+        self.online().into_iter().flat_map(|o| o.contacts.iter())
+    }
+
+    /// The table: every online contact terminal with its capabilities and parameters.
+    /// Empty unless logged in.
+    pub fn peers(&self) -> impl Iterator<Item = (&Endpoint, &Peer)> {
+        self.online().into_iter().flat_map(|o| o.peers.iter())
+    }
+
+    /// One table entry.
+    pub fn peer(&self, endpoint: &Endpoint) -> Option<&Peer> {
+        self.online()?.peers.get(endpoint)
+    }
+
+    /// Whether the login snapshot has been received completely.
+    pub fn is_synced(&self) -> bool {
+        self.online().is_some_and(|o| o.synced)
+    }
+
+    /// Whether a capability change is not yet acknowledged.
+    pub fn caps_in_flight(&self) -> bool {
+        self.online().is_some_and(|o| !o.caps_in_flight.is_empty())
+    }
+
+    /// The calls, in call order.
+    pub fn calls(&self) -> impl Iterator<Item = (&CallId, &Call)> {
+        self.online().into_iter().flat_map(|o| o.calls.iter())
+    }
+
+    /// Number of call requests waiting for `call_ringing`.
+    pub fn dialing(&self) -> usize {
+        self.online().map_or(0, |o| o.dialing.len())
+    }
+
+    // ----- internals -------------------------------------------------------------
+
+    fn next_req(&mut self) -> ReqId {
+        let r = ReqId(self.next_req);
+        self.next_req = self.next_req.wrapping_add(1);
+        r
+    }
+
+    fn online_mut(&mut self) -> Result<&mut Online, ClientError> {
+        match &mut self.state {
+            State::Online(on) => Ok(on),
+            _ => Err(ClientError::NotLoggedIn),
+        }
+    }
+
+    fn send(&mut self, msg: &ClientMessage, now: Time) {
+        self.out.push_back(encode_frame(msg));
+        self.last_sent = now;
+    }
+
+    fn violation(&mut self, v: Violation) {
+        self.events.push_back(ClientEvent::Violation(v));
+    }
+
+    /// Sends what [`Online::handle`] decided to send (the automatic answers of the
+    /// fallback paths).
+    fn flush_pending(&mut self, now: Time) {
+        let msgs = match &mut self.state {
+            State::Online(on) => std::mem::take(&mut on.outbox),
+            _ => return,
+        };
+        for m in msgs {
+            self.send(&m, now);
+        }
+    }
+
+    fn server_error(&mut self, code: ErrorCode, req: Option<ReqId>, call: Option<CallId>) {
+        if code.is_fatal() {
+            // The server closes the connection next; nothing may be kept (C5).
+            if self.state != State::Idle {
+                self.state = State::Idle;
+                self.events
+                    .push_back(ClientEvent::ServerError { code, req, call });
+                self.events.push_back(ClientEvent::LoggedOut);
+            }
+            return;
+        }
+        if let (State::Online(on), Some(r)) = (&mut self.state, req) {
+            if on.dialing.remove(&r).is_some() {
+                self.events
+                    .push_back(ClientEvent::CallFailed { req: r, code });
+                return;
+            }
+            on.caps_in_flight.remove(&r);
+        }
+        if let (State::Online(on), Some(c)) = (&mut self.state, call) {
+            on.calls.remove(&c);
+        }
+        self.events
+            .push_back(ClientEvent::ServerError { code, req, call });
+    }
+}
+
+impl Online {
+    /// Handles a message while logged in. Returns a violation if the message must be
+    /// refused.
+    fn handle(
+        &mut self,
+        msg: ServerMessage,
+        events: &mut VecDeque<ClientEvent>,
+    ) -> Option<Violation> {
+        match msg {
+            ServerMessage::Synced {} => {
+                self.synced = true;
+                events.push_back(ClientEvent::Synced);
+            }
+            ServerMessage::Online(p) => return self.online(p, events),
+            ServerMessage::Offline(endpoint) => {
+                if self.peers.remove(&endpoint).is_some() {
+                    events.push_back(ClientEvent::PeerOffline { endpoint });
+                }
+            }
+            ServerMessage::ContactAdded { user, .. } => {
+                self.contacts.insert(user.clone());
+                events.push_back(ClientEvent::ContactsChanged { user, added: true });
+            }
+            ServerMessage::ContactRemoved { user, .. } => {
+                self.contacts.remove(&user);
+                let gone: Vec<Endpoint> = self
+                    .peers
+                    .keys()
+                    .filter(|e| e.user == user)
+                    .cloned()
+                    .collect();
+                for endpoint in gone {
+                    self.peers.remove(&endpoint);
+                    events.push_back(ClientEvent::PeerOffline { endpoint });
+                }
+                events.push_back(ClientEvent::ContactsChanged { user, added: false });
+            }
+            ServerMessage::CapsAck { req } => {
+                if !self.caps_in_flight.remove(&req) {
+                    return Some(Violation::UnexpectedReq {
+                        what: "caps_ack",
+                        req,
+                    });
+                }
+                events.push_back(ClientEvent::CapsAcknowledged);
+            }
+            ServerMessage::CallRinging { req, call } => {
+                let Some(d) = self.dialing.remove(&req) else {
+                    return Some(Violation::UnexpectedReq {
+                        what: "call_ringing",
+                        req,
+                    });
+                };
+                self.calls.insert(
+                    call,
+                    Call {
+                        peer: d.peer,
+                        role: Role::Caller,
+                        state: CallState::Ringing,
+                        params: Some(d.params),
+                        caps_on_wire: d.caps_sent,
+                        send_caps_on_accept: false,
+                        digest: d.digest,
+                    },
+                );
+                events.push_back(ClientEvent::CallRinging { req, call });
+            }
+            ServerMessage::CallIncoming {
+                call,
+                from,
+                digest,
+                capabilities,
+            } => return self.incoming(call, from, digest, capabilities, events),
+            ServerMessage::CallAccepted { call, capabilities } => {
+                let own = &self.caps;
+                let Some(c) = self
+                    .calls
+                    .get_mut(&call)
+                    .filter(|c| c.role == Role::Caller && c.state == CallState::Ringing)
+                else {
+                    return Some(Violation::UnexpectedCall {
+                        what: "call_accepted",
+                        call,
+                    });
+                };
+                if let Some(theirs) = capabilities {
+                    // The callee's capabilities changed since they were pushed.
+                    c.params = Some(negotiate_pair(own, &theirs));
+                    c.caps_on_wire = true;
+                }
+                c.state = CallState::Established;
+                if let Some(params) = c.params.clone() {
+                    events.push_back(ClientEvent::CallEstablished {
+                        call,
+                        params,
+                        path: c.path(),
+                    });
+                }
+            }
+            ServerMessage::CallNeedCaps { call } => {
+                let Some(c) = self
+                    .calls
+                    .get_mut(&call)
+                    .filter(|c| c.role == Role::Caller && c.state == CallState::Ringing)
+                else {
+                    return Some(Violation::UnexpectedCall {
+                        what: "call_need_caps",
+                        call,
+                    });
+                };
+                c.caps_on_wire = true;
+                self.outbox.push(ClientMessage::CallRetry {
+                    call,
+                    capabilities: self.caps.clone(),
+                });
+            }
+            ServerMessage::CallEnded { call, reason } => {
+                if self.calls.remove(&call).is_some() {
+                    events.push_back(ClientEvent::CallEnded { call, reason });
+                }
+            }
+            other => return Some(Violation::Unexpected(message_name(&other))),
+        }
+        None
+    }
+
+    fn online(&mut self, p: Presence, events: &mut VecDeque<ClientEvent>) -> Option<Violation> {
+        if p.user == self.user || !self.contacts.contains(&p.user) {
+            return Some(Violation::NotAContact(p.user));
+        }
+        let endpoint = p.endpoint();
+        let params = negotiate_pair(&self.caps, &p.capabilities);
+        let peer = Peer {
+            fingerprint: p.capabilities.fingerprint(),
+            capabilities: p.capabilities,
+            params: params.clone(),
+        };
+        let event = if self.peers.insert(endpoint.clone(), peer).is_some() {
+            ClientEvent::PeerUpdated { endpoint, params }
+        } else {
+            ClientEvent::PeerOnline { endpoint, params }
+        };
+        events.push_back(event);
+        None
+    }
+
+    fn incoming(
+        &mut self,
+        call: CallId,
+        from: Endpoint,
+        digest: CallDigest,
+        capabilities: Option<Capabilities>,
+        events: &mut VecDeque<ClientEvent>,
+    ) -> Option<Violation> {
+        match self.calls.get(&call).map(|c| c.state) {
+            None => {}
+            // The retry that carries the capabilities asked for.
+            Some(CallState::AwaitingCallerCaps) if capabilities.is_some() => {}
+            Some(_) => {
+                return Some(Violation::UnexpectedCall {
+                    what: "call_incoming",
+                    call,
+                })
+            }
+        }
+        let send_caps_on_accept = digest.callee != self.fingerprint;
+        let (params, caps_on_wire) = match (&capabilities, self.peers.get(&from)) {
+            (Some(theirs), _) => (negotiate_pair(&self.caps, theirs), true),
+            (None, Some(peer)) if peer.fingerprint == digest.caller => (peer.params.clone(), false),
+            (None, _) => {
+                // The caller's capabilities here are not the ones it negotiated from:
+                // ask for them before bothering the user.
+                self.calls.insert(
+                    call,
+                    Call {
+                        peer: from,
+                        role: Role::Callee,
+                        state: CallState::AwaitingCallerCaps,
+                        params: None,
+                        caps_on_wire: true,
+                        send_caps_on_accept,
+                        digest,
+                    },
+                );
+                self.outbox.push(ClientMessage::NeedCaps { call });
+                return None;
+            }
+        };
+        self.calls.insert(
+            call,
+            Call {
+                peer: from.clone(),
+                role: Role::Callee,
+                state: CallState::Incoming,
+                params: Some(params.clone()),
+                caps_on_wire,
+                send_caps_on_accept,
+                digest,
+            },
+        );
+        events.push_back(ClientEvent::IncomingCall { call, from, params });
+        None
+    }
+}
+
+fn message_name(msg: &ServerMessage) -> &'static str {
+    match msg {
+        ServerMessage::LoginOk { .. } => "login_ok",
+        ServerMessage::Synced {} => "synced",
+        ServerMessage::Online(_) => "online",
+        ServerMessage::Offline(_) => "offline",
+        ServerMessage::ContactAdded { .. } => "contact_added",
+        ServerMessage::ContactRemoved { .. } => "contact_removed",
+        ServerMessage::CapsAck { .. } => "caps_ack",
+        ServerMessage::CallRinging { .. } => "call_ringing",
+        ServerMessage::CallIncoming { .. } => "call_incoming",
+        ServerMessage::CallAccepted { .. } => "call_accepted",
+        ServerMessage::CallNeedCaps { .. } => "call_need_caps",
+        ServerMessage::CallEnded { .. } => "call_ended",
+        ServerMessage::Pong {} => "pong",
+        ServerMessage::LoggedOut {} => "logged_out",
+        ServerMessage::Error { .. } => "error",
+    }
+}

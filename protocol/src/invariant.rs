@@ -1,0 +1,200 @@
+//! The spec's invariants as executable checks (spec section "Invariants").
+//!
+//! Each check is written from the spec's wording against the *observable* state of a
+//! [`Server`] and its [`Client`]s, not by calling the server's own decision functions,
+//! so a bug in the server's rules shows up as a violation here. The same functions are
+//! used by the unit and property tests, the stateright model and the fuzz targets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::caps::Capabilities;
+use crate::client::{CallState, Client, Role, Status};
+use crate::ids::{CallId, Endpoint, UserId};
+use crate::negotiate::negotiate_pair;
+use crate::server::Server;
+
+/// An invariant that does not hold, with its spec identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The spec's invariant identifier, e.g. `INV-ONLINE-EXACT`.
+    pub id: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.id, self.detail)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+fn fail(id: &'static str, detail: String) -> Result<(), Violation> {
+    Err(Violation { id, detail })
+}
+
+/// `INV-VISIBILITY` as a predicate over the server's state: `watcher` may see
+/// `subject` iff they are different users, both online, each listing the other.
+pub fn may_see(server: &Server, watcher: &UserId, subject: &UserId) -> bool {
+    watcher != subject
+        && server
+            .contacts_of(watcher)
+            .is_some_and(|c| c.contains(subject))
+        && server
+            .contacts_of(subject)
+            .is_some_and(|c| c.contains(watcher))
+}
+
+/// What a logged-in client of `user` must hold when nothing is in flight: every online
+/// terminal of every user it may see, with the server's record of its capabilities.
+pub fn expected_table(server: &Server, user: &UserId) -> BTreeMap<Endpoint, Capabilities> {
+    server
+        .sessions()
+        .filter(|s| may_see(server, user, &s.endpoint.user))
+        .map(|s| (s.endpoint, s.capabilities.clone()))
+        .collect()
+}
+
+/// `INV-PARAMS-FRESH` (C1), at every moment: every table entry's parameters are
+/// [`negotiate_pair`] of the client's current capabilities and the entry's, and its
+/// fingerprint is the entry's capabilities' fingerprint.
+pub fn params_fresh(client: &Client) -> Result<(), Violation> {
+    let Some(own) = client.capabilities() else {
+        return Ok(());
+    };
+    for (endpoint, peer) in client.peers() {
+        if peer.fingerprint != peer.capabilities.fingerprint() {
+            return fail("INV-PARAMS-FRESH", format!("{endpoint}: stale fingerprint"));
+        }
+        if peer.params != negotiate_pair(own, &peer.capabilities) {
+            return fail(
+                "INV-PARAMS-FRESH",
+                format!("{endpoint}: parameters not negotiated from current capabilities"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `INV-LOGOUT-EMPTY` (C5), at every moment: a client that is not logged in holds no
+/// capabilities, no parameters, no contacts and no calls.
+pub fn logout_empty(client: &Client) -> Result<(), Violation> {
+    if client.status() == Status::Online {
+        return Ok(());
+    }
+    let held = client.peers().count() + client.calls().count() + client.contacts().count();
+    if held > 0 || client.capabilities().is_some() {
+        return fail(
+            "INV-LOGOUT-EMPTY",
+            format!("{:?} client holds {held} entries", client.status()),
+        );
+    }
+    Ok(())
+}
+
+/// `INV-ONLINE-EXACT` (C1, C4, C6, C9), when nothing is in flight: each logged-in
+/// client holds exactly the online terminals of the users it may see, each with the
+/// server's current record of its capabilities, its contact list equals the server's,
+/// and its own capabilities equal the server's record of its session.
+pub fn online_exact<'a>(
+    server: &Server,
+    clients: impl IntoIterator<Item = &'a Client>,
+) -> Result<(), Violation> {
+    let sessions: BTreeMap<Endpoint, &Capabilities> = server
+        .sessions()
+        .map(|s| (s.endpoint, s.capabilities))
+        .collect();
+    for client in clients {
+        if client.status() != Status::Online {
+            continue;
+        }
+        let (Some(me), Some(own)) = (client.endpoint(), client.capabilities()) else {
+            continue;
+        };
+        let Some(record) = sessions.get(&me) else {
+            return fail(
+                "INV-ONLINE-EXACT",
+                format!("{me} is logged in but the server has no such session"),
+            );
+        };
+        if *record != own {
+            return fail(
+                "INV-ONLINE-EXACT",
+                format!("{me}: own capabilities differ from the server's record"),
+            );
+        }
+        let contacts: BTreeSet<&UserId> = client.contacts().collect();
+        let server_contacts: BTreeSet<&UserId> = server
+            .contacts_of(&me.user)
+            .map(|c| c.iter().collect())
+            .unwrap_or_default();
+        if contacts != server_contacts {
+            return fail(
+                "INV-ONLINE-EXACT",
+                format!("{me}: contact list differs from the server's"),
+            );
+        }
+        let expected = expected_table(server, &me.user);
+        let held: BTreeMap<&Endpoint, &Capabilities> =
+            client.peers().map(|(e, p)| (e, &p.capabilities)).collect();
+        for (e, caps) in &expected {
+            match held.get(e) {
+                None => return fail("INV-ONLINE-EXACT", format!("{me} misses {e}")),
+                Some(c) if *c != caps => {
+                    return fail(
+                        "INV-ONLINE-EXACT",
+                        format!("{me} holds stale capabilities of {e}"),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = held.keys().find(|e| !expected.contains_key(e)) {
+            return fail(
+                "INV-ONLINE-EXACT",
+                format!("{me} holds {extra}, which it may not see or is offline"),
+            );
+        }
+        params_fresh(client)?;
+    }
+    Ok(())
+}
+
+/// `INV-CALL-AGREE`, at every moment: when both ends of a call consider it
+/// established, their parameters mirror each other exactly.
+pub fn calls_agree<'a>(clients: impl IntoIterator<Item = &'a Client>) -> Result<(), Violation> {
+    let mut ends: BTreeMap<CallId, Vec<(Role, &crate::caps::CallParams)>> = BTreeMap::new();
+    for client in clients {
+        for (id, call) in client.calls() {
+            if call.state == CallState::Established {
+                if let Some(p) = &call.params {
+                    ends.entry(*id).or_default().push((call.role, p));
+                }
+            }
+        }
+    }
+    for (id, list) in ends {
+        let caller = list.iter().find(|(r, _)| *r == Role::Caller);
+        let callee = list.iter().find(|(r, _)| *r == Role::Callee);
+        if let (Some((_, a)), Some((_, b))) = (caller, callee) {
+            if a.mirrored() != **b {
+                return fail(
+                    "INV-CALL-AGREE",
+                    format!("call {id}: caller and callee parameters differ"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every invariant that holds at every moment, for every client.
+pub fn always<'a>(clients: impl IntoIterator<Item = &'a Client> + Clone) -> Result<(), Violation> {
+    for c in clients.clone() {
+        params_fresh(c)?;
+        logout_empty(c)?;
+    }
+    calls_agree(clients)
+}

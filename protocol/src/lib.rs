@@ -1,0 +1,74 @@
+//! # precall-protocol
+//!
+//! The sans-IO core of **precall**, a presence protocol that carries each terminal's
+//! video capabilities inside the "contact is online" push, so that every client has
+//! the parameters of a call with each online contact computed *before* anyone presses
+//! "call" (patent CN103037195A, claims C1–C18). The normative description is
+//! `spec/protocol.md` in the repository; this crate is its reference implementation.
+//!
+//! ## Design
+//!
+//! Like `quinn-proto` and `str0m`, the crate does no I/O, reads no clock, draws no
+//! random numbers and keeps no global state. Each state machine is one plain value:
+//!
+//! - **events in**: bytes received, connections opened and closed, credential verdicts,
+//!   commands from the application, and the current [`time::Time`];
+//! - **outputs out**: frames to write, connections to close, credential checks to run,
+//!   events for the application, and the next deadline (`poll_timeout`).
+//!
+//! The embedder (the tokio binaries in `reference-server/` and `reference-client/`, the
+//! stateright model behind the `model` feature, the fuzz targets, the tests) moves bytes
+//! and time in and out; every protocol decision is made here, once.
+//!
+//! ## Modules
+//!
+//! - [`ids`]: validated identifiers (users, terminals, codecs, sessions, calls).
+//! - [`caps`]: capabilities, their fingerprint, and call parameters.
+//! - [`negotiate`]: the deterministic rule from two capability sets to call parameters.
+//! - [`message`]: every message; [`codec`]: framing and the canonical JSON encoding.
+//! - [`client`]: [`client::Client`], one terminal's session and its parameter table.
+//! - [`server`]: [`server::Server`], sessions, presence fan-out and call relay.
+//! - [`invariant`]: the spec's invariants as executable checks over a server and its
+//!   clients, shared by tests, the model checker and the fuzz targets.
+//! - [`sim`]: a deterministic in-memory network wiring one server to several clients.
+//! - [`error`]: typed errors and the wire's error codes.
+//!
+//! ## The flow, in one paragraph
+//!
+//! A client logs in with its capabilities (C2) or a registered terminal identifier
+//! (C3). The server checks the credentials through the embedder, looks the identifier
+//! up if needed (C7, C8), answers with a snapshot of the online terminals the user may
+//! see, and pushes `online` with the new terminal's capabilities to every entitled
+//! watcher (C6). Each client, on `online`, stores the capabilities and computes the
+//! call parameters at once (C1); on `offline` (C9) it deletes them (C4); on its own
+//! logout it deletes everything (C5). A call then carries two 128-bit fingerprints
+//! instead of capabilities; the callee confirms them against its own table and accepts
+//! in one round trip. Only while a capability change is in flight do capabilities
+//! travel in the call signalling (the fallback path).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod caps;
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod invariant;
+pub mod message;
+pub mod negotiate;
+pub mod server;
+pub mod sim;
+pub mod time;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use caps::{CallDigest, CallParams, Capabilities, Direction, Fingerprint, StreamParams};
+pub use client::{Client, ClientConfig, ClientEvent};
+pub use error::{DecodeError, ErrorCode, FrameError, InvalidValue};
+pub use ids::{CallId, Codec, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+pub use message::{ClientMessage, LoginWith, ServerMessage, PROTOCOL_VERSION};
+pub use negotiate::{negotiate, negotiate_pair};
+pub use server::{Server, ServerConfig, ServerEvent};
+pub use time::Time;

@@ -1,0 +1,333 @@
+//! Every message of the protocol (spec section "Messages").
+//!
+//! Each message is a JSON object whose `type` member names it; the other members are
+//! the variant's fields. [`ClientMessage`] travels client to server, [`ServerMessage`]
+//! server to client. Both enums are `#[non_exhaustive]`: later versions add messages,
+//! and a receiver treats a `type` it does not know as the spec says (see
+//! [`crate::codec::decode_message`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::{CallDigest, Capabilities};
+use crate::error::ErrorCode;
+use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// How a terminal identifies its capabilities at login.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginWith {
+    /// The capabilities themselves (claims C2, C7).
+    Capabilities(Capabilities),
+    /// A terminal identifier whose capabilities the server stored in advance
+    /// (claims C3, C8).
+    TerminalId(TerminalId),
+}
+
+/// A message from a client to the server.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// Log in (the first message on a connection).
+    Login {
+        /// Protocol version; must be [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Account name.
+        user: UserId,
+        /// Password.
+        password: Password,
+        /// The terminal's capabilities or identifier.
+        with: LoginWith,
+    },
+    /// Log out: the server tells contacts and closes the session.
+    Logout {},
+    /// Heartbeat; the server answers [`ServerMessage::Pong`].
+    Ping {},
+    /// This terminal's capabilities changed.
+    UpdateCaps {
+        /// Request tag echoed in [`ServerMessage::CapsAck`].
+        req: ReqId,
+        /// The new capabilities.
+        capabilities: Capabilities,
+    },
+    /// Add a user to this user's contact list.
+    AddContact {
+        /// Request tag echoed in [`ServerMessage::ContactAdded`].
+        req: ReqId,
+        /// The user to add.
+        user: UserId,
+    },
+    /// Remove a user from this user's contact list.
+    RemoveContact {
+        /// Request tag echoed in [`ServerMessage::ContactRemoved`].
+        req: ReqId,
+        /// The user to remove.
+        user: UserId,
+    },
+    /// Place a call to an online terminal of a contact.
+    Call {
+        /// Request tag echoed in [`ServerMessage::CallRinging`] or the error.
+        req: ReqId,
+        /// The terminal called.
+        to: Endpoint,
+        /// Fingerprints of the two capability sets the caller negotiated from.
+        digest: CallDigest,
+        /// The caller's capabilities, sent only on the fallback path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
+    },
+    /// Repeat a call's request with the caller's capabilities, after the callee
+    /// answered [`ClientMessage::NeedCaps`].
+    CallRetry {
+        /// The call.
+        call: CallId,
+        /// The caller's capabilities.
+        capabilities: Capabilities,
+    },
+    /// The callee accepts the call.
+    Accept {
+        /// The call.
+        call: CallId,
+        /// The callee's capabilities, sent only when the caller's digest named stale
+        /// callee capabilities (fallback path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
+    },
+    /// The callee declines the call.
+    Reject {
+        /// The call.
+        call: CallId,
+    },
+    /// The callee does not hold the caller's capabilities the digest names and asks
+    /// for them (fallback path).
+    NeedCaps {
+        /// The call.
+        call: CallId,
+    },
+    /// End a call, ringing or established.
+    Hangup {
+        /// The call.
+        call: CallId,
+    },
+}
+
+/// An online terminal and its capabilities, as pushed to contacts.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub struct Presence {
+    /// The user logged in on the terminal.
+    pub user: UserId,
+    /// The terminal's session.
+    pub session: SessionId,
+    /// The terminal's capabilities.
+    pub capabilities: Capabilities,
+}
+
+impl Presence {
+    /// The terminal this presence describes.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            user: self.user.clone(),
+            session: self.session,
+        }
+    }
+}
+
+/// Why a call ended.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The other party hung up.
+    Hangup,
+    /// The callee rejected the call.
+    Rejected,
+    /// The other party's session ended.
+    PeerGone,
+    /// The parties are no longer mutual contacts.
+    NotReachable,
+}
+
+/// A message from the server to a client.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// Login succeeded. The snapshot of online contacts follows as
+    /// [`ServerMessage::Online`] messages, ended by [`ServerMessage::Synced`].
+    LoginOk {
+        /// Protocol version the server speaks on this connection.
+        version: u32,
+        /// The user logged in.
+        user: UserId,
+        /// This terminal's session.
+        session: SessionId,
+        /// This terminal's capabilities as the server records them (for a login by
+        /// terminal identifier, the registered ones).
+        capabilities: Capabilities,
+        /// The user's contact list.
+        contacts: Vec<UserId>,
+    },
+    /// The end of the login snapshot: the client's table is now complete.
+    Synced {},
+    /// A contact's terminal is online with these capabilities, or its capabilities
+    /// changed (claims C1, C6). Replaces anything held for that terminal.
+    Online(Presence),
+    /// A contact's terminal went offline (claims C4, C9).
+    Offline(Endpoint),
+    /// A user was added to this user's contact list.
+    ContactAdded {
+        /// Echo of the request's tag, on the session that asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The user added.
+        user: UserId,
+    },
+    /// A user was removed from this user's contact list; the client deletes every
+    /// terminal of that user.
+    ContactRemoved {
+        /// Echo of the request's tag, on the session that asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The user removed.
+        user: UserId,
+    },
+    /// The server recorded this terminal's new capabilities and pushed them.
+    CapsAck {
+        /// Echo of the request's tag.
+        req: ReqId,
+    },
+    /// The call request was relayed to the callee.
+    CallRinging {
+        /// Echo of the request's tag.
+        req: ReqId,
+        /// The call's identifier.
+        call: CallId,
+    },
+    /// A call for this terminal.
+    CallIncoming {
+        /// The call.
+        call: CallId,
+        /// The calling terminal.
+        from: Endpoint,
+        /// Fingerprints the caller negotiated from.
+        digest: CallDigest,
+        /// The caller's capabilities (fallback path only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
+    },
+    /// The callee accepted.
+    CallAccepted {
+        /// The call.
+        call: CallId,
+        /// The callee's capabilities (fallback path only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
+    },
+    /// The callee needs the caller's capabilities; the caller answers
+    /// [`ClientMessage::CallRetry`].
+    CallNeedCaps {
+        /// The call.
+        call: CallId,
+    },
+    /// The call ended.
+    CallEnded {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// Answer to [`ClientMessage::Ping`].
+    Pong {},
+    /// Answer to [`ClientMessage::Logout`]; the server closes the connection next.
+    LoggedOut {},
+    /// A request failed.
+    Error {
+        /// What went wrong.
+        code: ErrorCode,
+        /// The failed request's tag, if it had one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<ReqId>,
+        /// The call concerned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<CallId>,
+        /// Human-readable detail; not for machines.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        detail: String,
+    },
+}
+
+impl ServerMessage {
+    /// An error message with no request tag, call, or detail.
+    pub fn error(code: ErrorCode) -> Self {
+        ServerMessage::Error {
+            code,
+            req: None,
+            call: None,
+            detail: String::new(),
+        }
+    }
+}
+
+/// Names every message type each side knows, for the decoder's unknown-type check.
+pub(crate) trait KnownTypes {
+    /// The `type` values of this enum.
+    const TYPES: &'static [&'static str];
+    /// The `type` values that carry a protocol `version`.
+    const VERSIONED: &'static [&'static str];
+    /// The protocol version the message announces, if it is of a versioned type.
+    fn version(&self) -> Option<u32>;
+}
+
+impl KnownTypes for ClientMessage {
+    const TYPES: &'static [&'static str] = &[
+        "login",
+        "logout",
+        "ping",
+        "update_caps",
+        "add_contact",
+        "remove_contact",
+        "call",
+        "call_retry",
+        "accept",
+        "reject",
+        "need_caps",
+        "hangup",
+    ];
+    const VERSIONED: &'static [&'static str] = &["login"];
+    fn version(&self) -> Option<u32> {
+        match self {
+            ClientMessage::Login { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+}
+
+impl KnownTypes for ServerMessage {
+    const TYPES: &'static [&'static str] = &[
+        "login_ok",
+        "synced",
+        "online",
+        "offline",
+        "contact_added",
+        "contact_removed",
+        "caps_ack",
+        "call_ringing",
+        "call_incoming",
+        "call_accepted",
+        "call_need_caps",
+        "call_ended",
+        "pong",
+        "logged_out",
+        "error",
+    ];
+    const VERSIONED: &'static [&'static str] = &["login_ok"];
+    fn version(&self) -> Option<u32> {
+        match self {
+            ServerMessage::LoginOk { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+}

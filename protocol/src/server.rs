@@ -1,0 +1,1178 @@
+//! The server state machine (spec section "Server state machine").
+//!
+//! [`Server`] owns every connection's framing, every session, the in-memory contact
+//! lists of online users and every call; it decides every message the server sends.
+//! It performs no I/O: the embedder feeds it events ([`Server::connect`],
+//! [`Server::receive`], [`Server::disconnect`], [`Server::complete_auth`],
+//! [`Server::handle_timeout`], [`Server::change_roster`]) and drains
+//! [`Server::poll_event`] for frames to write, connections to close, credential checks
+//! to run and roster changes to persist.
+//!
+//! Credential checks may be slow (a password hash), so the core never performs them:
+//! it emits [`ServerEvent::Authenticate`] and continues serving everyone else until the
+//! embedder calls [`Server::complete_auth`] with the verdict.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::caps::{CallDigest, Capabilities};
+use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::error::{DecodeError, ErrorCode, FrameError};
+use crate::ids::{CallId, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+use crate::message::{
+    ClientMessage, EndReason, LoginWith, Presence, ServerMessage, PROTOCOL_VERSION,
+};
+use crate::time::Time;
+
+/// Server limits and timers. Every field has a spec-recommended default.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerConfig {
+    /// Largest frame payload accepted.
+    pub max_frame: u32,
+    /// A logged-in connection that sends nothing for this long is closed
+    /// (`idle_timeout`) and its session ends as if dropped.
+    pub idle_timeout: Duration,
+    /// A connection that has not completed login within this long is closed.
+    pub login_timeout: Duration,
+    /// Largest number of sessions (terminals online at once) per user.
+    pub max_sessions_per_user: usize,
+    /// Largest contact list.
+    pub max_contacts: usize,
+    /// Largest number of calls, ringing or established, per session.
+    pub max_calls_per_session: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(60),
+            login_timeout: Duration::from_secs(30),
+            max_sessions_per_user: 8,
+            max_contacts: 500,
+            max_calls_per_session: 4,
+        }
+    }
+}
+
+/// Identifies one pending credential check.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct AuthTicket(pub u64);
+
+/// A credential check the embedder must run, then answer with
+/// [`Server::complete_auth`].
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct AuthRequest {
+    /// Echo this in [`Server::complete_auth`].
+    pub ticket: AuthTicket,
+    /// The connection logging in.
+    pub conn: ConnId,
+    /// The account name.
+    pub user: UserId,
+    /// The password to verify.
+    pub password: Password,
+    /// For a login by terminal identifier (claim C8), the identifier whose registered
+    /// capabilities the embedder must look up for this user.
+    pub terminal: Option<TerminalId>,
+}
+
+/// What the embedder's credential store says about an [`AuthRequest`].
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum AuthVerdict {
+    /// The credentials are good.
+    Accepted {
+        /// The user's stored contact list.
+        contacts: Vec<UserId>,
+        /// For a login by terminal identifier: the capabilities registered for that
+        /// identifier and this user, or `None` if there are none.
+        registered: Option<Capabilities>,
+    },
+    /// Unknown user or wrong password (indistinguishable on the wire).
+    Rejected,
+    /// The store failed; the client gets `internal`.
+    Failed,
+}
+
+/// Something the embedder must do.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// Write this frame to the connection, after everything queued before it.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// A complete frame. Presence pushes share one buffer among all recipients.
+        frame: Bytes,
+    },
+    /// Flush what was queued for the connection, then close it. The server has already
+    /// forgotten it; later events for it are ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Run a credential check.
+    Authenticate(AuthRequest),
+    /// A user changed their contact list; persist it.
+    RosterChanged {
+        /// Whose contact list.
+        user: UserId,
+        /// The contact added or removed.
+        contact: UserId,
+        /// `true` if added.
+        added: bool,
+    },
+    /// A session began (for logs and metrics).
+    SessionStarted {
+        /// The connection.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// A session ended (for logs and metrics).
+    SessionEnded {
+        /// The connection.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+}
+
+/// Misuse of the [`Server`] API by the embedder (never caused by a peer's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ServerError {
+    /// [`Server::connect`] with an identifier already in use.
+    #[error("connection {0} is already open")]
+    DuplicateConn(ConnId),
+    /// [`Server::complete_auth`] with a ticket that is not pending (already answered,
+    /// or the connection went away): nothing happened.
+    #[error("no pending credential check {0:?}")]
+    UnknownTicket(AuthTicket),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ConnState {
+    AwaitingLogin,
+    Authenticating {
+        ticket: AuthTicket,
+        user: UserId,
+        with: LoginWith,
+    },
+    Online(SessionId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Conn {
+    state: ConnState,
+    decoder: FrameDecoder,
+    deadline: Time,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Session {
+    user: UserId,
+    conn: ConnId,
+    caps: Capabilities,
+    terminal: Option<TerminalId>,
+    /// The `online` push for this terminal, encoded once and shared by every watcher
+    /// and every snapshot.
+    online_frame: Bytes,
+    calls: BTreeSet<CallId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OnlineUser {
+    contacts: BTreeSet<UserId>,
+    sessions: BTreeSet<SessionId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum CallState {
+    /// Relayed to the callee; `caps_sent` if the caller's capabilities went with it.
+    Ringing {
+        caps_sent: bool,
+    },
+    /// The callee asked for the caller's capabilities.
+    AwaitingCallerCaps,
+    Established,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Call {
+    caller: SessionId,
+    callee: SessionId,
+    digest: CallDigest,
+    state: CallState,
+}
+
+/// A read-only view of one session, for embedders' status pages and for checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView<'a> {
+    /// The session's terminal.
+    pub endpoint: Endpoint,
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its current capabilities.
+    pub capabilities: &'a Capabilities,
+    /// The registered terminal identifier it logged in with, if any.
+    pub terminal: Option<&'a TerminalId>,
+}
+
+/// The server state machine. See the module documentation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Server {
+    config: ServerConfig,
+    conns: BTreeMap<ConnId, Conn>,
+    sessions: BTreeMap<SessionId, Session>,
+    users: BTreeMap<UserId, OnlineUser>,
+    calls: BTreeMap<CallId, Call>,
+    tickets: BTreeMap<AuthTicket, ConnId>,
+    deadlines: BTreeSet<(Time, ConnId)>,
+    next_session: u64,
+    next_call: u64,
+    next_ticket: u64,
+    out: VecDeque<ServerEvent>,
+}
+
+impl Server {
+    /// A server with no connections.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            conns: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            users: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            next_session: 1,
+            next_call: 1,
+            next_ticket: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    // ----- events in -------------------------------------------------------------
+
+    /// A transport connection opened.
+    pub fn connect(&mut self, conn: ConnId, now: Time) -> Result<(), ServerError> {
+        if self.conns.contains_key(&conn) {
+            return Err(ServerError::DuplicateConn(conn));
+        }
+        let deadline = now.after(self.config.login_timeout);
+        self.conns.insert(
+            conn,
+            Conn {
+                state: ConnState::AwaitingLogin,
+                decoder: FrameDecoder::new(self.config.max_frame),
+                deadline,
+            },
+        );
+        self.deadlines.insert((deadline, conn));
+        Ok(())
+    }
+
+    /// Bytes arrived on a connection. Bytes for a connection the server does not know
+    /// (never opened, or already closed) are ignored.
+    pub fn receive(&mut self, conn: ConnId, mut data: &[u8], now: Time) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if matches!(c.state, ConnState::Online(_)) {
+            let deadline = now.after(self.config.idle_timeout);
+            if deadline != c.deadline {
+                self.deadlines.remove(&(c.deadline, conn));
+                c.deadline = deadline;
+                self.deadlines.insert((deadline, conn));
+            }
+        }
+        while !data.is_empty() {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            match c.decoder.decode(&mut data) {
+                Ok(None) => return,
+                Ok(Some(payload)) => match decode_message::<ClientMessage>(&payload) {
+                    Ok(msg) => self.handle_message(conn, msg, now),
+                    Err(e) => self.refuse(conn, &e),
+                },
+                Err(e) => {
+                    let code = match e {
+                        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                        FrameError::Empty => ErrorCode::Malformed,
+                    };
+                    self.fail(conn, code, e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The transport connection closed or failed. The session, if any, ends: the
+    /// user's contacts are told the terminal went offline (claim C9).
+    pub fn disconnect(&mut self, conn: ConnId, now: Time) {
+        let _ = now;
+        self.forget_conn(conn);
+    }
+
+    /// The answer to an [`AuthRequest`].
+    pub fn complete_auth(
+        &mut self,
+        ticket: AuthTicket,
+        verdict: AuthVerdict,
+        now: Time,
+    ) -> Result<(), ServerError> {
+        let conn = self
+            .tickets
+            .remove(&ticket)
+            .ok_or(ServerError::UnknownTicket(ticket))?;
+        let Some(c) = self.conns.get(&conn) else {
+            return Err(ServerError::UnknownTicket(ticket));
+        };
+        let ConnState::Authenticating { user, with, .. } = c.state.clone() else {
+            return Err(ServerError::UnknownTicket(ticket));
+        };
+        let (contacts, registered) = match verdict {
+            AuthVerdict::Accepted {
+                contacts,
+                registered,
+            } => (contacts, registered),
+            AuthVerdict::Rejected => {
+                self.fail(conn, ErrorCode::BadCredentials, String::new());
+                return Ok(());
+            }
+            AuthVerdict::Failed => {
+                self.fail(conn, ErrorCode::Internal, "credential store".into());
+                return Ok(());
+            }
+        };
+        let (caps, terminal) = match with {
+            LoginWith::Capabilities(caps) => (caps, None),
+            LoginWith::TerminalId(id) => match registered {
+                Some(caps) => (caps, Some(id)),
+                None => {
+                    self.fail(conn, ErrorCode::UnknownTerminal, String::new());
+                    return Ok(());
+                }
+            },
+        };
+        // The same registered terminal logging in again replaces its old session.
+        if let Some(t) = &terminal {
+            let old = self.users.get(&user).and_then(|u| {
+                u.sessions
+                    .iter()
+                    .copied()
+                    .find(|s| self.sessions.get(s).and_then(|s| s.terminal.as_ref()) == Some(t))
+            });
+            if let Some(old_conn) = old.and_then(|s| self.sessions.get(&s)).map(|s| s.conn) {
+                self.fail(old_conn, ErrorCode::SessionReplaced, String::new());
+            }
+        }
+        let online = self.users.get(&user).map_or(0, |u| u.sessions.len());
+        if online >= self.config.max_sessions_per_user {
+            self.fail(conn, ErrorCode::TooManySessions, String::new());
+            return Ok(());
+        }
+        self.start_session(conn, user, caps, terminal, contacts, now);
+        Ok(())
+    }
+
+    /// Closes every idle connection whose deadline has passed.
+    pub fn handle_timeout(&mut self, now: Time) {
+        while let Some(&(deadline, conn)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            self.fail(conn, ErrorCode::IdleTimeout, String::new());
+        }
+    }
+
+    /// A contact-list change made outside the protocol (an administrator), applied to
+    /// online users as if `user` had sent it; not echoed as
+    /// [`ServerEvent::RosterChanged`]. Does nothing if `user` is offline: the change
+    /// is in the embedder's store, read at the next login.
+    pub fn change_roster(&mut self, user: &UserId, contact: &UserId, added: bool, now: Time) {
+        let _ = now;
+        if user == contact || !self.users.contains_key(user) {
+            return;
+        }
+        self.apply_roster_change(user, contact, added, None);
+    }
+
+    /// Ends every connection with `server_shutdown`.
+    pub fn shutdown(&mut self, now: Time) {
+        let _ = now;
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.fail(conn, ErrorCode::ServerShutdown, String::new());
+        }
+    }
+
+    // ----- outputs ---------------------------------------------------------------
+
+    /// The next thing the embedder must do, in order.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.out.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    // ----- read-only views -------------------------------------------------------
+
+    /// Every session, in session order.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionView<'_>> {
+        self.sessions.iter().map(|(id, s)| SessionView {
+            endpoint: Endpoint {
+                user: s.user.clone(),
+                session: *id,
+            },
+            conn: s.conn,
+            capabilities: &s.caps,
+            terminal: s.terminal.as_ref(),
+        })
+    }
+
+    /// The in-memory contact list of an online user.
+    pub fn contacts_of(&self, user: &UserId) -> Option<&BTreeSet<UserId>> {
+        self.users.get(user).map(|u| &u.contacts)
+    }
+
+    /// The session logged in on a connection, if any.
+    pub fn session_of(&self, conn: ConnId) -> Option<SessionId> {
+        match self.conns.get(&conn)?.state {
+            ConnState::Online(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of calls, ringing or established.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The access rule (spec "Visibility"): `watcher` may see `subject`'s presence and
+    /// capabilities iff both are online, are different users, and each lists the other.
+    pub fn entitled(&self, watcher: &UserId, subject: &UserId) -> bool {
+        watcher != subject
+            && self
+                .users
+                .get(watcher)
+                .is_some_and(|w| w.contacts.contains(subject))
+            && self
+                .users
+                .get(subject)
+                .is_some_and(|s| s.contacts.contains(watcher))
+    }
+
+    // ----- internals -------------------------------------------------------------
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMessage) {
+        self.out.push_back(ServerEvent::Transmit {
+            conn,
+            frame: encode_frame(msg),
+        });
+    }
+
+    fn send_frame(&mut self, conn: ConnId, frame: Bytes) {
+        self.out.push_back(ServerEvent::Transmit { conn, frame });
+    }
+
+    fn error(&mut self, conn: ConnId, code: ErrorCode, req: Option<ReqId>, call: Option<CallId>) {
+        self.send(
+            conn,
+            &ServerMessage::Error {
+                code,
+                req,
+                call,
+                detail: String::new(),
+            },
+        );
+    }
+
+    /// Sends a fatal error and closes the connection.
+    fn fail(&mut self, conn: ConnId, code: ErrorCode, detail: String) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.send(
+            conn,
+            &ServerMessage::Error {
+                code,
+                req: None,
+                call: None,
+                detail,
+            },
+        );
+        self.close(conn);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if self.forget_conn(conn) {
+            self.out.push_back(ServerEvent::Close { conn });
+        }
+    }
+
+    /// Answers a payload that did not decode.
+    fn refuse(&mut self, conn: ConnId, e: &DecodeError) {
+        let code = e.code();
+        if code.is_fatal() {
+            self.fail(conn, code, e.to_string());
+        } else {
+            self.send(
+                conn,
+                &ServerMessage::Error {
+                    code,
+                    req: None,
+                    call: None,
+                    detail: e.to_string(),
+                },
+            );
+        }
+    }
+
+    /// Drops all state of a connection and ends its session. Returns whether it
+    /// existed.
+    fn forget_conn(&mut self, conn: ConnId) -> bool {
+        let Some(c) = self.conns.remove(&conn) else {
+            return false;
+        };
+        self.deadlines.remove(&(c.deadline, conn));
+        match c.state {
+            ConnState::AwaitingLogin => {}
+            ConnState::Authenticating { ticket, .. } => {
+                self.tickets.remove(&ticket);
+            }
+            ConnState::Online(session) => self.end_session(session),
+        }
+        true
+    }
+
+    fn handle_message(&mut self, conn: ConnId, msg: ClientMessage, now: Time) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let session = match (&c.state, msg) {
+            (_, ClientMessage::Ping {}) => {
+                self.send(conn, &ServerMessage::Pong {});
+                return;
+            }
+            (_, ClientMessage::Logout {}) => {
+                self.send(conn, &ServerMessage::LoggedOut {});
+                self.close(conn);
+                return;
+            }
+            (
+                ConnState::AwaitingLogin,
+                ClientMessage::Login {
+                    version,
+                    user,
+                    password,
+                    with,
+                },
+            ) => {
+                debug_assert_eq!(version, PROTOCOL_VERSION, "checked by the decoder");
+                self.begin_auth(conn, user, password, with);
+                return;
+            }
+            (
+                ConnState::Online(_) | ConnState::Authenticating { .. },
+                ClientMessage::Login { .. },
+            ) => {
+                self.error(conn, ErrorCode::AlreadyLoggedIn, None, None);
+                return;
+            }
+            (ConnState::Online(s), msg) => (*s, msg),
+            (_, msg) => {
+                let (req, call) = request_tags(&msg);
+                self.error(conn, ErrorCode::NotLoggedIn, req, call);
+                return;
+            }
+        };
+        let (session, msg) = session;
+        let _ = now;
+        match msg {
+            ClientMessage::UpdateCaps { req, capabilities } => {
+                self.update_caps(session, capabilities);
+                self.send(conn, &ServerMessage::CapsAck { req });
+            }
+            ClientMessage::AddContact { req, user } => {
+                self.roster_request(session, conn, req, user, true)
+            }
+            ClientMessage::RemoveContact { req, user } => {
+                self.roster_request(session, conn, req, user, false)
+            }
+            ClientMessage::Call {
+                req,
+                to,
+                digest,
+                capabilities,
+            } => self.place_call(session, conn, req, to, digest, capabilities),
+            ClientMessage::CallRetry { call, capabilities } => {
+                self.call_retry(session, conn, call, capabilities)
+            }
+            ClientMessage::Accept { call, capabilities } => {
+                self.call_accept(session, conn, call, capabilities)
+            }
+            ClientMessage::Reject { call } => self.call_reject(session, conn, call),
+            ClientMessage::NeedCaps { call } => self.call_need_caps(session, conn, call),
+            ClientMessage::Hangup { call } => self.call_hangup(session, conn, call),
+            // Handled above; a new variant reaches here only if this match is not
+            // updated, and is answered as unknown.
+            ClientMessage::Login { .. } | ClientMessage::Ping {} | ClientMessage::Logout {} => {
+                self.error(conn, ErrorCode::UnknownMessage, None, None)
+            }
+        }
+    }
+
+    fn begin_auth(&mut self, conn: ConnId, user: UserId, password: Password, with: LoginWith) {
+        let ticket = AuthTicket(self.next_ticket);
+        self.next_ticket += 1;
+        let terminal = match &with {
+            LoginWith::TerminalId(t) => Some(t.clone()),
+            LoginWith::Capabilities(_) => None,
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Authenticating {
+                ticket,
+                user: user.clone(),
+                with,
+            };
+        }
+        self.tickets.insert(ticket, conn);
+        self.out.push_back(ServerEvent::Authenticate(AuthRequest {
+            ticket,
+            conn,
+            user,
+            password,
+            terminal,
+        }));
+    }
+
+    fn start_session(
+        &mut self,
+        conn: ConnId,
+        user: UserId,
+        caps: Capabilities,
+        terminal: Option<TerminalId>,
+        contacts: Vec<UserId>,
+        now: Time,
+    ) {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        let max_contacts = self.config.max_contacts;
+        let entry = self
+            .users
+            .entry(user.clone())
+            .or_insert_with(|| OnlineUser {
+                contacts: contacts
+                    .into_iter()
+                    .filter(|c| *c != user)
+                    .take(max_contacts)
+                    .collect(),
+                sessions: BTreeSet::new(),
+            });
+        entry.sessions.insert(id);
+        let contact_list: Vec<UserId> = entry.contacts.iter().cloned().collect();
+        let online_frame = online_frame(&user, id, &caps);
+        self.sessions.insert(
+            id,
+            Session {
+                user: user.clone(),
+                conn,
+                caps: caps.clone(),
+                terminal,
+                online_frame: online_frame.clone(),
+                calls: BTreeSet::new(),
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Online(id);
+            self.deadlines.remove(&(c.deadline, conn));
+            c.deadline = now.after(self.config.idle_timeout);
+            self.deadlines.insert((c.deadline, conn));
+        }
+        self.send(
+            conn,
+            &ServerMessage::LoginOk {
+                version: PROTOCOL_VERSION,
+                user: user.clone(),
+                session: id,
+                capabilities: caps,
+                contacts: contact_list,
+            },
+        );
+        // The snapshot: every online terminal this user may see (C6 at login).
+        let visible = self.visible_sessions(&user);
+        for s in &visible {
+            let frame = self.sessions[s].online_frame.clone();
+            self.send_frame(conn, frame);
+        }
+        self.send(conn, &ServerMessage::Synced {});
+        // The push: every entitled watcher learns this terminal is online (C6).
+        self.push_to_watchers(&user, online_frame, None);
+        self.out.push_back(ServerEvent::SessionStarted {
+            conn,
+            endpoint: Endpoint { user, session: id },
+        });
+    }
+
+    /// Sessions of other users that `user` is entitled to see.
+    fn visible_sessions(&self, user: &UserId) -> Vec<SessionId> {
+        let Some(u) = self.users.get(user) else {
+            return Vec::new();
+        };
+        u.contacts
+            .iter()
+            .filter(|c| self.entitled(user, c))
+            .filter_map(|c| self.users.get(c))
+            .flat_map(|c| c.sessions.iter().copied())
+            .collect()
+    }
+
+    /// Connections of every session of every user entitled to see `subject`.
+    fn watcher_conns(&self, subject: &UserId) -> Vec<ConnId> {
+        let Some(u) = self.users.get(subject) else {
+            return Vec::new();
+        };
+        u.contacts
+            .iter()
+            .filter(|w| self.entitled(w, subject))
+            .filter_map(|w| self.users.get(w))
+            .flat_map(|w| w.sessions.iter())
+            .filter_map(|s| self.sessions.get(s).map(|s| s.conn))
+            .collect()
+    }
+
+    /// Sends one shared frame to every entitled watcher of `subject`, optionally only
+    /// those of user `only`.
+    fn push_to_watchers(&mut self, subject: &UserId, frame: Bytes, only: Option<&UserId>) {
+        for conn in self.watcher_conns(subject) {
+            if let Some(only) = only {
+                let watcher = self.session_of(conn).and_then(|s| self.sessions.get(&s));
+                if watcher.map(|s| &s.user) != Some(only) {
+                    continue;
+                }
+            }
+            self.send_frame(conn, frame.clone());
+        }
+    }
+
+    fn end_session(&mut self, id: SessionId) {
+        let Some(s) = self.sessions.remove(&id) else {
+            return;
+        };
+        for call in &s.calls {
+            self.end_call(*call, id, EndReason::PeerGone);
+        }
+        let endpoint = Endpoint {
+            user: s.user.clone(),
+            session: id,
+        };
+        // Watchers are computed while the user's roster is still known (C9).
+        let frame = encode_frame(&ServerMessage::Offline(endpoint.clone()));
+        self.push_to_watchers(&s.user, frame, None);
+        if let Some(u) = self.users.get_mut(&s.user) {
+            u.sessions.remove(&id);
+            if u.sessions.is_empty() {
+                self.users.remove(&s.user);
+            }
+        }
+        self.out.push_back(ServerEvent::SessionEnded {
+            conn: s.conn,
+            endpoint,
+        });
+    }
+
+    fn update_caps(&mut self, id: SessionId, caps: Capabilities) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        s.online_frame = online_frame(&s.user, id, &caps);
+        s.caps = caps;
+        let (user, frame) = (s.user.clone(), s.online_frame.clone());
+        self.push_to_watchers(&user, frame, None);
+    }
+
+    fn roster_request(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        req: ReqId,
+        contact: UserId,
+        added: bool,
+    ) {
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            return;
+        };
+        if user == contact {
+            self.error(conn, ErrorCode::InvalidContact, Some(req), None);
+            return;
+        }
+        let Some(u) = self.users.get(&user) else {
+            return;
+        };
+        let has = u.contacts.contains(&contact);
+        if added && !has && u.contacts.len() >= self.config.max_contacts {
+            self.error(conn, ErrorCode::RosterFull, Some(req), None);
+            return;
+        }
+        if has != added {
+            self.out.push_back(ServerEvent::RosterChanged {
+                user: user.clone(),
+                contact: contact.clone(),
+                added,
+            });
+        }
+        self.apply_roster_change(&user, &contact, added, Some((conn, req)));
+    }
+
+    /// Applies a contact-list change of an online user and the presence it implies.
+    /// `origin` is the connection and tag of the request, echoed only to it.
+    fn apply_roster_change(
+        &mut self,
+        user: &UserId,
+        contact: &UserId,
+        added: bool,
+        origin: Option<(ConnId, ReqId)>,
+    ) {
+        let was_entitled = self.entitled(contact, user);
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
+        if added {
+            u.contacts.insert(contact.clone());
+        } else {
+            u.contacts.remove(contact);
+        }
+        let own_sessions: Vec<SessionId> = u.sessions.iter().copied().collect();
+        // Every terminal of the user learns the new contact list first ...
+        for s in &own_sessions {
+            let Some(conn) = self.sessions.get(s).map(|s| s.conn) else {
+                continue;
+            };
+            let req = origin.filter(|(c, _)| *c == conn).map(|(_, r)| r);
+            let msg = if added {
+                ServerMessage::ContactAdded {
+                    req,
+                    user: contact.clone(),
+                }
+            } else {
+                ServerMessage::ContactRemoved {
+                    req,
+                    user: contact.clone(),
+                }
+            };
+            self.send(conn, &msg);
+        }
+        // ... then presence follows the change of entitlement, both ways.
+        let now_entitled = self.entitled(contact, user);
+        if was_entitled == now_entitled {
+            return;
+        }
+        let contact_sessions: Vec<SessionId> = self
+            .users
+            .get(contact)
+            .map(|c| c.sessions.iter().copied().collect())
+            .unwrap_or_default();
+        if now_entitled {
+            for s in &own_sessions {
+                let frame = self.sessions[s].online_frame.clone();
+                self.push_to_watchers(user, frame, Some(contact));
+            }
+            for s in &contact_sessions {
+                let frame = self.sessions[s].online_frame.clone();
+                self.push_to_watchers(contact, frame, Some(user));
+            }
+        } else {
+            // Only a removal breaks entitlement. The user's own terminals dropped every
+            // terminal of `contact` on `contact_removed`; the contact, who still lists
+            // the user, is told each of the user's terminals went offline.
+            for w in &contact_sessions {
+                let Some(wconn) = self.peer_conn(*w) else {
+                    continue;
+                };
+                for s in &own_sessions {
+                    let msg = ServerMessage::Offline(Endpoint {
+                        user: user.clone(),
+                        session: *s,
+                    });
+                    self.send(wconn, &msg);
+                }
+            }
+            // Calls between the two users end: they may no longer reach each other.
+            let between =
+                |a: &UserId, b: &UserId| (a == user && b == contact) || (a == contact && b == user);
+            let calls: Vec<CallId> = self
+                .calls
+                .iter()
+                .filter(|(_, c)| {
+                    match (self.sessions.get(&c.caller), self.sessions.get(&c.callee)) {
+                        (Some(a), Some(b)) => between(&a.user, &b.user),
+                        _ => false,
+                    }
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in calls {
+                self.end_call_both(id, EndReason::NotReachable);
+            }
+        }
+    }
+
+    fn place_call(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        req: ReqId,
+        to: Endpoint,
+        digest: CallDigest,
+        capabilities: Option<Capabilities>,
+    ) {
+        let Some(caller) = self.sessions.get(&session) else {
+            return;
+        };
+        let caller_user = caller.user.clone();
+        let reachable = self
+            .sessions
+            .get(&to.session)
+            .is_some_and(|s| s.user == to.user)
+            && self.entitled(&caller_user, &to.user);
+        if !reachable {
+            // The same answer for offline, unknown and non-contact targets: a call
+            // must not reveal presence the caller may not see.
+            self.error(conn, ErrorCode::NotReachable, Some(req), None);
+            return;
+        }
+        let max = self.config.max_calls_per_session;
+        let busy = |s: &SessionId| self.sessions.get(s).map_or(true, |s| s.calls.len() >= max);
+        if busy(&session) || busy(&to.session) {
+            self.error(conn, ErrorCode::Busy, Some(req), None);
+            return;
+        }
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let caps_sent = capabilities.is_some();
+        self.calls.insert(
+            id,
+            Call {
+                caller: session,
+                callee: to.session,
+                digest,
+                state: CallState::Ringing { caps_sent },
+            },
+        );
+        for s in [session, to.session] {
+            if let Some(s) = self.sessions.get_mut(&s) {
+                s.calls.insert(id);
+            }
+        }
+        self.send(conn, &ServerMessage::CallRinging { req, call: id });
+        let callee_conn = self.sessions[&to.session].conn;
+        self.send(
+            callee_conn,
+            &ServerMessage::CallIncoming {
+                call: id,
+                from: Endpoint {
+                    user: caller_user,
+                    session,
+                },
+                digest,
+                capabilities,
+            },
+        );
+    }
+
+    /// Looks up a call the sender is a party to, answering `unknown_call` otherwise.
+    /// Returns the call and whether the sender is the caller.
+    fn party_call(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        call: CallId,
+    ) -> Option<(Call, bool)> {
+        match self.calls.get(&call) {
+            Some(c) if c.caller == session => Some((c.clone(), true)),
+            Some(c) if c.callee == session => Some((c.clone(), false)),
+            _ => {
+                self.error(conn, ErrorCode::UnknownCall, None, Some(call));
+                None
+            }
+        }
+    }
+
+    fn peer_conn(&self, session: SessionId) -> Option<ConnId> {
+        self.sessions.get(&session).map(|s| s.conn)
+    }
+
+    fn call_retry(&mut self, session: SessionId, conn: ConnId, call: CallId, caps: Capabilities) {
+        let Some((c, true)) = self.party_call(session, conn, call) else {
+            return;
+        };
+        if c.state != CallState::AwaitingCallerCaps {
+            self.error(conn, ErrorCode::InvalidState, None, Some(call));
+            return;
+        }
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.state = CallState::Ringing { caps_sent: true };
+        }
+        let from = Endpoint {
+            user: self.sessions[&session].user.clone(),
+            session,
+        };
+        if let Some(peer) = self.peer_conn(c.callee) {
+            self.send(
+                peer,
+                &ServerMessage::CallIncoming {
+                    call,
+                    from,
+                    digest: c.digest,
+                    capabilities: Some(caps),
+                },
+            );
+        }
+    }
+
+    /// Checks the sender is the callee of a ringing call.
+    fn ringing_for_callee(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        call: CallId,
+    ) -> Option<(Call, bool)> {
+        let (c, is_caller) = self.party_call(session, conn, call)?;
+        match c.state {
+            CallState::Ringing { caps_sent } if !is_caller => Some((c, caps_sent)),
+            _ => {
+                self.error(conn, ErrorCode::InvalidState, None, Some(call));
+                None
+            }
+        }
+    }
+
+    fn call_accept(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        call: CallId,
+        caps: Option<Capabilities>,
+    ) {
+        let Some((c, _)) = self.ringing_for_callee(session, conn, call) else {
+            return;
+        };
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.state = CallState::Established;
+        }
+        if let Some(peer) = self.peer_conn(c.caller) {
+            self.send(
+                peer,
+                &ServerMessage::CallAccepted {
+                    call,
+                    capabilities: caps,
+                },
+            );
+        }
+    }
+
+    fn call_need_caps(&mut self, session: SessionId, conn: ConnId, call: CallId) {
+        let Some((c, caps_sent)) = self.ringing_for_callee(session, conn, call) else {
+            return;
+        };
+        if caps_sent {
+            // The callee already has the caller's capabilities: asking again would loop.
+            self.error(conn, ErrorCode::InvalidState, None, Some(call));
+            return;
+        }
+        if let Some(entry) = self.calls.get_mut(&call) {
+            entry.state = CallState::AwaitingCallerCaps;
+        }
+        if let Some(peer) = self.peer_conn(c.caller) {
+            self.send(peer, &ServerMessage::CallNeedCaps { call });
+        }
+    }
+
+    fn call_reject(&mut self, session: SessionId, conn: ConnId, call: CallId) {
+        let Some((c, is_caller)) = self.party_call(session, conn, call) else {
+            return;
+        };
+        if is_caller || c.state == CallState::Established {
+            self.error(conn, ErrorCode::InvalidState, None, Some(call));
+            return;
+        }
+        self.end_call(call, session, EndReason::Rejected);
+    }
+
+    fn call_hangup(&mut self, session: SessionId, conn: ConnId, call: CallId) {
+        if self.party_call(session, conn, call).is_some() {
+            self.end_call(call, session, EndReason::Hangup);
+        }
+    }
+
+    /// Removes a call and tells the party other than `by`.
+    fn end_call(&mut self, call: CallId, by: SessionId, reason: EndReason) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        for s in [c.caller, c.callee] {
+            if let Some(s) = self.sessions.get_mut(&s) {
+                s.calls.remove(&call);
+            }
+        }
+        let other = if c.caller == by { c.callee } else { c.caller };
+        if let Some(peer) = self.peer_conn(other) {
+            self.send(peer, &ServerMessage::CallEnded { call, reason });
+        }
+    }
+
+    /// Removes a call and tells both parties.
+    fn end_call_both(&mut self, call: CallId, reason: EndReason) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let caller = c.caller;
+        if let Some(conn) = self.peer_conn(caller) {
+            self.send(conn, &ServerMessage::CallEnded { call, reason });
+        }
+        self.end_call(call, caller, reason);
+    }
+}
+
+fn online_frame(user: &UserId, session: SessionId, caps: &Capabilities) -> Bytes {
+    encode_frame(&ServerMessage::Online(Presence {
+        user: user.clone(),
+        session,
+        capabilities: caps.clone(),
+    }))
+}
+
+/// The request tag and call a message names, for error replies.
+fn request_tags(msg: &ClientMessage) -> (Option<ReqId>, Option<CallId>) {
+    match msg {
+        ClientMessage::UpdateCaps { req, .. }
+        | ClientMessage::AddContact { req, .. }
+        | ClientMessage::RemoveContact { req, .. }
+        | ClientMessage::Call { req, .. } => (Some(*req), None),
+        ClientMessage::CallRetry { call, .. }
+        | ClientMessage::Accept { call, .. }
+        | ClientMessage::Reject { call }
+        | ClientMessage::NeedCaps { call }
+        | ClientMessage::Hangup { call } => (None, Some(*call)),
+        _ => (None, None),
+    }
+}

@@ -1,0 +1,496 @@
+//! A deterministic in-memory network: one [`Server`], several [`Client`]s, ordered
+//! links, an in-memory credential store and terminal registry.
+//!
+//! This is a harness, not part of the protocol: it moves frames between the real state
+//! machines exactly as a TCP embedder would, so the property tests, the claim tests and
+//! the fuzz targets can drive whole scenarios and check the [`crate::invariant`]s. It
+//! holds no protocol rule of its own: every decision comes from the server or a client.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::caps::{Bandwidth, Camera, Capabilities, CpuClass, Size};
+use crate::client::{Client, ClientConfig, ClientEvent, Role};
+use crate::codec::{decode_message, HEADER_LEN};
+use crate::ids::{Codec, ConnId, Endpoint, Password, TerminalId, UserId};
+use crate::invariant::{self, may_see, Violation};
+use crate::message::{LoginWith, ServerMessage};
+use crate::negotiate::negotiate_pair;
+use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent};
+use crate::time::Time;
+
+/// A capability set for tests and examples: the given codecs for both encode and
+/// decode, a 16:9 screen and camera `width` pixels wide, a camera of `fps` frames per
+/// second, a high CPU class and 8 Mbit/s each way.
+pub fn sample_caps(codecs: &[&str], width: u16, fps: u16) -> Capabilities {
+    let list: Vec<Codec> = codecs
+        .iter()
+        .map(|c| Codec::new(*c).expect("sample codec"))
+        .collect();
+    let size = Size {
+        width,
+        height: width / 16 * 9,
+    };
+    Capabilities::new(
+        list.clone(),
+        list,
+        size,
+        Some(Camera {
+            max: size,
+            max_fps: fps,
+        }),
+        CpuClass::High,
+        Bandwidth {
+            up_kbps: 8000,
+            down_kbps: 8000,
+        },
+    )
+    .expect("sample capabilities are valid")
+}
+
+/// An account in the in-memory store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Account {
+    /// The password.
+    pub password: String,
+    /// The stored contact list.
+    pub contacts: BTreeSet<UserId>,
+}
+
+/// The in-memory credential store and terminal registry (a test double of the
+/// reference server's SQLite store).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Directory {
+    /// Accounts by user.
+    pub accounts: BTreeMap<UserId, Account>,
+    /// Registered terminals (C8): identifier → owner and capabilities.
+    pub terminals: BTreeMap<TerminalId, (UserId, Capabilities)>,
+}
+
+impl Directory {
+    /// Adds an account.
+    pub fn add_user(&mut self, user: &UserId, password: &str) {
+        self.accounts.insert(
+            user.clone(),
+            Account {
+                password: password.to_owned(),
+                contacts: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Makes `a` and `b` list each other.
+    pub fn befriend(&mut self, a: &UserId, b: &UserId) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(acc) = self.accounts.get_mut(x) {
+                acc.contacts.insert(y.clone());
+            }
+        }
+    }
+
+    /// Registers a terminal for a user.
+    pub fn register(&mut self, id: &TerminalId, owner: &UserId, caps: Capabilities) {
+        self.terminals.insert(id.clone(), (owner.clone(), caps));
+    }
+
+    /// The verdict the reference server's store would give.
+    pub fn verdict(&self, req: &AuthRequest) -> AuthVerdict {
+        match self.accounts.get(&req.user) {
+            Some(acc) if acc.password == req.password.expose() => AuthVerdict::Accepted {
+                contacts: acc.contacts.iter().cloned().collect(),
+                registered: req.terminal.as_ref().and_then(|t| {
+                    self.terminals
+                        .get(t)
+                        .filter(|(owner, _)| *owner == req.user)
+                        .map(|(_, caps)| caps.clone())
+                }),
+            },
+            _ => AuthVerdict::Rejected,
+        }
+    }
+}
+
+/// What travels on a server-to-client link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Wire {
+    Frame(Bytes),
+    Close,
+}
+
+/// One terminal: a client and its link.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Terminal {
+    /// The client state machine.
+    pub client: Client,
+    /// Its current connection, if connected.
+    pub conn: Option<ConnId>,
+    down: VecDeque<Wire>,
+    /// Every event the client emitted, in order.
+    pub events: Vec<ClientEvent>,
+    /// Bytes of capabilities carried in call signalling this terminal sent or received.
+    pub call_caps_bytes: usize,
+}
+
+/// The simulated world.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    /// The server.
+    pub server: Server,
+    /// The credential store.
+    pub directory: Directory,
+    /// The terminals, by index.
+    pub terminals: Vec<Terminal>,
+    /// The current time.
+    pub now: Time,
+    conns: BTreeMap<ConnId, usize>,
+    next_conn: u64,
+    /// Credential checks not yet answered (only when `hold_auth` is set).
+    pub pending_auth: VecDeque<AuthRequest>,
+    /// When set, credential checks wait in `pending_auth` until
+    /// [`Sim::release_auth`]; otherwise they are answered at once.
+    pub hold_auth: bool,
+    /// Frames the server sent, with the connection, for checkers.
+    pub sent: Vec<(ConnId, Bytes)>,
+    /// Invariant violations seen while moving events (reported by [`Sim::run`]).
+    broken: Vec<Violation>,
+}
+
+impl Sim {
+    /// A world with `terminals` disconnected terminals and the given store.
+    pub fn new(directory: Directory, terminals: usize, config: ServerConfig) -> Self {
+        let client = Client::new(ClientConfig::default());
+        Self {
+            server: Server::new(config),
+            directory,
+            terminals: (0..terminals)
+                .map(|_| Terminal {
+                    client: client.clone(),
+                    conn: None,
+                    down: VecDeque::new(),
+                    events: Vec::new(),
+                    call_caps_bytes: 0,
+                })
+                .collect(),
+            now: Time::ZERO,
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            pending_auth: VecDeque::new(),
+            hold_auth: false,
+            sent: Vec::new(),
+            broken: Vec::new(),
+        }
+    }
+
+    /// Terminal `i`'s client.
+    pub fn client(&self, i: usize) -> &Client {
+        &self.terminals[i].client
+    }
+
+    /// Mutable access to terminal `i`'s client, to issue commands.
+    pub fn client_mut(&mut self, i: usize) -> &mut Client {
+        &mut self.terminals[i].client
+    }
+
+    /// Opens a connection for terminal `i` (closing any previous one).
+    pub fn connect(&mut self, i: usize) -> ConnId {
+        if self.terminals[i].conn.is_some() {
+            self.drop_connection(i);
+        }
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.server
+            .connect(conn, self.now)
+            .expect("fresh connection id");
+        self.conns.insert(conn, i);
+        self.terminals[i].conn = Some(conn);
+        conn
+    }
+
+    /// Connects terminal `i` and logs in.
+    pub fn login(&mut self, i: usize, user: &UserId, password: &str, with: LoginWith) {
+        if self.terminals[i].conn.is_none() {
+            self.connect(i);
+        }
+        let now = self.now;
+        let pw = Password::new(password).expect("test password");
+        // A client already logged in refuses; the scenario generators rely on that.
+        let _ = self.terminals[i].client.login(user.clone(), pw, with, now);
+    }
+
+    /// The connection of terminal `i` dies without a logout: both ends learn of it.
+    pub fn drop_connection(&mut self, i: usize) {
+        let now = self.now;
+        let t = &mut self.terminals[i];
+        if let Some(conn) = t.conn.take() {
+            self.conns.remove(&conn);
+            t.down.clear();
+            t.client.connection_lost(now);
+            self.server.disconnect(conn, now);
+        }
+        self.collect_client_events(i);
+    }
+
+    /// Writes raw bytes to the server on terminal `i`'s connection (hostile input).
+    pub fn inject(&mut self, i: usize, bytes: &[u8]) {
+        if let Some(conn) = self.terminals[i].conn {
+            self.server.receive(conn, bytes, self.now);
+        }
+    }
+
+    /// Advances time and fires every timer due.
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now.after(d);
+        self.server.handle_timeout(self.now);
+        for t in &mut self.terminals {
+            t.client.handle_timeout(self.now);
+        }
+    }
+
+    /// Answers the oldest held credential check. Returns whether there was one.
+    pub fn release_auth(&mut self) -> bool {
+        let Some(req) = self.pending_auth.pop_front() else {
+            return false;
+        };
+        let verdict = self.directory.verdict(&req);
+        // The connection may have gone away meanwhile; that is not an error here.
+        let _ = self.server.complete_auth(req.ticket, verdict, self.now);
+        true
+    }
+
+    /// Moves frames until nothing is in flight (held credential checks stay held).
+    /// Returns the first invariant of the "always" kind that broke along the way.
+    pub fn run(&mut self) -> Result<(), Violation> {
+        loop {
+            let mut moved = false;
+            for i in 0..self.terminals.len() {
+                while let Some(frame) = self.terminals[i].client.poll_transmit() {
+                    moved = true;
+                    self.terminals[i].call_caps_bytes += call_caps_len_client(&frame);
+                    if let Some(conn) = self.terminals[i].conn {
+                        self.server.receive(conn, &frame, self.now);
+                    }
+                }
+            }
+            while let Some(ev) = self.server.poll_event() {
+                moved = true;
+                self.server_event(ev)?;
+            }
+            for i in 0..self.terminals.len() {
+                while let Some(w) = self.terminals[i].down.pop_front() {
+                    moved = true;
+                    let now = self.now;
+                    let t = &mut self.terminals[i];
+                    match w {
+                        Wire::Frame(f) => {
+                            t.call_caps_bytes += call_caps_len_server(&f);
+                            if t.client.receive(&f, now).is_err() {
+                                t.conn = None;
+                            }
+                        }
+                        Wire::Close => {
+                            if let Some(c) = t.conn.take() {
+                                self.conns.remove(&c);
+                            }
+                            t.client.connection_lost(now);
+                        }
+                    }
+                    self.collect_client_events(i);
+                }
+            }
+            invariant::always(self.terminals.iter().map(|t| &t.client))?;
+            if let Some(v) = self.broken.first() {
+                return Err(v.clone());
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
+    /// [`Sim::run`], then `INV-ONLINE-EXACT`.
+    pub fn settle(&mut self) -> Result<(), Violation> {
+        self.run()?;
+        invariant::online_exact(&self.server, self.terminals.iter().map(|t| &t.client))
+    }
+
+    fn server_event(&mut self, ev: ServerEvent) -> Result<(), Violation> {
+        match ev {
+            ServerEvent::Transmit { conn, frame } => {
+                self.check_visibility(conn, &frame)?;
+                self.sent.push((conn, frame.clone()));
+                if let Some(&i) = self.conns.get(&conn) {
+                    self.terminals[i].down.push_back(Wire::Frame(frame));
+                }
+            }
+            ServerEvent::Close { conn } => {
+                if let Some(&i) = self.conns.get(&conn) {
+                    self.terminals[i].down.push_back(Wire::Close);
+                }
+            }
+            ServerEvent::Authenticate(req) => {
+                if self.hold_auth {
+                    self.pending_auth.push_back(req);
+                } else {
+                    let verdict = self.directory.verdict(&req);
+                    let _ = self.server.complete_auth(req.ticket, verdict, self.now);
+                }
+            }
+            ServerEvent::RosterChanged {
+                user,
+                contact,
+                added,
+            } => {
+                if let Some(acc) = self.directory.accounts.get_mut(&user) {
+                    if added {
+                        acc.contacts.insert(contact);
+                    } else {
+                        acc.contacts.remove(&contact);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `INV-VISIBILITY`: capabilities go only to sessions entitled to see them, judged
+    /// against the server's state right after it decided to send them.
+    fn check_visibility(&self, conn: ConnId, frame: &Bytes) -> Result<(), Violation> {
+        let Some(payload) = frame.get(HEADER_LEN..) else {
+            return Ok(());
+        };
+        let subject = match decode_message::<ServerMessage>(payload) {
+            Ok(ServerMessage::Online(p)) => p.user,
+            Ok(ServerMessage::CallIncoming {
+                from,
+                capabilities: Some(_),
+                ..
+            }) => from.user,
+            _ => return Ok(()),
+        };
+        let watcher = self
+            .server
+            .session_of(conn)
+            .and_then(|s| self.server.sessions().find(|v| v.endpoint.session == s))
+            .map(|v| v.endpoint.user);
+        match watcher {
+            Some(w) if may_see(&self.server, &w, &subject) => Ok(()),
+            // Frames queued before a close are still delivered; a closed connection
+            // has no user to leak to once the client drops everything on close.
+            None => Ok(()),
+            Some(w) => Err(Violation {
+                id: "INV-VISIBILITY",
+                detail: format!("capabilities of {subject} sent to {w}"),
+            }),
+        }
+    }
+
+    fn collect_client_events(&mut self, i: usize) {
+        while let Some(ev) = self.terminals[i].client.poll_event() {
+            if let ClientEvent::CallEstablished { call, params, .. } = &ev {
+                self.check_establishment(i, *call, params);
+            }
+            self.terminals[i].events.push(ev);
+        }
+    }
+
+    /// `INV-CALL-AGREE`, second half: when the callee establishes a call, its
+    /// parameters are those negotiated from both terminals' current capabilities.
+    fn check_establishment(
+        &mut self,
+        i: usize,
+        call: crate::ids::CallId,
+        params: &crate::caps::CallParams,
+    ) {
+        let t = &self.terminals[i].client;
+        let Some((_, c)) = t.calls().find(|(id, _)| **id == call) else {
+            return;
+        };
+        if c.role != Role::Callee {
+            return;
+        }
+        let Some(own) = t.capabilities() else {
+            return;
+        };
+        let peer = self
+            .terminals
+            .iter()
+            .find(|o| o.client.endpoint().as_ref() == Some(&c.peer));
+        if let Some(caller_caps) = peer.and_then(|p| p.client.capabilities()) {
+            if negotiate_pair(own, caller_caps) != *params {
+                self.broken.push(Violation {
+                    id: "INV-CALL-AGREE",
+                    detail: format!(
+                        "call {call}: parameters not negotiated from current capabilities"
+                    ),
+                });
+            }
+        }
+    }
+
+    /// The endpoint of terminal `i`, if logged in.
+    pub fn endpoint(&self, i: usize) -> Option<Endpoint> {
+        self.terminals[i].client.endpoint()
+    }
+
+    /// Every [`ClientEvent::Violation`] any client reported: server messages a client
+    /// refused. A correct server causes none.
+    pub fn recorded_violations(&self) -> Vec<(usize, &ClientEvent)> {
+        self.terminals
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| {
+                t.events
+                    .iter()
+                    .filter(|e| matches!(e, ClientEvent::Violation(_)))
+                    .map(move |e| (i, e))
+            })
+            .collect()
+    }
+}
+
+/// Bytes of capabilities in a client frame's call signalling.
+fn call_caps_len_client(frame: &[u8]) -> usize {
+    use crate::message::ClientMessage;
+    let Some(payload) = frame.get(HEADER_LEN..) else {
+        return 0;
+    };
+    match decode_message::<ClientMessage>(payload) {
+        Ok(ClientMessage::Call {
+            capabilities: Some(c),
+            ..
+        })
+        | Ok(ClientMessage::Accept {
+            capabilities: Some(c),
+            ..
+        })
+        | Ok(ClientMessage::CallRetry {
+            capabilities: c, ..
+        }) => caps_len(&c),
+        _ => 0,
+    }
+}
+
+/// Bytes of capabilities in a server frame's call signalling.
+fn call_caps_len_server(frame: &[u8]) -> usize {
+    let Some(payload) = frame.get(HEADER_LEN..) else {
+        return 0;
+    };
+    match decode_message::<ServerMessage>(payload) {
+        Ok(ServerMessage::CallIncoming {
+            capabilities: Some(c),
+            ..
+        })
+        | Ok(ServerMessage::CallAccepted {
+            capabilities: Some(c),
+            ..
+        }) => caps_len(&c),
+        _ => 0,
+    }
+}
+
+fn caps_len(c: &Capabilities) -> usize {
+    crate::codec::encode_payload(c).len()
+}
