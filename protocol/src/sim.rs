@@ -133,6 +133,13 @@ pub struct Terminal {
     pub call_caps_bytes: usize,
 }
 
+/// A seeded fault: rewrites what the server transmits before it reaches the links.
+/// Given the server (after it decided), the connection and the frame, returns the
+/// (connection, frame) pairs actually delivered: an empty list drops the frame, extra
+/// pairs forge or misdirect frames. Used to show that the invariant checks catch the
+/// bugs they exist for; never part of a real server.
+pub type Tamper = fn(&Server, ConnId, Bytes) -> Vec<(ConnId, Bytes)>;
+
 /// The simulated world.
 #[derive(Clone, Debug)]
 pub struct Sim {
@@ -155,6 +162,8 @@ pub struct Sim {
     pub sent: Vec<(ConnId, Bytes)>,
     /// Invariant violations seen while moving events (reported by [`Sim::run`]).
     broken: Vec<Violation>,
+    /// A seeded fault on the server's transmissions, if any.
+    pub tamper: Option<Tamper>,
 }
 
 impl Sim {
@@ -180,6 +189,7 @@ impl Sim {
             hold_auth: false,
             sent: Vec::new(),
             broken: Vec::new(),
+            tamper: None,
         }
     }
 
@@ -318,10 +328,16 @@ impl Sim {
     fn server_event(&mut self, ev: ServerEvent) -> Result<(), Violation> {
         match ev {
             ServerEvent::Transmit { conn, frame } => {
-                self.check_visibility(conn, &frame)?;
-                self.sent.push((conn, frame.clone()));
-                if let Some(&i) = self.conns.get(&conn) {
-                    self.terminals[i].down.push_back(Wire::Frame(frame));
+                let delivered = match self.tamper {
+                    Some(t) => t(&self.server, conn, frame),
+                    None => vec![(conn, frame)],
+                };
+                for (conn, frame) in delivered {
+                    self.check_visibility(conn, &frame)?;
+                    self.sent.push((conn, frame.clone()));
+                    if let Some(&i) = self.conns.get(&conn) {
+                        self.terminals[i].down.push_back(Wire::Frame(frame));
+                    }
                 }
             }
             ServerEvent::Close { conn } => {
