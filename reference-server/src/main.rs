@@ -1,1 +1,10 @@
-fn main() {}
+//! `precall-server`: the reference server binary. Not built yet: the tokio server around
+//! `precall_protocol` lands with issue 4. Until then this binary says so and fails.
+
+fn main() {
+    eprintln!(
+        "precall-server {}: not implemented yet; run `cargo run -p precall-protocol --example walkthrough` for the in-memory walkthrough",
+        env!("CARGO_PKG_VERSION")
+    );
+    std::process::exit(2);
+}
