@@ -720,8 +720,8 @@ impl Server {
         );
         // The snapshot: every online terminal this user may see (C6 at login).
         let visible = self.visible_sessions(&user);
-        for s in &visible {
-            let frame = self.sessions[s].online_frame.clone();
+        let frames: Vec<Bytes> = visible.iter().filter_map(|s| self.frame_of(*s)).collect();
+        for frame in frames {
             self.send_frame(conn, frame);
         }
         self.send(conn, &ServerMessage::Synced {});
@@ -892,13 +892,17 @@ impl Server {
             .map(|c| c.sessions.iter().copied().collect())
             .unwrap_or_default();
         if now_entitled {
-            for s in &own_sessions {
-                let frame = self.sessions[s].online_frame.clone();
-                self.push_to_watchers(user, frame, Some(contact));
-            }
-            for s in &contact_sessions {
-                let frame = self.sessions[s].online_frame.clone();
-                self.push_to_watchers(contact, frame, Some(user));
+            let pushes: Vec<(&UserId, Bytes, &UserId)> = own_sessions
+                .iter()
+                .filter_map(|s| self.frame_of(*s).map(|f| (user, f, contact)))
+                .chain(
+                    contact_sessions
+                        .iter()
+                        .filter_map(|s| self.frame_of(*s).map(|f| (contact, f, user))),
+                )
+                .collect();
+            for (subject, frame, watcher) in pushes {
+                self.push_to_watchers(subject, frame, Some(watcher));
             }
         } else {
             // Only a removal breaks entitlement. The user's own terminals dropped every
@@ -984,7 +988,9 @@ impl Server {
             }
         }
         self.send(conn, &ServerMessage::CallRinging { req, call: id });
-        let callee_conn = self.sessions[&to.session].conn;
+        let Some(callee_conn) = self.peer_conn(to.session) else {
+            return;
+        };
         self.send(
             callee_conn,
             &ServerMessage::CallIncoming {
@@ -1017,6 +1023,11 @@ impl Server {
         }
     }
 
+    /// The shared `online` frame of a session.
+    fn frame_of(&self, session: SessionId) -> Option<Bytes> {
+        self.sessions.get(&session).map(|s| s.online_frame.clone())
+    }
+
     fn peer_conn(&self, session: SessionId) -> Option<ConnId> {
         self.sessions.get(&session).map(|s| s.conn)
     }
@@ -1032,10 +1043,10 @@ impl Server {
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.state = CallState::Ringing { caps_sent: true };
         }
-        let from = Endpoint {
-            user: self.sessions[&session].user.clone(),
-            session,
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            return;
         };
+        let from = Endpoint { user, session };
         if let Some(peer) = self.peer_conn(c.callee) {
             self.send(
                 peer,
