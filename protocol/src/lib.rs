@@ -46,6 +46,42 @@
 //! in one round trip. Only while a capability change is in flight do capabilities
 //! travel in the call signalling (the fallback path).
 
+//! ## Embedding, in a page
+//!
+//! ```
+//! use precall_protocol::server::{AuthVerdict, ServerEvent};
+//! use precall_protocol::sim::sample_caps;
+//! use precall_protocol::*;
+//!
+//! let mut server = Server::new(ServerConfig::default());
+//! let mut alice = Client::new(ClientConfig::default());
+//! let (conn, now) = (ConnId(1), Time(0));
+//!
+//! // The transport accepted a connection; the application logs in (claim C2).
+//! server.connect(conn, now).unwrap();
+//! let caps = sample_caps(&["h264"], 1280, 30);
+//! alice
+//!     .login(UserId::new("alice")?, Password::new("pw")?, LoginWith::Capabilities(caps), now)
+//!     .unwrap();
+//!
+//! // Pump: client frames to the server, server events to the transport.
+//! while let Some(frame) = alice.poll_transmit() {
+//!     server.receive(conn, &frame, now);
+//! }
+//! while let Some(event) = server.poll_event() {
+//!     match event {
+//!         // Verify the password off the event loop, then report the verdict.
+//!         ServerEvent::Authenticate(req) => server
+//!             .complete_auth(req.ticket, AuthVerdict::Accepted { contacts: vec![], registered: None }, now)
+//!             .unwrap(),
+//!         ServerEvent::Transmit { frame, .. } => alice.receive(&frame, now).unwrap(),
+//!         _ => {}
+//!     }
+//! }
+//! assert!(alice.is_synced());
+//! # Ok::<(), InvalidValue>(())
+//! ```
+
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
