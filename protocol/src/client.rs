@@ -588,6 +588,8 @@ impl Client {
                 }));
                 self.events.push_back(ClientEvent::LoggedIn { session });
             }
+            // The login completed before the server saw the logout: `logged_out` follows.
+            (State::LoggingOut, ServerMessage::LoginOk { .. }) => {}
             (_, ServerMessage::LoginOk { .. }) => self.violation(Violation::UnexpectedLogin),
             (_, ServerMessage::Pong {}) => {}
             (State::LoggingOut, ServerMessage::LoggedOut {}) => {
@@ -994,5 +996,55 @@ fn message_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Pong {} => "pong",
         ServerMessage::LoggedOut {} => "logged_out",
         ServerMessage::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::caps;
+
+    fn login_ok(user: &UserId) -> ServerMessage {
+        ServerMessage::LoginOk {
+            version: crate::message::PROTOCOL_VERSION,
+            user: user.clone(),
+            session: SessionId(7),
+            capabilities: caps(&["h264"], 1280, 30),
+            contacts: vec![],
+        }
+    }
+
+    #[test]
+    fn logout_while_logging_in_drops_a_late_login_ok() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = Client::new(ClientConfig::default());
+        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
+        c.login(
+            alice.clone(),
+            Password::new("pw").unwrap(),
+            with,
+            Time::ZERO,
+        )
+        .unwrap();
+        c.logout(Time::ZERO).unwrap();
+        // The server completed the login before it read the logout.
+        c.handle_message(login_ok(&alice), Time::ZERO);
+        assert_eq!(c.status(), Status::LoggingOut);
+        assert!(c.session().is_none());
+        c.handle_message(ServerMessage::LoggedOut {}, Time::ZERO);
+        assert_eq!(c.status(), Status::Idle);
+        let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
+        assert_eq!(events, vec![ClientEvent::LoggedOut]);
+    }
+
+    #[test]
+    fn login_ok_out_of_the_blue_is_a_violation() {
+        let mut c = Client::new(ClientConfig::default());
+        c.handle_message(login_ok(&UserId::new("eve").unwrap()), Time::ZERO);
+        assert_eq!(c.status(), Status::Idle);
+        assert_eq!(
+            c.poll_event(),
+            Some(ClientEvent::Violation(Violation::UnexpectedLogin))
+        );
     }
 }

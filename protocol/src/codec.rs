@@ -83,6 +83,12 @@ impl FrameDecoder {
             return Ok(None);
         };
         let take = (self.want - buf.len()).min(input.len());
+        // Grow geometrically, but never past the announced length, so that `reserved`
+        // stays within `4 + max_frame` (plain `extend` may double past it).
+        if buf.capacity() - buf.len() < take {
+            let target = (buf.capacity() * 2).clamp(buf.len() + take, self.want);
+            buf.reserve_exact(target - buf.len());
+        }
         buf.extend_from_slice(&input[..take]);
         *input = &input[take..];
         if buf.len() < self.want {
@@ -138,8 +144,9 @@ pub fn encode_payload<M: Serialize>(msg: &M) -> Vec<u8> {
 struct Probe<'a> {
     #[serde(rename = "type", borrow)]
     ty: std::borrow::Cow<'a, str>,
+    /// Any JSON value: a message of an unknown type may give `version` any shape.
     #[serde(default)]
-    version: Option<u64>,
+    version: Option<serde_json::Value>,
 }
 
 /// Decodes one payload into a message of type `M` ([`crate::message::ClientMessage`]
@@ -153,6 +160,14 @@ struct Probe<'a> {
 /// [`DecodeError::Malformed`].
 #[allow(private_bounds)]
 pub fn decode_message<M: DeserializeOwned + KnownTypes>(payload: &[u8]) -> Result<M, DecodeError> {
+    // A message is a JSON object; serde would also take a message written as an array
+    // (`["hangup",5]`), and the probe below would call `["teleport"]` an unknown type.
+    let first = payload
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'));
+    if first != Some(&b'{') {
+        return Err(DecodeError::Malformed("not a JSON object".into()));
+    }
     match serde_json::from_slice::<M>(payload) {
         Ok(msg) => match msg.version() {
             Some(v) if v != PROTOCOL_VERSION => Err(DecodeError::UnsupportedVersion(v.into())),
@@ -165,7 +180,8 @@ pub fn decode_message<M: DeserializeOwned + KnownTypes>(payload: &[u8]) -> Resul
                 if !M::TYPES.contains(&&*p.ty) {
                     return Err(DecodeError::UnknownType(truncate(&p.ty)));
                 }
-                if let Some(v) = p.version.filter(|v| *v != u64::from(PROTOCOL_VERSION)) {
+                let version = p.version.as_ref().and_then(serde_json::Value::as_u64);
+                if let Some(v) = version.filter(|v| *v != u64::from(PROTOCOL_VERSION)) {
                     if M::VERSIONED.contains(&&*p.ty) {
                         return Err(DecodeError::UnsupportedVersion(v));
                     }

@@ -283,27 +283,28 @@ impl Server {
     /// Bytes arrived on a connection. Bytes for a connection the server does not know
     /// (never opened, or already closed) are ignored.
     pub fn receive(&mut self, conn: ConnId, mut data: &[u8], now: Time) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if matches!(c.state, ConnState::Online(_)) {
-            let deadline = now.after(self.config.idle_timeout);
-            if deadline != c.deadline {
-                self.deadlines.remove(&(c.deadline, conn));
-                c.deadline = deadline;
-                self.deadlines.insert((deadline, conn));
-            }
-        }
         while !data.is_empty() {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
             match c.decoder.decode(&mut data) {
                 Ok(None) => return,
-                Ok(Some(payload)) => match decode_message::<ClientMessage>(&payload) {
-                    Ok(msg) => self.handle_message(conn, msg, now),
-                    Err(e) => self.refuse(conn, &e),
-                },
+                Ok(Some(payload)) => {
+                    // Only a complete frame counts as activity: a peer trickling a
+                    // partial frame cannot hold its session open.
+                    if matches!(c.state, ConnState::Online(_)) {
+                        let deadline = now.after(self.config.idle_timeout);
+                        if deadline != c.deadline {
+                            self.deadlines.remove(&(c.deadline, conn));
+                            c.deadline = deadline;
+                            self.deadlines.insert((deadline, conn));
+                        }
+                    }
+                    match decode_message::<ClientMessage>(&payload) {
+                        Ok(msg) => self.handle_message(conn, msg, now),
+                        Err(e) => self.refuse(conn, &e),
+                    }
+                }
                 Err(e) => {
                     let code = match e {
                         FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,

@@ -275,6 +275,9 @@ impl Sim {
         loop {
             let mut moved = false;
             for i in 0..self.terminals.len() {
+                // Events of commands issued since (e.g. `answer`'s `CallEstablished`),
+                // checked now, against the capabilities they were decided with.
+                self.collect_client_events(i);
                 while let Some(frame) = self.terminals[i].client.poll_transmit() {
                     moved = true;
                     self.terminals[i].call_caps_bytes += call_caps_len_client(&frame);
