@@ -321,6 +321,10 @@ pub enum ClientError {
     /// parameters ambiguous: wait until it is established or ended.
     #[error("a call is being set up")]
     CallSetupInProgress,
+    /// The server answered the login with a protocol version this client does not
+    /// speak; the session is over.
+    #[error("server speaks unsupported protocol version {0}")]
+    UnsupportedVersion(u64),
     /// The server's byte stream broke the framing; the session is over.
     #[error("framing error: {0}")]
     Framing(#[from] FrameError),
@@ -538,6 +542,12 @@ impl Client {
                     Ok(msg) => self.handle_message(msg, now),
                     Err(DecodeError::UnknownType(t)) => {
                         self.violation(Violation::UnknownType(t));
+                    }
+                    // A server speaking another version: nothing else it says can be
+                    // understood, so the session ends here.
+                    Err(DecodeError::UnsupportedVersion(v)) => {
+                        self.connection_lost(now);
+                        return Err(ClientError::UnsupportedVersion(v));
                     }
                     Err(e) => self.violation(Violation::Malformed(e.to_string())),
                 },
@@ -1035,6 +1045,30 @@ mod tests {
         assert_eq!(c.status(), Status::Idle);
         let events: Vec<_> = std::iter::from_fn(|| c.poll_event()).collect();
         assert_eq!(events, vec![ClientEvent::LoggedOut]);
+    }
+
+    #[test]
+    fn login_ok_of_another_version_ends_the_login() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = Client::new(ClientConfig::default());
+        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
+        c.login(
+            alice.clone(),
+            Password::new("pw").unwrap(),
+            with,
+            Time::ZERO,
+        )
+        .unwrap();
+        let mut frame = login_ok(&alice);
+        if let ServerMessage::LoginOk { version, .. } = &mut frame {
+            *version = 2;
+        }
+        let bytes = crate::codec::encode_frame(&frame);
+        assert_eq!(
+            c.receive(&bytes, Time::ZERO),
+            Err(ClientError::UnsupportedVersion(2))
+        );
+        assert_eq!(c.status(), Status::Idle);
     }
 
     #[test]

@@ -17,9 +17,10 @@ use crate::message::{KnownTypes, PROTOCOL_VERSION};
 pub const HEADER_LEN: usize = 4;
 /// Default and recommended largest payload, in bytes (64 KiB).
 pub const DEFAULT_MAX_FRAME: u32 = 64 * 1024;
-/// Smallest limit a conforming receiver may configure (16 KiB): every message a
-/// conforming sender produces within the spec's list limits fits in it.
-pub const MIN_MAX_FRAME: u32 = 16 * 1024;
+/// Smallest limit a conforming receiver may configure (64 KiB): every message a
+/// conforming sender produces within the spec's list limits fits in it (the largest is
+/// a `login_ok` listing [`crate::server::MAX_CONTACTS`] contacts with 64-byte names).
+pub const MIN_MAX_FRAME: u32 = DEFAULT_MAX_FRAME;
 
 /// Incremental frame decoder.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -126,12 +126,15 @@ pub enum ErrorCode {
     Busy,
     /// The request is not allowed in the call's current state (not fatal).
     InvalidState,
-    /// A roster change naming oneself or an invalid user (not fatal).
+    /// A roster change naming oneself (not fatal). A syntactically invalid user name
+    /// does not decode and is `malformed`.
     InvalidContact,
     /// The contact list is full (not fatal).
     RosterFull,
     /// Nothing received within the idle timeout (fatal).
     IdleTimeout,
+    /// Login not completed within the login timeout (fatal).
+    LoginTimeout,
     /// The server is shutting down (fatal).
     ServerShutdown,
     /// The server failed internally, e.g. its credential store (fatal).
@@ -154,6 +157,7 @@ impl ErrorCode {
                 | ErrorCode::TooManySessions
                 | ErrorCode::SessionReplaced
                 | ErrorCode::IdleTimeout
+                | ErrorCode::LoginTimeout
                 | ErrorCode::ServerShutdown
                 | ErrorCode::Internal
         )

@@ -148,6 +148,11 @@ pub enum EndReason {
     PeerGone,
     /// The parties are no longer mutual contacts.
     NotReachable,
+    /// The callee did not answer within the server's ring timeout.
+    Timeout,
+    /// A reason from a newer version of the protocol.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A message from the server to a client.

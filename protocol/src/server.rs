@@ -27,6 +27,10 @@ use crate::message::{
 };
 use crate::time::Time;
 
+/// The largest contact list the protocol allows: with it, the largest `login_ok`
+/// (500 names of 64 bytes) still fits in a frame of [`crate::codec::MIN_MAX_FRAME`].
+pub const MAX_CONTACTS: usize = 500;
+
 /// Server limits and timers. Every field has a spec-recommended default.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServerConfig {
@@ -39,10 +43,12 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// Largest number of sessions (terminals online at once) per user.
     pub max_sessions_per_user: usize,
-    /// Largest contact list.
+    /// Largest contact list; values above [`MAX_CONTACTS`] act as [`MAX_CONTACTS`].
     pub max_contacts: usize,
     /// Largest number of calls, ringing or established, per session.
     pub max_calls_per_session: usize,
+    /// A call not accepted within this long ends with reason `timeout`.
+    pub ring_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -52,8 +58,9 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             login_timeout: Duration::from_secs(30),
             max_sessions_per_user: 8,
-            max_contacts: 500,
+            max_contacts: MAX_CONTACTS,
             max_calls_per_session: 4,
+            ring_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -151,6 +158,9 @@ pub enum ServerError {
     /// or the connection went away): nothing happened.
     #[error("no pending credential check {0:?}")]
     UnknownTicket(AuthTicket),
+    /// [`Server::change_roster`] would exceed the user's contact-list limit.
+    #[error("contact list of {0} is full")]
+    RosterFull(UserId),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -206,6 +216,17 @@ struct Call {
     callee: SessionId,
     digest: CallDigest,
     state: CallState,
+    /// Ring deadline, until the call is established.
+    deadline: Option<Time>,
+}
+
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    /// Login timeout or idle timeout of a connection.
+    Conn(ConnId),
+    /// Ring timeout of a call.
+    Call(CallId),
 }
 
 /// A read-only view of one session, for embedders' status pages and for checkers.
@@ -230,7 +251,7 @@ pub struct Server {
     users: BTreeMap<UserId, OnlineUser>,
     calls: BTreeMap<CallId, Call>,
     tickets: BTreeMap<AuthTicket, ConnId>,
-    deadlines: BTreeSet<(Time, ConnId)>,
+    deadlines: BTreeSet<(Time, Timer)>,
     next_session: u64,
     next_call: u64,
     next_ticket: u64,
@@ -276,7 +297,7 @@ impl Server {
                 deadline,
             },
         );
-        self.deadlines.insert((deadline, conn));
+        self.deadlines.insert((deadline, Timer::Conn(conn)));
         Ok(())
     }
 
@@ -295,9 +316,9 @@ impl Server {
                     if matches!(c.state, ConnState::Online(_)) {
                         let deadline = now.after(self.config.idle_timeout);
                         if deadline != c.deadline {
-                            self.deadlines.remove(&(c.deadline, conn));
+                            self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
                             c.deadline = deadline;
-                            self.deadlines.insert((deadline, conn));
+                            self.deadlines.insert((deadline, Timer::Conn(conn)));
                         }
                     }
                     match decode_message::<ClientMessage>(&payload) {
@@ -386,14 +407,30 @@ impl Server {
         Ok(())
     }
 
-    /// Closes every idle connection whose deadline has passed.
+    /// Fires every deadline that has passed: closes connections that did not log in
+    /// in time (`login_timeout`) or went idle (`idle_timeout`), and ends calls that
+    /// rang too long (reason `timeout`).
     pub fn handle_timeout(&mut self, now: Time) {
-        while let Some(&(deadline, conn)) = self.deadlines.first() {
+        while let Some(&(deadline, timer)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop_first();
-            self.fail(conn, ErrorCode::IdleTimeout, String::new());
+            match timer {
+                Timer::Conn(conn) => {
+                    let code = match self.conns.get(&conn).map(|c| &c.state) {
+                        Some(ConnState::Online(_)) => ErrorCode::IdleTimeout,
+                        _ => ErrorCode::LoginTimeout,
+                    };
+                    self.fail(conn, code, String::new());
+                }
+                Timer::Call(call) => {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.deadline = None;
+                    }
+                    self.end_call_both(call, EndReason::Timeout);
+                }
+            }
         }
     }
 
@@ -401,12 +438,33 @@ impl Server {
     /// online users as if `user` had sent it; not echoed as
     /// [`ServerEvent::RosterChanged`]. Does nothing if `user` is offline: the change
     /// is in the embedder's store, read at the next login.
-    pub fn change_roster(&mut self, user: &UserId, contact: &UserId, added: bool, now: Time) {
+    ///
+    /// Fails with [`ServerError::RosterFull`], changing nothing, if the addition would
+    /// exceed the contact-list limit; the embedder should not store it either.
+    pub fn change_roster(
+        &mut self,
+        user: &UserId,
+        contact: &UserId,
+        added: bool,
+        now: Time,
+    ) -> Result<(), ServerError> {
         let _ = now;
-        if user == contact || !self.users.contains_key(user) {
-            return;
+        let Some(u) = self.users.get(user) else {
+            return Ok(());
+        };
+        if user == contact {
+            return Ok(());
+        }
+        if added && !u.contacts.contains(contact) && u.contacts.len() >= self.max_contacts() {
+            return Err(ServerError::RosterFull(user.clone()));
         }
         self.apply_roster_change(user, contact, added, None);
+        Ok(())
+    }
+
+    /// The effective contact-list limit.
+    fn max_contacts(&self) -> usize {
+        self.config.max_contacts.min(MAX_CONTACTS)
     }
 
     /// Ends every connection with `server_shutdown`.
@@ -554,7 +612,7 @@ impl Server {
         let Some(c) = self.conns.remove(&conn) else {
             return false;
         };
-        self.deadlines.remove(&(c.deadline, conn));
+        self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
         match c.state {
             ConnState::AwaitingLogin => {}
             ConnState::Authenticating { ticket, .. } => {
@@ -624,7 +682,7 @@ impl Server {
                 to,
                 digest,
                 capabilities,
-            } => self.place_call(session, conn, req, to, digest, capabilities),
+            } => self.place_call(session, conn, req, to, digest, capabilities, now),
             ClientMessage::CallRetry { call, capabilities } => {
                 self.call_retry(session, conn, call, capabilities)
             }
@@ -677,7 +735,7 @@ impl Server {
     ) {
         let id = SessionId(self.next_session);
         self.next_session += 1;
-        let max_contacts = self.config.max_contacts;
+        let max_contacts = self.max_contacts();
         let entry = self
             .users
             .entry(user.clone())
@@ -685,6 +743,8 @@ impl Server {
                 contacts: contacts
                     .into_iter()
                     .filter(|c| *c != user)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
                     .take(max_contacts)
                     .collect(),
                 sessions: BTreeSet::new(),
@@ -705,9 +765,9 @@ impl Server {
         );
         if let Some(c) = self.conns.get_mut(&conn) {
             c.state = ConnState::Online(id);
-            self.deadlines.remove(&(c.deadline, conn));
+            self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
             c.deadline = now.after(self.config.idle_timeout);
-            self.deadlines.insert((c.deadline, conn));
+            self.deadlines.insert((c.deadline, Timer::Conn(conn)));
         }
         self.send(
             conn,
@@ -830,7 +890,7 @@ impl Server {
             return;
         };
         let has = u.contacts.contains(&contact);
-        if added && !has && u.contacts.len() >= self.config.max_contacts {
+        if added && !has && u.contacts.len() >= self.max_contacts() {
             self.error(conn, ErrorCode::RosterFull, Some(req), None);
             return;
         }
@@ -949,6 +1009,7 @@ impl Server {
         to: Endpoint,
         digest: CallDigest,
         capabilities: Option<Capabilities>,
+        now: Time,
     ) {
         let Some(caller) = self.sessions.get(&session) else {
             return;
@@ -974,6 +1035,8 @@ impl Server {
         let id = CallId(self.next_call);
         self.next_call += 1;
         let caps_sent = capabilities.is_some();
+        let deadline = now.after(self.config.ring_timeout);
+        self.deadlines.insert((deadline, Timer::Call(id)));
         self.calls.insert(
             id,
             Call {
@@ -981,6 +1044,7 @@ impl Server {
                 callee: to.session,
                 digest,
                 state: CallState::Ringing { caps_sent },
+                deadline: Some(deadline),
             },
         );
         for s in [session, to.session] {
@@ -1034,10 +1098,10 @@ impl Server {
     }
 
     fn call_retry(&mut self, session: SessionId, conn: ConnId, call: CallId, caps: Capabilities) {
-        let Some((c, true)) = self.party_call(session, conn, call) else {
+        let Some((c, is_caller)) = self.party_call(session, conn, call) else {
             return;
         };
-        if c.state != CallState::AwaitingCallerCaps {
+        if !is_caller || c.state != CallState::AwaitingCallerCaps {
             self.error(conn, ErrorCode::InvalidState, None, Some(call));
             return;
         }
@@ -1090,6 +1154,9 @@ impl Server {
         };
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.state = CallState::Established;
+            if let Some(d) = entry.deadline.take() {
+                self.deadlines.remove(&(d, Timer::Call(call)));
+            }
         }
         if let Some(peer) = self.peer_conn(c.caller) {
             self.send(
@@ -1141,6 +1208,9 @@ impl Server {
         let Some(c) = self.calls.remove(&call) else {
             return;
         };
+        if let Some(d) = c.deadline {
+            self.deadlines.remove(&(d, Timer::Call(call)));
+        }
         for s in [c.caller, c.callee] {
             if let Some(s) = self.sessions.get_mut(&s) {
                 s.calls.remove(&call);

@@ -1648,7 +1648,7 @@ fn bad_input_truncated_frame_then_silence_times_out() {
     assert!(drain(&mut s).is_empty());
     s.handle_timeout(t1.after(login_timeout));
     let ev = drain(&mut s);
-    assert_eq!(error_code(&msgs_to(&ev, C9)), [ErrorCode::IdleTimeout]);
+    assert_eq!(error_code(&msgs_to(&ev, C9)), [ErrorCode::LoginTimeout]);
     assert!(closed(&ev, C9));
     keep_alive(&mut s, Time(50_000));
     // Bob's half frame at 5 s is not activity: his deadline still runs from his last
@@ -1686,4 +1686,188 @@ fn bad_input_trickled_partial_frame_does_not_hold_a_session_open() {
     assert_eq!(error_code(&msgs_to(&ev, C2)), [ErrorCode::IdleTimeout]);
     assert!(closed(&ev, C2));
     assert!(msgs_to(&ev, C1).contains(&ServerMessage::Offline(ep("bob", sb.0))));
+}
+
+// ----- limits and timers -------------------------------------------------------------
+
+/// alice (C1) calls bob (C2) on the fast path; returns the call id.
+fn ring(s: &mut Server, sa: SessionId, sb: SessionId, now: Time) -> CallId {
+    let digest = CallDigest {
+        caller: caps_a().fingerprint(),
+        callee: caps_b().fingerprint(),
+    };
+    let call = ClientMessage::Call {
+        req: ReqId(1),
+        to: ep("bob", sb.0),
+        digest,
+        capabilities: None,
+    };
+    s.receive(C1, &encode_frame(&call), now);
+    let ev = drain(s);
+    let _ = sa;
+    match msgs_to(&ev, C1).as_slice() {
+        [ServerMessage::CallRinging { call, .. }] => *call,
+        other => panic!("expected call_ringing, got {other:?}"),
+    }
+}
+
+#[test]
+fn unanswered_call_ends_after_the_ring_timeout() {
+    let ring_timeout = std::time::Duration::from_secs(20);
+    let mut s = Server::new(ServerConfig {
+        ring_timeout,
+        ..ServerConfig::default()
+    });
+    let (sa, _) = log_in(&mut s, C1, "alice", caps_a(), &["bob"], T0);
+    let (sb, _) = log_in(&mut s, C2, "bob", caps_b(), &["alice"], T0);
+    let t = Time(1_000);
+    let call = ring(&mut s, sa, sb, t);
+    s.handle_timeout(Time(t.after(ring_timeout).0 - 1));
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.call_count(), 1);
+    s.handle_timeout(t.after(ring_timeout));
+    let ev = drain(&mut s);
+    let ended = ServerMessage::CallEnded {
+        call,
+        reason: EndReason::Timeout,
+    };
+    assert_eq!(msgs_to(&ev, C1), vec![ended.clone()]);
+    assert_eq!(msgs_to(&ev, C2), vec![ended]);
+    assert_eq!(s.call_count(), 0);
+    // Both sessions are untouched.
+    assert_alive(&mut s, C1, t.after(ring_timeout));
+    assert_alive(&mut s, C2, t.after(ring_timeout));
+}
+
+#[test]
+fn an_accepted_call_does_not_ring_out() {
+    let ring_timeout = ServerConfig::default().ring_timeout;
+    let (mut s, sa, sb) = two_online();
+    let call = ring(&mut s, sa, sb, T0);
+    let accept = ClientMessage::Accept {
+        call,
+        capabilities: None,
+    };
+    s.receive(C2, &encode_frame(&accept), T0);
+    drain(&mut s);
+    // Keep both sessions active past the ring timeout.
+    let later = T0.after(ring_timeout);
+    for c in [C1, C2] {
+        s.receive(c, &encode_frame(&ClientMessage::Ping {}), later);
+    }
+    drain(&mut s);
+    s.handle_timeout(later);
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.call_count(), 1);
+}
+
+#[test]
+fn callee_cannot_send_call_retry() {
+    let (mut s, sa, sb) = two_online();
+    let call = ring(&mut s, sa, sb, T0);
+    s.receive(C2, &encode_frame(&ClientMessage::NeedCaps { call }), T0);
+    drain(&mut s);
+    let retry = ClientMessage::CallRetry {
+        call,
+        capabilities: caps_b(),
+    };
+    s.receive(C2, &encode_frame(&retry), T0);
+    let ev = drain(&mut s);
+    assert_eq!(error_code(&msgs_to(&ev, C2)), [ErrorCode::InvalidState]);
+    assert!(msgs_to(&ev, C1).is_empty());
+}
+
+#[test]
+fn admin_roster_change_respects_the_contact_limit() {
+    let config = ServerConfig {
+        max_contacts: 2,
+        ..ServerConfig::default()
+    };
+    let mut s = Server::new(config);
+    log_in(&mut s, C1, "alice", caps_a(), &["bob", "carol"], T0);
+    assert_eq!(
+        s.change_roster(&u("alice"), &u("dave"), true, T0),
+        Err(ServerError::RosterFull(u("alice")))
+    );
+    assert!(drain(&mut s).is_empty(), "nothing applied");
+    assert_eq!(s.contacts_of(&u("alice")).unwrap().len(), 2);
+    // Removing, then adding, stays within the limit.
+    s.change_roster(&u("alice"), &u("carol"), false, T0)
+        .unwrap();
+    s.change_roster(&u("alice"), &u("dave"), true, T0).unwrap();
+    assert!(s.contacts_of(&u("alice")).unwrap().contains(&u("dave")));
+}
+
+#[test]
+fn duplicate_stored_contacts_do_not_use_up_the_limit() {
+    let config = ServerConfig {
+        max_contacts: 2,
+        ..ServerConfig::default()
+    };
+    let mut s = Server::new(config);
+    log_in(
+        &mut s,
+        C1,
+        "alice",
+        caps_a(),
+        &["bob", "bob", "bob", "carol"],
+        T0,
+    );
+    let contacts = s.contacts_of(&u("alice")).unwrap();
+    assert_eq!(
+        contacts.iter().collect::<Vec<_>>(),
+        [&u("bob"), &u("carol")]
+    );
+}
+
+#[test]
+fn largest_login_ok_fits_the_minimum_frame_limit() {
+    use precall_protocol::codec::MIN_MAX_FRAME;
+    use precall_protocol::server::MAX_CONTACTS;
+    let contacts: Vec<UserId> = (0..MAX_CONTACTS).map(|i| u(&format!("{i:0>64}"))).collect();
+    let codecs: Vec<Codec> = (0..16)
+        .map(|i| Codec::new(format!("{i:x>16}")).unwrap())
+        .collect();
+    let big = Size {
+        width: 16_384,
+        height: 16_384,
+    };
+    let caps = Capabilities::new(
+        codecs.clone(),
+        codecs,
+        big,
+        Some(Camera {
+            max: big,
+            max_fps: 240,
+        }),
+        CpuClass::Ultra,
+        Bandwidth {
+            up_kbps: 10_000_000,
+            down_kbps: 10_000_000,
+        },
+    )
+    .unwrap();
+    let msg = ServerMessage::LoginOk {
+        version: PROTOCOL_VERSION,
+        user: u(&"u".repeat(64)),
+        session: SessionId(u64::MAX),
+        capabilities: caps,
+        contacts,
+    };
+    let frame = encode_frame(&msg);
+    assert!(
+        frame.len() - HEADER_LEN <= MIN_MAX_FRAME as usize,
+        "largest login_ok is {} bytes",
+        frame.len() - HEADER_LEN
+    );
+    // And a server whose limit is set higher than the protocol's is clamped.
+    let config = ServerConfig {
+        max_contacts: 10_000,
+        ..ServerConfig::default()
+    };
+    let mut s = Server::new(config);
+    let many: Vec<String> = (0..MAX_CONTACTS + 10).map(|i| format!("user{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    log_in(&mut s, C1, "alice", caps_a(), &many, T0);
+    assert_eq!(s.contacts_of(&u("alice")).unwrap().len(), MAX_CONTACTS);
 }
