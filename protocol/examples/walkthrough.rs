@@ -100,7 +100,9 @@ fn main() {
     step(&mut sim, &names);
     table(&sim, 0, "alice");
 
-    println!("\n4. alice calls bob: the request carries two fingerprints, no capabilities (fast path)");
+    println!(
+        "\n4. alice calls bob: the request carries two fingerprints, no capabilities (fast path)"
+    );
     let bob_ep = sim.endpoint(1).expect("bob online");
     let now = sim.now;
     sim.client_mut(0)
@@ -170,7 +172,10 @@ fn main() {
 
 fn report_call(sim: &Sim, i: usize, name: &str) {
     for e in sim.terminals[i].events.iter().rev() {
-        if let ClientEvent::CallEstablished { params: p, path, .. } = e {
+        if let ClientEvent::CallEstablished {
+            params: p, path, ..
+        } = e
+        {
             let path = match path {
                 SetupPath::Fast => "fast path",
                 SetupPath::Fallback => "fallback path",

@@ -451,9 +451,12 @@ impl Client {
     }
 
     /// Calls an online contact terminal with the pre-computed parameters. The request
-    /// carries the digest only (fast path), or also this terminal's capabilities when
-    /// a change of them is still unacknowledged (fallback). Returns the request tag
-    /// that [`ClientEvent::CallRinging`] or [`ClientEvent::CallFailed`] echoes.
+    /// carries the digest only, never capabilities, even while a change of this
+    /// terminal's capabilities is unacknowledged: the server relays the change to the
+    /// callee before it relays the call (spec "Call set-up"). The callee falls back
+    /// only if its own capabilities changed or its view of the caller does not match
+    /// the digest. Returns the request tag that [`ClientEvent::CallRinging`] or
+    /// [`ClientEvent::CallFailed`] echoes.
     pub fn place_call(&mut self, to: &Endpoint, now: Time) -> Result<ReqId, ClientError> {
         let req = self.next_req();
         let on = self.online_mut()?;
@@ -465,14 +468,13 @@ impl Client {
             caller: on.fingerprint,
             callee: peer.fingerprint,
         };
-        let caps = (!on.caps_in_flight.is_empty()).then(|| on.caps.clone());
         on.dialing.insert(
             req,
             Dialing {
                 peer: to.clone(),
                 params: peer.params.clone(),
                 digest,
-                caps_sent: caps.is_some(),
+                caps_sent: false,
             },
         );
         self.send(
@@ -480,7 +482,7 @@ impl Client {
                 req,
                 to: to.clone(),
                 digest,
-                capabilities: caps,
+                capabilities: None,
             },
             now,
         );

@@ -220,6 +220,14 @@ struct Call {
     deadline: Option<Time>,
 }
 
+/// The fields of a `call` request.
+struct CallRequest {
+    req: ReqId,
+    to: Endpoint,
+    digest: CallDigest,
+    capabilities: Option<Capabilities>,
+}
+
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
@@ -682,7 +690,15 @@ impl Server {
                 to,
                 digest,
                 capabilities,
-            } => self.place_call(session, conn, req, to, digest, capabilities, now),
+            } => {
+                let request = CallRequest {
+                    req,
+                    to,
+                    digest,
+                    capabilities,
+                };
+                self.place_call(session, conn, request, now)
+            }
             ClientMessage::CallRetry { call, capabilities } => {
                 self.call_retry(session, conn, call, capabilities)
             }
@@ -1001,16 +1017,13 @@ impl Server {
         }
     }
 
-    fn place_call(
-        &mut self,
-        session: SessionId,
-        conn: ConnId,
-        req: ReqId,
-        to: Endpoint,
-        digest: CallDigest,
-        capabilities: Option<Capabilities>,
-        now: Time,
-    ) {
+    fn place_call(&mut self, session: SessionId, conn: ConnId, request: CallRequest, now: Time) {
+        let CallRequest {
+            req,
+            to,
+            digest,
+            capabilities,
+        } = request;
         let Some(caller) = self.sessions.get(&session) else {
             return;
         };
