@@ -8,7 +8,7 @@ use precall_protocol::caps::{Direction, StreamParams};
 use precall_protocol::client::{ClientEvent, SetupPath};
 use precall_protocol::codec::HEADER_LEN;
 use precall_protocol::sim::{sample_caps, Directory, Sim};
-use precall_protocol::{CallParams, LoginWith, ServerConfig, TerminalId, UserId};
+use precall_protocol::{CallId, CallParams, LoginWith, ServerConfig, TerminalId, UserId};
 
 fn user(s: &str) -> UserId {
     UserId::new(s).expect("valid user")
@@ -103,26 +103,8 @@ fn main() {
     println!(
         "\n4. alice calls bob: the request carries two fingerprints, no capabilities (fast path)"
     );
-    let bob_ep = sim.endpoint(1).expect("bob online");
+    let call = call_and_answer(&mut sim, 0, 1, &names);
     let now = sim.now;
-    sim.client_mut(0)
-        .place_call(&bob_ep, now)
-        .expect("bob is in alice's table");
-    step(&mut sim, &names);
-    let call = sim.terminals[1]
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            ClientEvent::IncomingCall { call, .. } => Some(*call),
-            _ => None,
-        })
-        .expect("bob rings");
-    sim.client_mut(1)
-        .answer(call, true, now)
-        .expect("incoming call");
-    step(&mut sim, &names);
-    report_call(&sim, 0, "alice");
     sim.client_mut(0).hangup(call, now).expect("call exists");
     step(&mut sim, &names);
 
@@ -132,24 +114,8 @@ fn main() {
         .update_caps(sample_caps(&["h264"], 640, 15), now)
         .expect("online, no call in set-up");
     // alice places the call before the network delivers bob's update.
-    sim.client_mut(0)
-        .place_call(&bob_ep, now)
-        .expect("bob is in alice's table");
-    step(&mut sim, &names);
-    let call = sim.terminals[1]
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            ClientEvent::IncomingCall { call, .. } => Some(*call),
-            _ => None,
-        })
-        .expect("bob rings");
-    sim.client_mut(1)
-        .answer(call, true, now)
-        .expect("incoming call");
-    step(&mut sim, &names);
-    report_call(&sim, 0, "alice");
+    let call = call_and_answer(&mut sim, 0, 1, &names);
+    let now = sim.now;
     sim.client_mut(1).hangup(call, now).expect("call exists");
     step(&mut sim, &names);
 
@@ -168,6 +134,31 @@ fn main() {
     step(&mut sim, &names);
     table(&sim, 1, "bob");
     println!("\nEvery invariant held after every step (INV-ONLINE-EXACT, INV-VISIBILITY, INV-CALL-AGREE, ...).");
+}
+
+/// Terminal `from` calls terminal `to`, which accepts; prints what the caller got.
+fn call_and_answer(sim: &mut Sim, from: usize, to: usize, names: &[(u64, &str)]) -> CallId {
+    let callee = sim.endpoint(to).expect("callee online");
+    let now = sim.now;
+    sim.client_mut(from)
+        .place_call(&callee, now)
+        .expect("callee is in the caller's table");
+    step(sim, names);
+    let call = sim.terminals[to]
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            ClientEvent::IncomingCall { call, .. } => Some(*call),
+            _ => None,
+        })
+        .expect("the callee rings");
+    sim.client_mut(to)
+        .answer(call, true, now)
+        .expect("incoming call");
+    step(sim, names);
+    report_call(sim, from, names[from].1);
+    call
 }
 
 fn report_call(sim: &Sim, i: usize, name: &str) {

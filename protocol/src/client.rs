@@ -23,7 +23,7 @@ use crate::caps::{CallDigest, CallParams, Capabilities, Fingerprint};
 use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::error::{DecodeError, ErrorCode, FrameError};
 use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, UserId};
-use crate::message::{ClientMessage, EndReason, LoginWith, Presence, ServerMessage};
+use crate::message::{ClientMessage, EndReason, LoginWith, Presence, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
 use crate::time::Time;
 
@@ -623,7 +623,7 @@ impl Client {
                 }
                 self.flush_pending(now);
             }
-            (_, msg) => self.violation(Violation::NotOnline(message_name(&msg))),
+            (_, msg) => self.violation(Violation::NotOnline(msg.type_name())),
         }
     }
 
@@ -907,7 +907,7 @@ impl Online {
                     events.push_back(ClientEvent::CallEnded { call, reason });
                 }
             }
-            other => return Some(Violation::Unexpected(message_name(&other))),
+            other => return Some(Violation::Unexpected(other.type_name())),
         }
         None
     }
@@ -991,26 +991,6 @@ impl Online {
     }
 }
 
-fn message_name(msg: &ServerMessage) -> &'static str {
-    match msg {
-        ServerMessage::LoginOk { .. } => "login_ok",
-        ServerMessage::Synced {} => "synced",
-        ServerMessage::Online(_) => "online",
-        ServerMessage::Offline(_) => "offline",
-        ServerMessage::ContactAdded { .. } => "contact_added",
-        ServerMessage::ContactRemoved { .. } => "contact_removed",
-        ServerMessage::CapsAck { .. } => "caps_ack",
-        ServerMessage::CallRinging { .. } => "call_ringing",
-        ServerMessage::CallIncoming { .. } => "call_incoming",
-        ServerMessage::CallAccepted { .. } => "call_accepted",
-        ServerMessage::CallNeedCaps { .. } => "call_need_caps",
-        ServerMessage::CallEnded { .. } => "call_ended",
-        ServerMessage::Pong {} => "pong",
-        ServerMessage::LoggedOut {} => "logged_out",
-        ServerMessage::Error { .. } => "error",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1026,18 +1006,19 @@ mod tests {
         }
     }
 
+    /// A client that has sent its login.
+    fn logging_in(user: &UserId) -> Client {
+        let mut c = Client::new(ClientConfig::default());
+        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
+        let password = Password::new("pw").unwrap();
+        c.login(user.clone(), password, with, Time::ZERO).unwrap();
+        c
+    }
+
     #[test]
     fn logout_while_logging_in_drops_a_late_login_ok() {
         let alice = UserId::new("alice").unwrap();
-        let mut c = Client::new(ClientConfig::default());
-        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
-        c.login(
-            alice.clone(),
-            Password::new("pw").unwrap(),
-            with,
-            Time::ZERO,
-        )
-        .unwrap();
+        let mut c = logging_in(&alice);
         c.logout(Time::ZERO).unwrap();
         // The server completed the login before it read the logout.
         c.handle_message(login_ok(&alice), Time::ZERO);
@@ -1052,15 +1033,7 @@ mod tests {
     #[test]
     fn login_ok_of_another_version_ends_the_login() {
         let alice = UserId::new("alice").unwrap();
-        let mut c = Client::new(ClientConfig::default());
-        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
-        c.login(
-            alice.clone(),
-            Password::new("pw").unwrap(),
-            with,
-            Time::ZERO,
-        )
-        .unwrap();
+        let mut c = logging_in(&alice);
         let mut frame = login_ok(&alice);
         if let ServerMessage::LoginOk { version, .. } = &mut frame {
             *version = 2;

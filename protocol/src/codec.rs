@@ -7,11 +7,10 @@
 //! more than `4 + max_frame` bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, FrameError};
-use crate::message::{KnownTypes, PROTOCOL_VERSION};
+use crate::message::{WireMessage, PROTOCOL_VERSION};
 
 /// Length of the frame header.
 pub const HEADER_LEN: usize = 4;
@@ -159,8 +158,7 @@ struct Probe<'a> {
 /// [`PROTOCOL_VERSION`] yields [`DecodeError::UnsupportedVersion`] even when the rest
 /// of it does not parse; anything else that does not decode is
 /// [`DecodeError::Malformed`].
-#[allow(private_bounds)]
-pub fn decode_message<M: DeserializeOwned + KnownTypes>(payload: &[u8]) -> Result<M, DecodeError> {
+pub fn decode_message<M: WireMessage>(payload: &[u8]) -> Result<M, DecodeError> {
     // A message is a JSON object; serde would also take a message written as an array
     // (`["hangup",5]`), and the probe below would call `["teleport"]` an unknown type.
     let first = payload

@@ -276,17 +276,23 @@ impl ServerMessage {
     }
 }
 
-/// Names every message type each side knows, for the decoder's unknown-type check.
-pub(crate) trait KnownTypes {
-    /// The `type` values of this enum.
+/// What the codec and the harnesses need to know about a message enum
+/// ([`ClientMessage`] or [`ServerMessage`]) beyond its serde shape.
+pub trait WireMessage: Serialize + serde::de::DeserializeOwned {
+    /// Every `type` value of this enum, in spec order.
     const TYPES: &'static [&'static str];
     /// The `type` values that carry a protocol `version`.
     const VERSIONED: &'static [&'static str];
+    /// The message's `type` value.
+    fn type_name(&self) -> &'static str;
     /// The protocol version the message announces, if it is of a versioned type.
     fn version(&self) -> Option<u32>;
+    /// The capabilities this message carries as part of call signalling (the fallback
+    /// paths), if any.
+    fn call_capabilities(&self) -> Option<&Capabilities>;
 }
 
-impl KnownTypes for ClientMessage {
+impl WireMessage for ClientMessage {
     const TYPES: &'static [&'static str] = &[
         "login",
         "logout",
@@ -302,15 +308,39 @@ impl KnownTypes for ClientMessage {
         "hangup",
     ];
     const VERSIONED: &'static [&'static str] = &["login"];
+    fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Login { .. } => "login",
+            ClientMessage::Logout {} => "logout",
+            ClientMessage::Ping {} => "ping",
+            ClientMessage::UpdateCaps { .. } => "update_caps",
+            ClientMessage::AddContact { .. } => "add_contact",
+            ClientMessage::RemoveContact { .. } => "remove_contact",
+            ClientMessage::Call { .. } => "call",
+            ClientMessage::CallRetry { .. } => "call_retry",
+            ClientMessage::Accept { .. } => "accept",
+            ClientMessage::Reject { .. } => "reject",
+            ClientMessage::NeedCaps { .. } => "need_caps",
+            ClientMessage::Hangup { .. } => "hangup",
+        }
+    }
     fn version(&self) -> Option<u32> {
         match self {
             ClientMessage::Login { version, .. } => Some(*version),
             _ => None,
         }
     }
+    fn call_capabilities(&self) -> Option<&Capabilities> {
+        match self {
+            ClientMessage::Call { capabilities, .. }
+            | ClientMessage::Accept { capabilities, .. } => capabilities.as_ref(),
+            ClientMessage::CallRetry { capabilities, .. } => Some(capabilities),
+            _ => None,
+        }
+    }
 }
 
-impl KnownTypes for ServerMessage {
+impl WireMessage for ServerMessage {
     const TYPES: &'static [&'static str] = &[
         "login_ok",
         "synced",
@@ -329,9 +359,35 @@ impl KnownTypes for ServerMessage {
         "error",
     ];
     const VERSIONED: &'static [&'static str] = &["login_ok"];
+    fn type_name(&self) -> &'static str {
+        match self {
+            ServerMessage::LoginOk { .. } => "login_ok",
+            ServerMessage::Synced {} => "synced",
+            ServerMessage::Online(_) => "online",
+            ServerMessage::Offline(_) => "offline",
+            ServerMessage::ContactAdded { .. } => "contact_added",
+            ServerMessage::ContactRemoved { .. } => "contact_removed",
+            ServerMessage::CapsAck { .. } => "caps_ack",
+            ServerMessage::CallRinging { .. } => "call_ringing",
+            ServerMessage::CallIncoming { .. } => "call_incoming",
+            ServerMessage::CallAccepted { .. } => "call_accepted",
+            ServerMessage::CallNeedCaps { .. } => "call_need_caps",
+            ServerMessage::CallEnded { .. } => "call_ended",
+            ServerMessage::Pong {} => "pong",
+            ServerMessage::LoggedOut {} => "logged_out",
+            ServerMessage::Error { .. } => "error",
+        }
+    }
     fn version(&self) -> Option<u32> {
         match self {
             ServerMessage::LoginOk { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+    fn call_capabilities(&self) -> Option<&Capabilities> {
+        match self {
+            ServerMessage::CallIncoming { capabilities, .. }
+            | ServerMessage::CallAccepted { capabilities, .. } => capabilities.as_ref(),
             _ => None,
         }
     }

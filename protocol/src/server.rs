@@ -810,30 +810,31 @@ impl Server {
         });
     }
 
-    /// Sessions of other users that `user` is entitled to see.
-    fn visible_sessions(&self, user: &UserId) -> Vec<SessionId> {
-        let Some(u) = self.users.get(user) else {
-            return Vec::new();
-        };
-        u.contacts
-            .iter()
-            .filter(|c| self.entitled(user, c))
+    /// Sessions of the contacts of `user` that pass `keep`.
+    fn contact_sessions<'a>(
+        &'a self,
+        user: &UserId,
+        keep: impl Fn(&UserId) -> bool + 'a,
+    ) -> impl Iterator<Item = SessionId> + 'a {
+        self.users
+            .get(user)
+            .into_iter()
+            .flat_map(|u| u.contacts.iter())
+            .filter(move |c| keep(c))
             .filter_map(|c| self.users.get(c))
             .flat_map(|c| c.sessions.iter().copied())
+    }
+
+    /// Sessions of other users that `user` is entitled to see.
+    fn visible_sessions(&self, user: &UserId) -> Vec<SessionId> {
+        self.contact_sessions(user, |c| self.entitled(user, c))
             .collect()
     }
 
     /// Connections of every session of every user entitled to see `subject`.
     fn watcher_conns(&self, subject: &UserId) -> Vec<ConnId> {
-        let Some(u) = self.users.get(subject) else {
-            return Vec::new();
-        };
-        u.contacts
-            .iter()
-            .filter(|w| self.entitled(w, subject))
-            .filter_map(|w| self.users.get(w))
-            .flat_map(|w| w.sessions.iter())
-            .filter_map(|s| self.sessions.get(s).map(|s| s.conn))
+        self.contact_sessions(subject, |w| self.entitled(w, subject))
+            .filter_map(|s| self.peer_conn(s))
             .collect()
     }
 

@@ -13,10 +13,10 @@ use bytes::Bytes;
 
 use crate::caps::{Bandwidth, Camera, Capabilities, CpuClass, Size};
 use crate::client::{Client, ClientConfig, ClientEvent, Role};
-use crate::codec::{decode_message, HEADER_LEN};
+use crate::codec::{decode_message, encode_payload, HEADER_LEN};
 use crate::ids::{Codec, ConnId, Endpoint, Password, TerminalId, UserId};
 use crate::invariant::{self, may_see, Violation};
-use crate::message::{LoginWith, ServerMessage};
+use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
 use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent};
 use crate::time::Time;
@@ -280,7 +280,7 @@ impl Sim {
                 self.collect_client_events(i);
                 while let Some(frame) = self.terminals[i].client.poll_transmit() {
                     moved = true;
-                    self.terminals[i].call_caps_bytes += call_caps_len_client(&frame);
+                    self.terminals[i].call_caps_bytes += call_caps_len::<ClientMessage>(&frame);
                     if let Some(conn) = self.terminals[i].conn {
                         self.server.receive(conn, &frame, self.now);
                     }
@@ -297,7 +297,7 @@ impl Sim {
                     let t = &mut self.terminals[i];
                     match w {
                         Wire::Frame(f) => {
-                            t.call_caps_bytes += call_caps_len_server(&f);
+                            t.call_caps_bytes += call_caps_len::<ServerMessage>(&f);
                             if t.client.receive(&f, now).is_err() {
                                 t.conn = None;
                             }
@@ -470,46 +470,11 @@ impl Sim {
     }
 }
 
-/// Bytes of capabilities in a client frame's call signalling.
-fn call_caps_len_client(frame: &[u8]) -> usize {
-    use crate::message::ClientMessage;
-    let Some(payload) = frame.get(HEADER_LEN..) else {
-        return 0;
-    };
-    match decode_message::<ClientMessage>(payload) {
-        Ok(ClientMessage::Call {
-            capabilities: Some(c),
-            ..
-        })
-        | Ok(ClientMessage::Accept {
-            capabilities: Some(c),
-            ..
-        })
-        | Ok(ClientMessage::CallRetry {
-            capabilities: c, ..
-        }) => caps_len(&c),
-        _ => 0,
-    }
-}
-
-/// Bytes of capabilities in a server frame's call signalling.
-fn call_caps_len_server(frame: &[u8]) -> usize {
-    let Some(payload) = frame.get(HEADER_LEN..) else {
-        return 0;
-    };
-    match decode_message::<ServerMessage>(payload) {
-        Ok(ServerMessage::CallIncoming {
-            capabilities: Some(c),
-            ..
-        })
-        | Ok(ServerMessage::CallAccepted {
-            capabilities: Some(c),
-            ..
-        }) => caps_len(&c),
-        _ => 0,
-    }
-}
-
-fn caps_len(c: &Capabilities) -> usize {
-    crate::codec::encode_payload(c).len()
+/// Bytes of capabilities carried in a frame's call signalling.
+fn call_caps_len<M: WireMessage>(frame: &[u8]) -> usize {
+    frame
+        .get(HEADER_LEN..)
+        .and_then(|p| decode_message::<M>(p).ok())
+        .and_then(|m| m.call_capabilities().map(|c| encode_payload(c).len()))
+        .unwrap_or(0)
 }

@@ -19,6 +19,7 @@ use serde_json::Value;
 use precall_protocol::codec::{
     decode_message, encode_frame, encode_payload, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN,
 };
+use precall_protocol::message::WireMessage;
 use precall_protocol::{ClientMessage, DecodeError, FrameError, ServerMessage};
 
 use strategies::*;
@@ -147,8 +148,15 @@ fn message_strategies_cover_every_variant() {
         std::collections::BTreeSet::new(),
     );
     for _ in 0..2_000 {
-        client.insert(type_of(&sample(&client_message(), &mut runner)));
-        server.insert(type_of(&sample(&server_message(), &mut runner)));
+        let (c, s) = (
+            sample(&client_message(), &mut runner),
+            sample(&server_message(), &mut runner),
+        );
+        // `type_name` names exactly what serde writes as `type`.
+        assert_eq!(c.type_name(), type_of(&c));
+        assert_eq!(s.type_name(), type_of(&s));
+        client.insert(type_of(&c));
+        server.insert(type_of(&s));
     }
     assert_eq!(client.len(), CLIENT_TYPES.len(), "{client:?}");
     assert_eq!(server.len(), SERVER_TYPES.len(), "{server:?}");
@@ -594,38 +602,9 @@ fn stream_check_catches_a_decoder_that_drops_the_last_byte() {
 // (4) Decoding hostile payloads
 // =====================================================================================
 
-const CLIENT_TYPES: [&str; 12] = [
-    "login",
-    "logout",
-    "ping",
-    "update_caps",
-    "add_contact",
-    "remove_contact",
-    "call",
-    "call_retry",
-    "accept",
-    "reject",
-    "need_caps",
-    "hangup",
-];
-
-const SERVER_TYPES: [&str; 15] = [
-    "login_ok",
-    "synced",
-    "online",
-    "offline",
-    "contact_added",
-    "contact_removed",
-    "caps_ack",
-    "call_ringing",
-    "call_incoming",
-    "call_accepted",
-    "call_need_caps",
-    "call_ended",
-    "pong",
-    "logged_out",
-    "error",
-];
+/// Every `type` each side knows, as the codec defines them.
+const CLIENT_TYPES: &[&str] = <ClientMessage as WireMessage>::TYPES;
+const SERVER_TYPES: &[&str] = <ServerMessage as WireMessage>::TYPES;
 
 /// The members of a JSON object in order, duplicates kept (a `Value` keeps only the
 /// last of duplicate keys); only `type` and `version` values are kept, the others are
@@ -985,17 +964,17 @@ proptest! {
 
     #[test]
     fn decoding_arbitrary_bytes_is_total_and_typed(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
-        check_decode_total(&real_decoder::<ClientMessage>(&CLIENT_TYPES), &bytes)
+        check_decode_total(&real_decoder::<ClientMessage>(CLIENT_TYPES), &bytes)
             .map_err(TestCaseError::fail)?;
-        check_decode_total(&real_decoder::<ServerMessage>(&SERVER_TYPES), &bytes)
+        check_decode_total(&real_decoder::<ServerMessage>(SERVER_TYPES), &bytes)
             .map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn decoding_json_ish_payloads_is_total_and_typed(bytes in json_ish()) {
-        check_decode_total(&real_decoder::<ClientMessage>(&CLIENT_TYPES), &bytes)
+        check_decode_total(&real_decoder::<ClientMessage>(CLIENT_TYPES), &bytes)
             .map_err(TestCaseError::fail)?;
-        check_decode_total(&real_decoder::<ServerMessage>(&SERVER_TYPES), &bytes)
+        check_decode_total(&real_decoder::<ServerMessage>(SERVER_TYPES), &bytes)
             .map_err(TestCaseError::fail)?;
     }
 }
@@ -1012,12 +991,12 @@ fn decoding_deeply_nested_payloads_does_not_overflow_the_stack() {
                 format!(r#"{{"type":"login","version":1,"with":{inner}}}"#),
             ] {
                 check_decode_total(
-                    &real_decoder::<ClientMessage>(&CLIENT_TYPES),
+                    &real_decoder::<ClientMessage>(CLIENT_TYPES),
                     payload.as_bytes(),
                 )
                 .unwrap();
                 check_decode_total(
-                    &real_decoder::<ServerMessage>(&SERVER_TYPES),
+                    &real_decoder::<ServerMessage>(SERVER_TYPES),
                     payload.as_bytes(),
                 )
                 .unwrap();
@@ -1044,7 +1023,7 @@ fn decode_without_classifying(payload: &[u8]) -> Result<ServerMessage, DecodeErr
 fn decode_check_catches_a_decoder_that_panics() {
     let dec = Decoder {
         decode: decode_panics_on_unknown,
-        ..real_decoder::<ClientMessage>(&CLIENT_TYPES)
+        ..real_decoder::<ClientMessage>(CLIENT_TYPES)
     };
     let found = find_counterexample(256, hostile_payload(), |b| check_decode_total(&dec, &b));
     let (bytes, why) = found.expect("the checker must catch the panic");
@@ -1055,7 +1034,7 @@ fn decode_check_catches_a_decoder_that_panics() {
 fn decode_check_catches_a_decoder_that_misclassifies_unknown_types() {
     let dec = Decoder {
         decode: decode_without_classifying,
-        ..real_decoder::<ServerMessage>(&SERVER_TYPES)
+        ..real_decoder::<ServerMessage>(SERVER_TYPES)
     };
     let found = find_counterexample(256, hostile_payload(), |b| check_decode_total(&dec, &b));
     let (bytes, why) = found.expect("the checker must catch the misclassification");

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 
 use precall_protocol::caps::{Bandwidth, Camera, CpuClass, NoVideo, Size};
 use precall_protocol::codec::{decode_message, encode_payload};
-use precall_protocol::message::{EndReason, Presence};
+use precall_protocol::message::{EndReason, Presence, WireMessage};
 use precall_protocol::{
     negotiate, CallDigest, CallId, Capabilities, ClientMessage, Codec, Direction, Endpoint,
     ErrorCode, LoginWith, Password, ReqId, ServerMessage, SessionId, StreamParams, TerminalId,
@@ -738,37 +738,8 @@ fn message_vectors_are_canonical_and_decode() {
 
 #[test]
 fn message_vectors_cover_every_message_type() {
-    let client_types = [
-        "login",
-        "logout",
-        "ping",
-        "update_caps",
-        "add_contact",
-        "remove_contact",
-        "call",
-        "call_retry",
-        "accept",
-        "reject",
-        "need_caps",
-        "hangup",
-    ];
-    let server_types = [
-        "login_ok",
-        "synced",
-        "online",
-        "offline",
-        "contact_added",
-        "contact_removed",
-        "caps_ack",
-        "call_ringing",
-        "call_incoming",
-        "call_accepted",
-        "call_need_caps",
-        "call_ended",
-        "pong",
-        "logged_out",
-        "error",
-    ];
+    let client_types = <ClientMessage as WireMessage>::TYPES;
+    let server_types = <ServerMessage as WireMessage>::TYPES;
     let mut seen_client = BTreeSet::new();
     let mut seen_server = BTreeSet::new();
     for (name, msg) in messages() {
@@ -781,8 +752,8 @@ fn message_vectors_cover_every_message_type() {
         };
     }
     let want = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
-    assert_eq!(seen_client, want(&client_types));
-    assert_eq!(seen_server, want(&server_types));
+    assert_eq!(seen_client, want(client_types));
+    assert_eq!(seen_server, want(server_types));
     // A client message is not a server message and the other way round.
     for (name, msg) in messages() {
         let p = payload(&msg);
