@@ -860,20 +860,14 @@ impl Online {
                 capabilities,
             } => return self.incoming(call, from, digest, capabilities, events),
             ServerMessage::CallAccepted { call, capabilities } => {
-                let own = &self.caps;
-                let Some(c) = self
-                    .calls
-                    .get_mut(&call)
-                    .filter(|c| c.role == Role::Caller && c.state == CallState::Ringing)
-                else {
-                    return Some(Violation::UnexpectedCall {
-                        what: "call_accepted",
-                        call,
-                    });
+                let own = self.caps.clone();
+                let c = match self.ringing_as_caller(call, "call_accepted") {
+                    Ok(c) => c,
+                    Err(v) => return Some(v),
                 };
                 if let Some(theirs) = capabilities {
                     // The callee's capabilities changed since they were pushed.
-                    c.params = Some(negotiate_pair(own, &theirs));
+                    c.params = Some(negotiate_pair(&own, &theirs));
                     c.caps_on_wire = true;
                 }
                 c.state = CallState::Established;
@@ -886,17 +880,10 @@ impl Online {
                 }
             }
             ServerMessage::CallNeedCaps { call } => {
-                let Some(c) = self
-                    .calls
-                    .get_mut(&call)
-                    .filter(|c| c.role == Role::Caller && c.state == CallState::Ringing)
-                else {
-                    return Some(Violation::UnexpectedCall {
-                        what: "call_need_caps",
-                        call,
-                    });
-                };
-                c.caps_on_wire = true;
+                match self.ringing_as_caller(call, "call_need_caps") {
+                    Ok(c) => c.caps_on_wire = true,
+                    Err(v) => return Some(v),
+                }
                 self.outbox.push(ClientMessage::CallRetry {
                     call,
                     capabilities: self.caps.clone(),
@@ -910,6 +897,19 @@ impl Online {
             other => return Some(Violation::Unexpected(other.type_name())),
         }
         None
+    }
+
+    /// A call this terminal placed that is ringing; `what` names the message for the
+    /// violation otherwise.
+    fn ringing_as_caller(
+        &mut self,
+        call: CallId,
+        what: &'static str,
+    ) -> Result<&mut Call, Violation> {
+        self.calls
+            .get_mut(&call)
+            .filter(|c| c.role == Role::Caller && c.state == CallState::Ringing)
+            .ok_or(Violation::UnexpectedCall { what, call })
     }
 
     fn online(&mut self, p: Presence, events: &mut VecDeque<ClientEvent>) -> Option<Violation> {

@@ -578,6 +578,12 @@ impl Server {
         if !self.conns.contains_key(&conn) {
             return;
         }
+        self.send_error(conn, code, detail);
+        self.close(conn);
+    }
+
+    /// Sends an error naming no request or call.
+    fn send_error(&mut self, conn: ConnId, code: ErrorCode, detail: String) {
         self.send(
             conn,
             &ServerMessage::Error {
@@ -587,7 +593,6 @@ impl Server {
                 detail,
             },
         );
-        self.close(conn);
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -602,15 +607,7 @@ impl Server {
         if code.is_fatal() {
             self.fail(conn, code, e.to_string());
         } else {
-            self.send(
-                conn,
-                &ServerMessage::Error {
-                    code,
-                    req: None,
-                    call: None,
-                    detail: e.to_string(),
-                },
-            );
+            self.send_error(conn, code, e.to_string());
         }
     }
 
