@@ -11,7 +11,8 @@
 //! The table is the point of the protocol: when the user presses "call", the
 //! parameters are already there, and the call request carries two fingerprints instead
 //! of capabilities (the fast path). The fallback paths that carry capabilities are taken
-//! only when a capability change is in flight.
+//! only when the callee's capabilities changed since they were pushed, or when the
+//! callee's view of the caller does not match the digest (spec "Call set-up").
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::caps::{CallDigest, CallParams, Capabilities, Fingerprint};
-use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
 use crate::error::{DecodeError, ErrorCode, FrameError};
 use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, UserId};
 use crate::message::{ClientMessage, EndReason, LoginWith, Presence, ServerMessage, WireMessage};
@@ -30,7 +31,8 @@ use crate::time::Time;
 /// Client timers and limits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientConfig {
-    /// Largest frame payload accepted from the server.
+    /// Largest frame payload accepted from the server; values below
+    /// [`crate::codec::MIN_MAX_FRAME`] act as that minimum.
     pub max_frame: u32,
     /// How long the client may stay silent while logged in before it sends `ping`;
     /// must be well below the server's idle timeout.
@@ -346,7 +348,7 @@ impl Client {
     /// A client that is not logged in.
     pub fn new(config: ClientConfig) -> Self {
         Self {
-            decoder: FrameDecoder::new(config.max_frame),
+            decoder: FrameDecoder::new(config.max_frame.max(MIN_MAX_FRAME)),
             config,
             state: State::Idle,
             next_req: 1,
@@ -370,7 +372,7 @@ impl Client {
         if self.state != State::Idle {
             return Err(ClientError::AlreadyLoggedIn);
         }
-        self.decoder = FrameDecoder::new(self.config.max_frame);
+        self.decoder = FrameDecoder::new(self.config.max_frame.max(MIN_MAX_FRAME));
         self.state = State::LoggingIn;
         self.send(
             &ClientMessage::Login {
@@ -575,6 +577,18 @@ impl Client {
     /// themselves).
     pub fn handle_message(&mut self, msg: ServerMessage, now: Time) {
         match (&mut self.state, msg) {
+            // Embedders that decode themselves bypass the decoder's version check.
+            (State::LoggingIn, ServerMessage::LoginOk { version, .. })
+                if version != crate::message::PROTOCOL_VERSION =>
+            {
+                self.state = State::Idle;
+                self.events.push_back(ClientEvent::ServerError {
+                    code: ErrorCode::UnsupportedVersion,
+                    req: None,
+                    call: None,
+                });
+                self.events.push_back(ClientEvent::LoggedOut);
+            }
             (
                 State::LoggingIn,
                 ServerMessage::LoginOk {
@@ -1044,6 +1058,41 @@ mod tests {
             Err(ClientError::UnsupportedVersion(2))
         );
         assert_eq!(c.status(), Status::Idle);
+    }
+
+    #[test]
+    fn decoded_login_ok_of_another_version_ends_the_login_too() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = logging_in(&alice);
+        let mut msg = login_ok(&alice);
+        if let ServerMessage::LoginOk { version, .. } = &mut msg {
+            *version = 9;
+        }
+        c.handle_message(msg, Time::ZERO);
+        assert_eq!(c.status(), Status::Idle);
+        assert!(c.session().is_none());
+    }
+
+    #[test]
+    fn a_frame_limit_below_the_minimum_acts_as_the_minimum() {
+        let alice = UserId::new("alice").unwrap();
+        let config = ClientConfig {
+            max_frame: 10,
+            ..ClientConfig::default()
+        };
+        let mut c = Client::new(config);
+        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
+        c.login(
+            alice.clone(),
+            Password::new("pw").unwrap(),
+            with,
+            Time::ZERO,
+        )
+        .unwrap();
+        let frame = crate::codec::encode_frame(&login_ok(&alice));
+        assert!(frame.len() > 10);
+        c.receive(&frame, Time::ZERO).unwrap();
+        assert_eq!(c.status(), Status::Online);
     }
 
     #[test]

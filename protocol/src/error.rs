@@ -74,7 +74,8 @@ pub enum DecodeError {
     /// A well-formed object whose `type` this version does not know.
     #[error("unknown message type {0:?}")]
     UnknownType(String),
-    /// A `login` for a protocol version this implementation does not speak.
+    /// A `login` (or `login_ok`) for a protocol version this implementation does not
+    /// speak.
     #[error("unsupported protocol version {0}")]
     UnsupportedVersion(u64),
 }
@@ -131,7 +132,7 @@ pub enum ErrorCode {
     InvalidContact,
     /// The contact list is full (not fatal).
     RosterFull,
-    /// Nothing received within the idle timeout (fatal).
+    /// No complete frame received within the idle timeout (fatal).
     IdleTimeout,
     /// Login not completed within the login timeout (fatal).
     LoginTimeout,

@@ -43,8 +43,10 @@
 //! call parameters at once (C1); on `offline` (C9) it deletes them (C4); on its own
 //! logout it deletes everything (C5). A call then carries two 128-bit fingerprints
 //! instead of capabilities; the callee confirms them against its own table and accepts
-//! in one round trip. Only while a capability change is in flight do capabilities
-//! travel in the call signalling (the fallback path).
+//! in one round trip. Capabilities travel in the call signalling only when the callee's
+//! own capabilities changed since the caller's table was filled (the callee's answer
+//! carries them), or, as a safety net a conforming server never triggers, when the
+//! callee's view of the caller does not match the digest (the fallback paths).
 
 //! ## Embedding, in a page
 //!

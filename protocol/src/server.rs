@@ -19,7 +19,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::caps::{CallDigest, Capabilities};
-use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
 use crate::error::{DecodeError, ErrorCode, FrameError};
 use crate::ids::{CallId, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
 use crate::message::{
@@ -34,9 +34,10 @@ pub const MAX_CONTACTS: usize = 500;
 /// Server limits and timers. Every field has a spec-recommended default.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ServerConfig {
-    /// Largest frame payload accepted.
+    /// Largest frame payload accepted; values below [`crate::codec::MIN_MAX_FRAME`]
+    /// act as that minimum.
     pub max_frame: u32,
-    /// A logged-in connection that sends nothing for this long is closed
+    /// A logged-in connection that sends no complete frame for this long is closed
     /// (`idle_timeout`) and its session ends as if dropped.
     pub idle_timeout: Duration,
     /// A connection that has not completed login within this long is closed.
@@ -301,7 +302,7 @@ impl Server {
             conn,
             Conn {
                 state: ConnState::AwaitingLogin,
-                decoder: FrameDecoder::new(self.config.max_frame),
+                decoder: FrameDecoder::new(self.config.max_frame.max(MIN_MAX_FRAME)),
                 deadline,
             },
         );

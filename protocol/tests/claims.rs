@@ -1871,3 +1871,19 @@ fn largest_login_ok_fits_the_minimum_frame_limit() {
     log_in(&mut s, C1, "alice", caps_a(), &many, T0);
     assert_eq!(s.contacts_of(&u("alice")).unwrap().len(), MAX_CONTACTS);
 }
+
+#[test]
+fn a_server_frame_limit_below_the_minimum_acts_as_the_minimum() {
+    let mut s = Server::new(ServerConfig {
+        max_frame: 10,
+        ..ServerConfig::default()
+    });
+    let frame = login_msg("alice", "pw", LoginWith::Capabilities(caps_a()));
+    assert!(frame.len() > 10);
+    s.connect(C1, T0).unwrap();
+    s.receive(C1, &frame, T0);
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [ServerEvent::Authenticate(_)]
+    ));
+}

@@ -194,8 +194,9 @@ fn fast_digest() -> CallDigest {
     }
 }
 
-/// The digest alice sends while her `update_caps` is unacknowledged: her new
-/// fingerprint, which bob cannot have yet.
+/// The digest of a call whose caller includes its capabilities (the optional form of
+/// `call` that the reference client never sends, and the `call_retry` path): alice's
+/// new fingerprint, which bob does not hold yet.
 fn fallback_digest() -> CallDigest {
     CallDigest {
         caller: alice_on_hotel_wifi().fingerprint(),
