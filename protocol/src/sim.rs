@@ -24,6 +24,10 @@ use crate::time::Time;
 /// A capability set for tests and examples: the given codecs for both encode and
 /// decode, a 16:9 screen and camera `width` pixels wide, a camera of `fps` frames per
 /// second, a high CPU class and 8 Mbit/s each way.
+///
+/// # Panics
+///
+/// If a codec token is invalid, or `width` or `fps` is out of range: a test helper.
 pub fn sample_caps(codecs: &[&str], width: u16, fps: u16) -> Capabilities {
     let list: Vec<Codec> = codecs
         .iter()
@@ -219,6 +223,10 @@ impl Sim {
     }
 
     /// Connects terminal `i` and logs in.
+    ///
+    /// # Panics
+    ///
+    /// If `password` is not a valid [`Password`]: a test helper.
     pub fn login(&mut self, i: usize, user: &UserId, password: &str, with: LoginWith) {
         if self.terminals[i].conn.is_none() {
             self.connect(i);
