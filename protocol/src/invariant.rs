@@ -10,7 +10,9 @@ use std::fmt;
 
 use crate::caps::Capabilities;
 use crate::client::{CallState, Client, Role, Status};
-use crate::ids::{CallId, Endpoint, UserId};
+use crate::codec::{decode_message, HEADER_LEN};
+use crate::ids::{CallId, ConnId, Endpoint, UserId};
+use crate::message::ServerMessage;
 use crate::negotiate::negotiate_pair;
 use crate::server::Server;
 
@@ -45,6 +47,33 @@ pub fn may_see(server: &Server, watcher: &UserId, subject: &UserId) -> bool {
         && server
             .contacts_of(subject)
             .is_some_and(|c| c.contains(watcher))
+}
+
+/// `INV-VISIBILITY`, per frame: a frame the server transmits carries capabilities of a
+/// terminal (`online`, or `call_incoming` with capabilities) only to a session whose
+/// user may see that terminal's user, judged against the server's state right after it
+/// decided to send the frame. Frames to a connection that no longer has a session (queued
+/// before a close) are not judged: the client deletes everything on close.
+pub fn frame_visible(server: &Server, conn: ConnId, frame: &[u8]) -> Result<(), Violation> {
+    let Some(payload) = frame.get(HEADER_LEN..) else {
+        return Ok(());
+    };
+    let subject = match decode_message::<ServerMessage>(payload) {
+        Ok(ServerMessage::Online(p)) => p.user,
+        Ok(ServerMessage::CallIncoming {
+            from,
+            capabilities: Some(_),
+            ..
+        }) => from.user,
+        _ => return Ok(()),
+    };
+    match server.user_of(conn) {
+        Some(w) if !may_see(server, w, &subject) => fail(
+            "INV-VISIBILITY",
+            format!("capabilities of {subject} sent to {w}"),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// What a logged-in client of `user` must hold when nothing is in flight: every online

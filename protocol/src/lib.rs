@@ -94,6 +94,8 @@ pub mod error;
 pub mod ids;
 pub mod invariant;
 pub mod message;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod negotiate;
 pub mod server;
 pub mod sim;

@@ -525,6 +525,11 @@ impl Server {
         }
     }
 
+    /// The user logged in on a connection, if any.
+    pub fn user_of(&self, conn: ConnId) -> Option<&UserId> {
+        self.sessions.get(&self.session_of(conn)?).map(|s| &s.user)
+    }
+
     /// Number of open connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()

@@ -15,7 +15,7 @@ use crate::caps::{Bandwidth, Camera, Capabilities, CpuClass, Size};
 use crate::client::{Client, ClientConfig, ClientEvent, Role};
 use crate::codec::{decode_message, encode_payload, HEADER_LEN};
 use crate::ids::{Codec, ConnId, Endpoint, Password, TerminalId, UserId};
-use crate::invariant::{self, may_see, Violation};
+use crate::invariant::{self, Violation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
 use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent};
@@ -344,7 +344,7 @@ impl Sim {
                     None => vec![(conn, frame)],
                 };
                 for (conn, frame) in delivered {
-                    self.check_visibility(conn, &frame)?;
+                    invariant::frame_visible(&self.server, conn, &frame)?;
                     self.sent.push((conn, frame.clone()));
                     if let Some(&i) = self.conns.get(&conn) {
                         self.terminals[i].down.push_back(Wire::Frame(frame));
@@ -380,38 +380,6 @@ impl Sim {
             _ => {}
         }
         Ok(())
-    }
-
-    /// `INV-VISIBILITY`: capabilities go only to sessions entitled to see them, judged
-    /// against the server's state right after it decided to send them.
-    fn check_visibility(&self, conn: ConnId, frame: &Bytes) -> Result<(), Violation> {
-        let Some(payload) = frame.get(HEADER_LEN..) else {
-            return Ok(());
-        };
-        let subject = match decode_message::<ServerMessage>(payload) {
-            Ok(ServerMessage::Online(p)) => p.user,
-            Ok(ServerMessage::CallIncoming {
-                from,
-                capabilities: Some(_),
-                ..
-            }) => from.user,
-            _ => return Ok(()),
-        };
-        let watcher = self
-            .server
-            .session_of(conn)
-            .and_then(|s| self.server.sessions().find(|v| v.endpoint.session == s))
-            .map(|v| v.endpoint.user);
-        match watcher {
-            Some(w) if may_see(&self.server, &w, &subject) => Ok(()),
-            // Frames queued before a close are still delivered; a closed connection
-            // has no user to leak to once the client drops everything on close.
-            None => Ok(()),
-            Some(w) => Err(Violation {
-                id: "INV-VISIBILITY",
-                detail: format!("capabilities of {subject} sent to {w}"),
-            }),
-        }
     }
 
     fn collect_client_events(&mut self, i: usize) {
