@@ -525,8 +525,7 @@ impl Actor for PrecallActor {
                 }
                 self.drain_server(s, msg.fin, o);
             }
-            (Kind::Terminal(i), ActorState::Terminal(t)) => {
-                let i = *i;
+            (Kind::Terminal(_), ActorState::Terminal(t)) => {
                 let mut w = Writes::default();
                 // Frames of an older connection are dropped: that socket is gone.
                 if msg.conn == t.conn && t.connected {
@@ -551,7 +550,7 @@ impl Actor for PrecallActor {
                         }
                     }
                 }
-                self.flush_terminal(i, t, &mut w);
+                self.flush_terminal(t, &mut w);
                 w.send(o);
                 offer(&self.cfg, t, o);
             }
@@ -645,7 +644,7 @@ impl Actor for PrecallActor {
             }
             Choice::Do(Action::Call(_) | Action::Answer) => {}
         }
-        self.flush_terminal(i, t, &mut w);
+        self.flush_terminal(t, &mut w);
         w.send(o);
         offer(&self.cfg, t, o);
     }
@@ -762,7 +761,7 @@ impl PrecallActor {
 
     /// Writes what the client wants sent (through the seeded fault if any) and drops
     /// its events.
-    fn flush_terminal(&self, _i: usize, t: &mut TerminalState, w: &mut Writes) {
+    fn flush_terminal(&self, t: &mut TerminalState, w: &mut Writes) {
         while let Some(mut frame) = t.client.poll_transmit() {
             if self.cfg.fault == Some(Fault::AcceptLosesCapabilities) {
                 if let Some(ClientMessage::Accept {
