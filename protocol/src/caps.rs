@@ -271,6 +271,13 @@ impl Capabilities {
 #[serde(try_from = "String", into = "String")]
 pub struct Fingerprint(pub [u8; 16]);
 
+impl Fingerprint {
+    /// The all-zero fingerprint: in [`CallDigest::callee`] it says the caller holds no
+    /// capabilities of the callee (a prior-art call), so the callee answers with its own.
+    /// No capability set is expected to hash to it.
+    pub const NONE: Fingerprint = Fingerprint([0; 16]);
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0 {

@@ -125,7 +125,9 @@ impl Call {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Dialing {
     peer: Endpoint,
-    params: CallParams,
+    /// The pre-computed parameters; `None` for a prior-art call, whose parameters are
+    /// computed from the callee's answer.
+    params: Option<CallParams>,
     digest: CallDigest,
     caps_sent: bool,
 }
@@ -474,7 +476,7 @@ impl Client {
             req,
             Dialing {
                 peer: to.clone(),
-                params: peer.params.clone(),
+                params: Some(peer.params.clone()),
                 digest,
                 caps_sent: false,
             },
@@ -485,6 +487,48 @@ impl Client {
                 to: to.clone(),
                 digest,
                 capabilities: None,
+            },
+            now,
+        );
+        Ok(req)
+    }
+
+    /// Calls an online contact terminal the way the patent's prior art does (spec
+    /// "Call set-up", prior-art call): the request carries this terminal's
+    /// capabilities and names no callee capabilities (an all-zero
+    /// [`CallDigest::callee`]), so the callee negotiates from the request and answers
+    /// with its own capabilities, and this end computes the parameters from that answer.
+    /// The table is not used. Exists as the baseline the fast path is measured against.
+    pub fn place_call_exchanging_capabilities(
+        &mut self,
+        to: &Endpoint,
+        now: Time,
+    ) -> Result<ReqId, ClientError> {
+        let req = self.next_req();
+        let on = self.online_mut()?;
+        if !on.peers.contains_key(to) {
+            return Err(ClientError::UnknownPeer(to.clone()));
+        }
+        let digest = CallDigest {
+            caller: on.fingerprint,
+            callee: Fingerprint::NONE,
+        };
+        let capabilities = Some(on.caps.clone());
+        on.dialing.insert(
+            req,
+            Dialing {
+                peer: to.clone(),
+                params: None,
+                digest,
+                caps_sent: true,
+            },
+        );
+        self.send(
+            &ClientMessage::Call {
+                req,
+                to: to.clone(),
+                digest,
+                capabilities,
             },
             now,
         );
@@ -859,7 +903,7 @@ impl Online {
                         peer: d.peer,
                         role: Role::Caller,
                         state: CallState::Ringing,
-                        params: Some(d.params),
+                        params: d.params,
                         caps_on_wire: d.caps_sent,
                         send_caps_on_accept: false,
                         digest: d.digest,
@@ -880,9 +924,17 @@ impl Online {
                     Err(v) => return Some(v),
                 };
                 if let Some(theirs) = capabilities {
-                    // The callee's capabilities changed since they were pushed.
+                    // The callee's capabilities changed since they were pushed, or this
+                    // is a prior-art call.
                     c.params = Some(negotiate_pair(&own, &theirs));
                     c.caps_on_wire = true;
+                }
+                if c.params.is_none() {
+                    // A prior-art call must be answered with the callee's capabilities.
+                    return Some(Violation::UnexpectedCall {
+                        what: "call_accepted",
+                        call,
+                    });
                 }
                 c.state = CallState::Established;
                 if let Some(params) = c.params.clone() {

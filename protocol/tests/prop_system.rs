@@ -963,3 +963,54 @@ fn stale_view_of_the_caller_asks_for_caps_and_retries_with_them() {
         sim.recorded_violations()
     );
 }
+
+/// The patent's prior-art call, the baseline the fast path is measured against: both
+/// capability sets cross the wire during set-up, both ends negotiate then, and they
+/// reach the same parameters the fast path would have used.
+#[test]
+fn prior_art_call_exchanges_capabilities_during_set_up() {
+    let mut sim = world();
+    login(&mut sim, 0, &sample_caps(&["h264"], 1920, 30));
+    login(&mut sim, 1, &sample_caps(&["vp8", "h264"], 1280, 30));
+    sim.settle().unwrap();
+    let bob = sim.endpoint(1).unwrap();
+    let table_params = sim.client(0).peer(&bob).unwrap().params.clone();
+    let now = sim.now;
+    sim.client_mut(0)
+        .place_call_exchanging_capabilities(&bob, now)
+        .unwrap();
+    sim.settle().unwrap();
+    let call = incoming_call(&sim, 1);
+    sim.client_mut(1).answer(call, true, now).unwrap();
+    sim.settle().unwrap();
+    let (pa, wa) = established(&sim, 0, call);
+    let (pb, wb) = established(&sim, 1, call);
+    assert_eq!((wa, wb), (SetupPath::Fallback, SetupPath::Fallback));
+    assert_eq!(pa, table_params, "same parameters, computed during set-up");
+    assert_eq!(pa.mirrored(), pb);
+    // Both capability sets crossed the wire: alice's in the request, bob's in the answer.
+    let sent_by_server: Vec<_> = sim
+        .sent
+        .iter()
+        .filter_map(|(_, f)| server_message(f))
+        .collect();
+    assert!(sent_by_server.iter().any(|m| matches!(
+        m,
+        ServerMessage::CallIncoming {
+            capabilities: Some(_),
+            ..
+        }
+    )));
+    assert!(sent_by_server.iter().any(|m| matches!(
+        m,
+        ServerMessage::CallAccepted {
+            capabilities: Some(_),
+            ..
+        }
+    )));
+    assert!(
+        sim.recorded_violations().is_empty(),
+        "{:?}",
+        sim.recorded_violations()
+    );
+}
