@@ -511,7 +511,7 @@ impl Actor for PrecallActor {
             (Kind::Server, ActorState::Server(s)) => {
                 let terminal = usize::from(src) - 1;
                 let conn = conn_id(terminal, msg.conn);
-                if s.generations.get(&terminal).map_or(true, |g| *g < msg.conn) {
+                if s.generations.get(&terminal).is_none_or(|g| *g < msg.conn) {
                     s.generations.insert(terminal, msg.conn);
                     // A new connection: its first write arrives on an ordered link
                     // behind the previous connection's close.

@@ -1044,7 +1044,7 @@ impl Server {
             return;
         }
         let max = self.config.max_calls_per_session;
-        let busy = |s: &SessionId| self.sessions.get(s).map_or(true, |s| s.calls.len() >= max);
+        let busy = |s: &SessionId| self.sessions.get(s).is_none_or(|s| s.calls.len() >= max);
         if busy(&session) || busy(&to.session) {
             self.error(conn, ErrorCode::Busy, Some(req), None);
             return;

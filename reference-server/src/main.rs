@@ -1,10 +1,307 @@
-//! `precall-server`: the reference server binary. Not built yet: the tokio server around
-//! `precall_protocol` lands with issue 4. Until then this binary says so and fails.
+//! `precall-server`: the reference server binary.
+//!
+//! A thin shell around [`precall_protocol::server::Server`]: it moves bytes between TCP
+//! sockets and the core, keeps time, verifies passwords and persists contact lists in
+//! SQLite. Every protocol decision is the core's.
+//!
+//! - `serve`: run the server (module `serve`, with `conn` for the socket tasks and
+//!   `worker` for the store thread);
+//! - `admin`: manage accounts, contact lists and registered terminals (module `admin`),
+//!   also while a server runs on the same database.
 
-fn main() {
-    eprintln!(
-        "precall-server {}: not implemented yet; run `cargo run -p precall-protocol --example walkthrough` for the in-memory walkthrough",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+#![forbid(unsafe_code)]
+
+mod admin;
+mod conn;
+mod serve;
+mod store;
+mod worker;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use precall_protocol::{TerminalId, UserId};
+use tracing_subscriber::EnvFilter;
+
+use crate::store::HashCost;
+
+/// The precall reference server.
+#[derive(Debug, Parser)]
+#[command(name = "precall-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the precall protocol over TCP.
+    Serve(ServeArgs),
+    /// Manage accounts, contact lists and registered terminals.
+    Admin(AdminArgs),
+}
+
+/// Options of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// SQLite database (created, in WAL mode, if missing).
+    #[arg(long)]
+    pub db: PathBuf,
+    /// Address to listen on (port 0: the OS picks one).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: String,
+    /// Close a logged-in connection after this long without a complete frame.
+    #[arg(long, default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+    /// Close a connection that has not logged in within this long.
+    #[arg(long, default_value_t = 30_000)]
+    pub login_timeout_ms: u64,
+    /// End a call not accepted within this long.
+    #[arg(long, default_value_t = 60_000)]
+    pub ring_timeout_ms: u64,
+    /// Frames queued for one connection before it is considered dead. The default holds
+    /// the largest login snapshot (500 contacts with 8 terminals each) with room to spare.
+    #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub queue_frames: u32,
+    /// How often to apply contact changes made with `admin` while running.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub admin_poll_ms: u64,
+    #[command(flatten)]
+    pub cost: CostArgs,
+}
+
+/// Argon2id cost (for new hashes; `serve` uses it for the hash an unknown user's login
+/// is checked against, so that it takes as long as a known user's).
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// Argon2id memory cost in KiB.
+    #[arg(long, default_value_t = 19456, value_parser = clap::value_parser!(u32).range(8..=4_194_304))]
+    pub argon2_m_kib: u32,
+    /// Argon2id iterations.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub argon2_t: u32,
+}
+
+impl CostArgs {
+    fn cost(&self) -> HashCost {
+        HashCost {
+            m_kib: self.argon2_m_kib,
+            t: self.argon2_t,
+        }
+    }
+}
+
+/// Options of `admin`.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// SQLite database (created if missing).
+    #[arg(long)]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub cost: CostArgs,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// What `admin` manages.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Contact lists.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Registered terminals (login by terminal identifier).
+    #[command(subcommand)]
+    Terminal(TerminalCommand),
+}
+
+/// `admin user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account.
+    Add {
+        /// Account name.
+        name: UserId,
+        /// Its password.
+        #[arg(long)]
+        password: String,
+    },
+    /// Delete an account, its contact list, its terminals and every listing of it.
+    Remove {
+        /// Account name.
+        name: UserId,
+    },
+    /// Change a password.
+    Passwd {
+        /// Account name.
+        name: UserId,
+        /// The new password.
+        #[arg(long)]
+        password: String,
+    },
+    /// Print every account name, one per line.
+    List,
+}
+
+/// `admin contact ...`
+#[derive(Debug, Subcommand)]
+pub enum ContactCommand {
+    /// USER lists CONTACT (one direction).
+    Add {
+        /// Whose list.
+        user: UserId,
+        /// The contact.
+        contact: UserId,
+    },
+    /// USER stops listing CONTACT.
+    Remove {
+        /// Whose list.
+        user: UserId,
+        /// The contact.
+        contact: UserId,
+    },
+    /// Print USER's contacts, one per line.
+    List {
+        /// Whose list.
+        user: UserId,
+    },
+}
+
+/// `admin terminal ...`
+#[derive(Debug, Subcommand)]
+pub enum TerminalCommand {
+    /// Register (or re-register) a terminal identifier with its capabilities.
+    Register {
+        /// Terminal identifier.
+        id: TerminalId,
+        /// The account that may log in with it.
+        #[arg(long)]
+        owner: UserId,
+        /// JSON file holding the capabilities object exactly as on the wire.
+        #[arg(long)]
+        caps: PathBuf,
+    },
+    /// Print every registered terminal as `ID OWNER`, one per line.
+    List,
+    /// Delete a registered terminal.
+    Remove {
+        /// Terminal identifier.
+        id: TerminalId,
+    },
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Admin(args) => admin::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("precall-server: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["precall-server", "serve", "--db", "x.db"]).unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(a.listen, "127.0.0.1:7878");
+        assert_eq!(
+            (a.idle_timeout_ms, a.login_timeout_ms, a.ring_timeout_ms),
+            (60_000, 30_000, 60_000)
+        );
+        assert_eq!((a.queue_frames, a.admin_poll_ms), (8192, 200));
+        assert_eq!((a.cost.argon2_m_kib, a.cost.argon2_t), (19456, 2));
+    }
+
+    #[test]
+    fn admin_parses_and_validates_names() {
+        let ok = [
+            &[
+                "admin",
+                "--db",
+                "x",
+                "user",
+                "add",
+                "alice",
+                "--password",
+                "pw",
+            ][..],
+            &[
+                "admin",
+                "--db",
+                "x",
+                "user",
+                "passwd",
+                "alice",
+                "--password",
+                "pw",
+            ],
+            &["admin", "--db", "x", "user", "remove", "alice"],
+            &["admin", "--db", "x", "user", "list"],
+            &["admin", "--db", "x", "contact", "add", "alice", "bob"],
+            &["admin", "--db", "x", "contact", "remove", "alice", "bob"],
+            &["admin", "--db", "x", "contact", "list", "alice"],
+            &[
+                "admin", "--db", "x", "terminal", "register", "Phone:1", "--owner", "alice",
+                "--caps", "c.json",
+            ],
+            &["admin", "--db", "x", "terminal", "list"],
+            &["admin", "--db", "x", "terminal", "remove", "Phone:1"],
+        ];
+        for args in ok {
+            let argv = std::iter::once("precall-server").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_ok(), "{args:?}");
+        }
+        let bad = [
+            &[
+                "admin",
+                "--db",
+                "x",
+                "user",
+                "add",
+                "Alice",
+                "--password",
+                "pw",
+            ][..],
+            &["admin", "--db", "x", "contact", "add", "alice", "b b"],
+            &["admin", "--db", "x", "terminal", "remove", "phone 1"],
+            &["serve", "--db", "x", "--queue-frames", "0"],
+            &["serve"],
+        ];
+        for args in bad {
+            let argv = std::iter::once("precall-server").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?}");
+        }
+    }
 }

@@ -1,0 +1,684 @@
+//! What the client prints: the core's [`ClientEvent`]s, enriched with what the binary
+//! knows (the table, the callee of a request, the measured set-up time), and the
+//! answers to local commands; each as one JSON line (`--json`) or one human line.
+
+use std::fmt::Write as _;
+
+use precall_protocol::client::SetupPath;
+use precall_protocol::message::EndReason;
+use precall_protocol::{
+    CallId, CallParams, Client, ClientEvent, Direction, Endpoint, ErrorCode, SessionId, UserId,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One entry of a printed table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Row {
+    /// An online contact terminal and the parameters pre-negotiated with it.
+    Online {
+        /// The terminal.
+        endpoint: Endpoint,
+        /// The parameters from this terminal's point of view.
+        params: CallParams,
+    },
+    /// A contact with no online terminal.
+    Offline {
+        /// The contact.
+        user: UserId,
+    },
+}
+
+/// Something to print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Login succeeded.
+    LoggedIn {
+        /// The user.
+        user: UserId,
+        /// The session.
+        session: SessionId,
+    },
+    /// The login snapshot is complete; the table as it now stands.
+    Synced {
+        /// Online contact terminals.
+        table: Vec<Row>,
+    },
+    /// The answer to the `table` command.
+    Table {
+        /// Online contact terminals, then contacts with none.
+        table: Vec<Row>,
+    },
+    /// A contact terminal came online.
+    PeerOnline {
+        /// The terminal.
+        endpoint: Endpoint,
+        /// The pre-negotiated parameters.
+        params: CallParams,
+    },
+    /// A contact terminal changed capabilities.
+    PeerUpdated {
+        /// The terminal.
+        endpoint: Endpoint,
+        /// The new parameters.
+        params: CallParams,
+    },
+    /// A contact terminal went offline.
+    PeerOffline {
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// The contact list changed.
+    ContactsChanged {
+        /// The user.
+        user: UserId,
+        /// Added or removed.
+        added: bool,
+    },
+    /// The server recorded this terminal's new capabilities.
+    CapsAcknowledged,
+    /// A placed call rings at the callee.
+    CallRinging {
+        /// The call.
+        call: CallId,
+        /// The callee, if the request is known.
+        to: Option<Endpoint>,
+    },
+    /// Someone calls.
+    IncomingCall {
+        /// The call.
+        call: CallId,
+        /// The caller.
+        from: Endpoint,
+        /// The parameters.
+        params: CallParams,
+    },
+    /// A call is established.
+    CallEstablished {
+        /// The call.
+        call: CallId,
+        /// Fast or fallback.
+        path: SetupPath,
+        /// The parameters, from this end.
+        params: CallParams,
+        /// The other terminal, if known.
+        peer: Option<Endpoint>,
+        /// Caller only: microseconds from writing the call request to establishment.
+        setup_us: Option<u64>,
+    },
+    /// A call ended.
+    CallEnded {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: EndReason,
+    },
+    /// A call request failed before ringing.
+    CallFailed {
+        /// The server's code.
+        code: ErrorCode,
+        /// The callee, if the request is known.
+        to: Option<Endpoint>,
+    },
+    /// A server error or a refused local command.
+    Error {
+        /// A wire error code, or a local one (`unknown_command`, `not_in_table`, ...).
+        code: String,
+        /// For people.
+        detail: String,
+    },
+    /// The server broke the protocol; the message was ignored.
+    Violation {
+        /// What happened.
+        detail: String,
+    },
+    /// The session is over.
+    LoggedOut,
+}
+
+/// What the binary adds to a [`ClientEvent`].
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
+    /// For `call_ringing` and `call_failed`: the callee of the request.
+    pub to: Option<Endpoint>,
+    /// For `call_established` at the caller: the measured set-up time.
+    pub setup_us: Option<u64>,
+}
+
+impl Event {
+    /// The printable form of a core event; `client` supplies the table and the calls,
+    /// `user` the login name if the client no longer holds it. `None` for an event this
+    /// binary does not know (the core's enum is non-exhaustive).
+    pub fn from_client(
+        ev: ClientEvent,
+        client: &Client,
+        user: &UserId,
+        extra: Extra,
+    ) -> Option<Event> {
+        Some(match ev {
+            ClientEvent::LoggedIn { session } => Event::LoggedIn {
+                user: client.user().unwrap_or(user).clone(),
+                session,
+            },
+            ClientEvent::Synced => Event::Synced {
+                table: table(client, false),
+            },
+            ClientEvent::PeerOnline { endpoint, params } => Event::PeerOnline { endpoint, params },
+            ClientEvent::PeerUpdated { endpoint, params } => {
+                Event::PeerUpdated { endpoint, params }
+            }
+            ClientEvent::PeerOffline { endpoint } => Event::PeerOffline { endpoint },
+            ClientEvent::ContactsChanged { user, added } => Event::ContactsChanged { user, added },
+            ClientEvent::CapsAcknowledged => Event::CapsAcknowledged,
+            ClientEvent::CallRinging { call, .. } => Event::CallRinging { call, to: extra.to },
+            ClientEvent::IncomingCall { call, from, params } => {
+                Event::IncomingCall { call, from, params }
+            }
+            ClientEvent::CallEstablished { call, params, path } => Event::CallEstablished {
+                call,
+                path,
+                params,
+                peer: client
+                    .calls()
+                    .find(|(id, _)| **id == call)
+                    .map(|(_, c)| c.peer.clone()),
+                setup_us: extra.setup_us,
+            },
+            ClientEvent::CallEnded { call, reason } => Event::CallEnded { call, reason },
+            ClientEvent::CallFailed { code, .. } => Event::CallFailed { code, to: extra.to },
+            ClientEvent::ServerError { code, req, call } => {
+                let mut detail = format!("server error {}", wire_name(&code));
+                if let Some(r) = req {
+                    let _ = write!(detail, " (request {r})");
+                }
+                if let Some(c) = call {
+                    let _ = write!(detail, " (call {c})");
+                }
+                Event::Error {
+                    code: wire_name(&code),
+                    detail,
+                }
+            }
+            ClientEvent::LoggedOut => Event::LoggedOut,
+            ClientEvent::Violation(v) => Event::Violation {
+                detail: v.to_string(),
+            },
+            _ => return None,
+        })
+    }
+
+    /// A refused local command.
+    pub fn error(code: impl Into<String>, detail: impl Into<String>) -> Event {
+        Event::Error {
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The JSON object, with an `event` member.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Event::LoggedIn { user, session } => {
+                json!({"event": "logged_in", "user": user, "session": session})
+            }
+            Event::Synced { table } => json!({"event": "synced", "table": rows_json(table)}),
+            Event::Table { table } => json!({"event": "table", "table": rows_json(table)}),
+            Event::PeerOnline { endpoint, params } => peer_json("peer_online", endpoint, params),
+            Event::PeerUpdated { endpoint, params } => peer_json("peer_updated", endpoint, params),
+            Event::PeerOffline { endpoint } => json!({
+                "event": "peer_offline", "user": endpoint.user, "session": endpoint.session
+            }),
+            Event::ContactsChanged { user, added } => {
+                json!({"event": "contacts_changed", "user": user, "added": added})
+            }
+            Event::CapsAcknowledged => json!({"event": "caps_acknowledged"}),
+            Event::CallRinging { call, to } => {
+                let mut v = json!({"event": "call_ringing", "call": call});
+                if let Some(to) = to {
+                    v["to"] = json!(to.to_string());
+                }
+                v
+            }
+            Event::IncomingCall { call, from, params } => json!({
+                "event": "incoming_call", "call": call, "from": from.to_string(), "params": params
+            }),
+            Event::CallEstablished {
+                call,
+                path,
+                params,
+                peer,
+                setup_us,
+            } => {
+                let mut v = json!({
+                    "event": "call_established", "call": call, "path": path_name(*path),
+                    "params": params
+                });
+                if let Some(peer) = peer {
+                    v["peer"] = json!(peer.to_string());
+                }
+                if let Some(us) = setup_us {
+                    v["setup_us"] = json!(us);
+                }
+                v
+            }
+            Event::CallEnded { call, reason } => {
+                json!({"event": "call_ended", "call": call, "reason": reason})
+            }
+            Event::CallFailed { code, to } => {
+                let mut v = json!({"event": "call_failed", "code": code});
+                if let Some(to) = to {
+                    v["to"] = json!(to.to_string());
+                }
+                v
+            }
+            Event::Error { code, detail } => {
+                json!({"event": "error", "code": code, "detail": detail})
+            }
+            Event::Violation { detail } => json!({"event": "violation", "detail": detail}),
+            Event::LoggedOut => json!({"event": "logged_out"}),
+        }
+    }
+
+    /// The text for people (may span several lines for tables).
+    pub fn to_human(&self) -> String {
+        match self {
+            Event::LoggedIn { user, session } => format!("logged in as {user} (session {session})"),
+            Event::Synced { table } => {
+                format!(
+                    "synced: {} online contact terminal(s){}",
+                    table.len(),
+                    rows_human(table)
+                )
+            }
+            Event::Table { table } if table.is_empty() => "table: no contacts".to_owned(),
+            Event::Table { table } => format!("table:{}", rows_human(table)),
+            Event::PeerOnline { endpoint, params } => {
+                format!("{endpoint} online: {}", params_human(params))
+            }
+            Event::PeerUpdated { endpoint, params } => {
+                format!("{endpoint} updated: {}", params_human(params))
+            }
+            Event::PeerOffline { endpoint } => format!("{endpoint} offline"),
+            Event::ContactsChanged { user, added: true } => format!("contact {user} added"),
+            Event::ContactsChanged { user, added: false } => format!("contact {user} removed"),
+            Event::CapsAcknowledged => "capabilities acknowledged".to_owned(),
+            Event::CallRinging { call, to: Some(to) } => format!("call {call} ringing at {to}"),
+            Event::CallRinging { call, to: None } => format!("call {call} ringing"),
+            Event::IncomingCall { call, from, params } => format!(
+                "incoming call {call} from {from}: {} (answer {call} / reject {call})",
+                params_human(params)
+            ),
+            Event::CallEstablished {
+                call,
+                path,
+                params,
+                peer,
+                setup_us,
+            } => {
+                let mut s = format!("call {call} established");
+                if let Some(peer) = peer {
+                    let _ = write!(s, " with {peer}");
+                }
+                let _ = write!(s, " ({} path", path_name(*path));
+                if let Some(us) = setup_us {
+                    let _ = write!(s, ", set-up {us} µs");
+                }
+                let _ = write!(s, "): {}", params_human(params));
+                s
+            }
+            Event::CallEnded { call, reason } => {
+                format!("call {call} ended: {}", wire_name(reason))
+            }
+            Event::CallFailed { code, to: Some(to) } => {
+                format!("call to {to} failed: {}", wire_name(code))
+            }
+            Event::CallFailed { code, to: None } => format!("call failed: {}", wire_name(code)),
+            Event::Error { code, detail } => format!("error {code}: {detail}"),
+            Event::Violation { detail } => format!("protocol violation by the server: {detail}"),
+            Event::LoggedOut => "logged out".to_owned(),
+        }
+    }
+}
+
+/// The table as the client holds it: every online contact terminal with its
+/// pre-negotiated parameters and, if `offline` is set, every contact without one.
+pub fn table(client: &Client, offline: bool) -> Vec<Row> {
+    let mut rows: Vec<Row> = client
+        .peers()
+        .map(|(endpoint, peer)| Row::Online {
+            endpoint: endpoint.clone(),
+            params: peer.params.clone(),
+        })
+        .collect();
+    if offline {
+        for user in client.contacts() {
+            if !client.peers().any(|(e, _)| e.user == *user) {
+                rows.push(Row::Offline { user: user.clone() });
+            }
+        }
+    }
+    rows
+}
+
+fn rows_json(rows: &[Row]) -> Value {
+    rows.iter()
+        .map(|row| match row {
+            Row::Online { endpoint, params } => json!({
+                "user": endpoint.user, "session": endpoint.session, "online": true,
+                "send": params.send, "recv": params.recv
+            }),
+            Row::Offline { user } => json!({"user": user, "online": false}),
+        })
+        .collect()
+}
+
+fn rows_human(rows: &[Row]) -> String {
+    let mut s = String::new();
+    for row in rows {
+        match row {
+            Row::Online { endpoint, params } => {
+                let _ = write!(s, "\n  {endpoint:<20} {}", params_human(params));
+            }
+            Row::Offline { user } => {
+                let _ = write!(s, "\n  {user:<20} offline");
+            }
+        }
+    }
+    s
+}
+
+fn peer_json(event: &str, endpoint: &Endpoint, params: &CallParams) -> Value {
+    json!({"event": event, "user": endpoint.user, "session": endpoint.session, "params": params})
+}
+
+fn params_human(p: &CallParams) -> String {
+    format!(
+        "send {}, recv {}",
+        direction_human(&p.send),
+        direction_human(&p.recv)
+    )
+}
+
+fn direction_human(d: &Direction) -> String {
+    match d {
+        Direction::Video(v) => format!(
+            "{} {}x{}@{} {} kbit/s",
+            v.codec, v.width, v.height, v.fps, v.bitrate_kbps
+        ),
+        Direction::Off(why) => format!("no video ({})", wire_name(why)),
+    }
+}
+
+fn path_name(p: SetupPath) -> &'static str {
+    match p {
+        SetupPath::Fast => "fast",
+        SetupPath::Fallback => "fallback",
+    }
+}
+
+/// A unit enum's wire name (`not_reachable`, `hangup`, `no_camera`).
+fn wire_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precall_protocol::caps::{NoVideo, StreamParams};
+    use precall_protocol::client::Violation;
+    use precall_protocol::{ClientConfig, Codec, ReqId};
+
+    fn u(s: &str) -> UserId {
+        UserId::new(s).unwrap()
+    }
+
+    fn bob3() -> Endpoint {
+        Endpoint {
+            user: u("bob"),
+            session: SessionId(3),
+        }
+    }
+
+    fn params() -> CallParams {
+        CallParams {
+            send: Direction::Video(StreamParams {
+                codec: Codec::new("h264").unwrap(),
+                width: 1280,
+                height: 720,
+                fps: 30,
+                bitrate_kbps: 1500,
+            }),
+            recv: Direction::Off(NoVideo::NoCamera),
+        }
+    }
+
+    fn params_json() -> Value {
+        json!({
+            "send": {"video": {"codec": "h264", "width": 1280, "height": 720, "fps": 30,
+                               "bitrate_kbps": 1500}},
+            "recv": {"off": "no_camera"}
+        })
+    }
+
+    /// Renders a core event through a client that is not logged in.
+    fn render(ev: ClientEvent, extra: Extra) -> Value {
+        let client = Client::new(ClientConfig::default());
+        Event::from_client(ev, &client, &u("alice"), extra)
+            .unwrap()
+            .to_json()
+    }
+
+    #[test]
+    fn core_events_render_as_the_contract_says() {
+        let none = Extra::default;
+        assert_eq!(
+            render(
+                ClientEvent::LoggedIn {
+                    session: SessionId(1)
+                },
+                none()
+            ),
+            json!({"event": "logged_in", "user": "alice", "session": 1})
+        );
+        assert_eq!(
+            render(ClientEvent::Synced, none()),
+            json!({"event": "synced", "table": []})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::PeerOnline {
+                    endpoint: bob3(),
+                    params: params()
+                },
+                none()
+            ),
+            json!({"event": "peer_online", "user": "bob", "session": 3, "params": params_json()})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::PeerUpdated {
+                    endpoint: bob3(),
+                    params: params()
+                },
+                none()
+            ),
+            json!({"event": "peer_updated", "user": "bob", "session": 3, "params": params_json()})
+        );
+        assert_eq!(
+            render(ClientEvent::PeerOffline { endpoint: bob3() }, none()),
+            json!({"event": "peer_offline", "user": "bob", "session": 3})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::ContactsChanged {
+                    user: u("carol"),
+                    added: true
+                },
+                none()
+            ),
+            json!({"event": "contacts_changed", "user": "carol", "added": true})
+        );
+        assert_eq!(
+            render(ClientEvent::CapsAcknowledged, none()),
+            json!({"event": "caps_acknowledged"})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::CallRinging {
+                    req: ReqId(2),
+                    call: CallId(5)
+                },
+                Extra {
+                    to: Some(bob3()),
+                    setup_us: None
+                }
+            ),
+            json!({"event": "call_ringing", "call": 5, "to": "bob/3"})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::IncomingCall {
+                    call: CallId(5),
+                    from: bob3(),
+                    params: params()
+                },
+                none()
+            ),
+            json!({"event": "incoming_call", "call": 5, "from": "bob/3", "params": params_json()})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::CallEstablished {
+                    call: CallId(5),
+                    params: params(),
+                    path: SetupPath::Fast
+                },
+                Extra {
+                    to: None,
+                    setup_us: Some(840)
+                }
+            ),
+            json!({"event": "call_established", "call": 5, "path": "fast",
+                   "params": params_json(), "setup_us": 840})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::CallEstablished {
+                    call: CallId(6),
+                    params: params(),
+                    path: SetupPath::Fallback
+                },
+                none()
+            ),
+            json!({"event": "call_established", "call": 6, "path": "fallback",
+                   "params": params_json()})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::CallEnded {
+                    call: CallId(5),
+                    reason: EndReason::Hangup
+                },
+                none()
+            ),
+            json!({"event": "call_ended", "call": 5, "reason": "hangup"})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::CallFailed {
+                    req: ReqId(2),
+                    code: ErrorCode::NotReachable
+                },
+                none()
+            ),
+            json!({"event": "call_failed", "code": "not_reachable"})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::ServerError {
+                    code: ErrorCode::Busy,
+                    req: Some(ReqId(3)),
+                    call: None
+                },
+                none()
+            ),
+            json!({"event": "error", "code": "busy", "detail": "server error busy (request 3)"})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::Violation(Violation::Unexpected("logged_out")),
+                none()
+            ),
+            json!({"event": "violation", "detail": "unexpected logged_out"})
+        );
+        assert_eq!(
+            render(ClientEvent::LoggedOut, none()),
+            json!({"event": "logged_out"})
+        );
+    }
+
+    #[test]
+    fn tables_and_local_errors_render() {
+        let rows = vec![
+            Row::Online {
+                endpoint: bob3(),
+                params: params(),
+            },
+            Row::Offline { user: u("carol") },
+        ];
+        let mut expected_rows = json!([
+            {"user": "bob", "session": 3, "online": true},
+            {"user": "carol", "online": false}
+        ]);
+        expected_rows[0]["send"] = params_json()["send"].clone();
+        expected_rows[0]["recv"] = params_json()["recv"].clone();
+        assert_eq!(
+            Event::Table {
+                table: rows.clone()
+            }
+            .to_json(),
+            json!({"event": "table", "table": expected_rows})
+        );
+        assert_eq!(
+            Event::error("not_in_table", "bob has no online terminal").to_json(),
+            json!({"event": "error", "code": "not_in_table", "detail": "bob has no online terminal"})
+        );
+        let human = Event::Table { table: rows }.to_human();
+        assert!(human.contains("bob/3"), "{human}");
+        assert!(human.contains("h264 1280x720@30 1500 kbit/s"), "{human}");
+        assert!(human.contains("no video (no_camera)"), "{human}");
+        assert!(
+            human.contains("carol") && human.contains("offline"),
+            "{human}"
+        );
+    }
+
+    #[test]
+    fn human_lines_name_the_essentials() {
+        let est = Event::CallEstablished {
+            call: CallId(5),
+            path: SetupPath::Fast,
+            params: params(),
+            peer: Some(bob3()),
+            setup_us: Some(900),
+        };
+        assert_eq!(
+            est.to_human(),
+            "call 5 established with bob/3 (fast path, set-up 900 µs): \
+             send h264 1280x720@30 1500 kbit/s, recv no video (no_camera)"
+        );
+        assert_eq!(
+            Event::CallEnded {
+                call: CallId(5),
+                reason: EndReason::Rejected
+            }
+            .to_human(),
+            "call 5 ended: rejected"
+        );
+        assert_eq!(Event::LoggedOut.to_human(), "logged out");
+    }
+}

@@ -1,0 +1,364 @@
+//! `serve`: the event loop around the core.
+//!
+//! One task owns the [`Server`]. It accepts connections, takes bytes, end-of-stream
+//! reports, credential verdicts and administrator roster changes from one channel,
+//! fires the core's deadlines, and carries out the core's events: frames go to each
+//! connection's bounded queue (a full queue means a dead peer: the core is told the
+//! connection dropped), closes let the writer flush then shut the socket, credential
+//! checks and roster persistence go to the store thread. The loop decides nothing about
+//! the protocol.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError};
+use precall_protocol::{ConnId, Password, Server, ServerConfig, ServerEvent, Time};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::{sleep, sleep_until, Instant};
+
+use crate::store::{hash_password, RosterEvent, Store, StoreError};
+use crate::worker::{Job, Worker};
+use crate::{conn, ServeArgs};
+
+/// How long a closed connection may take to flush its queue and see the peer close.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Capacity of the channel into the server task.
+const INPUT_QUEUE: usize = 4096;
+
+/// What the server task is told.
+pub enum Input {
+    /// Bytes arrived on a connection.
+    Data(ConnId, Bytes),
+    /// A connection's read side ended (end of stream, or the error).
+    Closed(ConnId, Option<std::io::Error>),
+    /// A credential check finished.
+    Verdict(AuthTicket, AuthVerdict),
+    /// Administrator roster changes read from the store, and the last id read.
+    Roster(Result<(Vec<RosterEvent>, i64), StoreError>),
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let db = args.db.clone();
+    let opened = tokio::task::spawn_blocking(move || -> Result<(Store, i64)> {
+        let store = Store::open(&db)?;
+        let last = store.last_roster_event()?;
+        Ok((store, last))
+    })
+    .await?;
+    let (store, roster_seen) =
+        opened.with_context(|| format!("cannot open database {}", args.db.display()))?;
+    let cost = args.cost.cost();
+    let dummy = tokio::task::spawn_blocking(move || {
+        hash_password(&Password::new("precall unknown user")?, cost).map_err(anyhow::Error::from)
+    })
+    .await??;
+
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {local}")?;
+        out.flush()?;
+    }
+    tracing::info!(%local, db = %args.db.display(), "listening");
+
+    let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+    let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let worker = Worker::start(store, inputs_tx.clone(), dummy, parallelism)
+        .context("cannot start the store thread")?;
+    let config = ServerConfig {
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        login_timeout: Duration::from_millis(args.login_timeout_ms),
+        ring_timeout: Duration::from_millis(args.ring_timeout_ms),
+        ..ServerConfig::default()
+    };
+    let mut shell = Shell {
+        server: Server::new(config),
+        start: Instant::now(),
+        conns: HashMap::new(),
+        next_conn: 1,
+        queue_frames: args.queue_frames as usize,
+        inputs_tx,
+        worker,
+        writers: JoinSet::new(),
+        roster_seen,
+        roster_polling: false,
+    };
+    let result = shell
+        .run(listener, inputs, Duration::from_millis(args.admin_poll_ms))
+        .await;
+    let Shell {
+        worker, inputs_tx, ..
+    } = shell;
+    drop(inputs_tx);
+    // Pending contact changes are written before the process exits.
+    tokio::task::spawn_blocking(move || worker.finish()).await?;
+    tracing::info!("stopped");
+    result
+}
+
+/// The tasks and queue of one open connection.
+struct ConnTasks {
+    queue: mpsc::Sender<Bytes>,
+    reader: AbortHandle,
+    writer: AbortHandle,
+    peer: SocketAddr,
+}
+
+struct Shell {
+    server: Server,
+    start: Instant,
+    conns: HashMap<ConnId, ConnTasks>,
+    next_conn: u64,
+    queue_frames: usize,
+    inputs_tx: mpsc::Sender<Input>,
+    worker: Worker,
+    writers: JoinSet<()>,
+    roster_seen: i64,
+    roster_polling: bool,
+}
+
+impl Shell {
+    /// The core's clock: milliseconds since the server started.
+    fn now(&self) -> Time {
+        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    async fn run(
+        &mut self,
+        listener: TcpListener,
+        mut inputs: mpsc::Receiver<Input>,
+        admin_poll: Duration,
+    ) -> Result<()> {
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let mut poll = tokio::time::interval(admin_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = self
+                .server
+                .poll_timeout()
+                .and_then(|t| self.start.checked_add(Duration::from_millis(t.0)));
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, peer)) => self.accept(socket, peer),
+                    Err(e) => {
+                        // Typically out of file descriptors: back off a little.
+                        tracing::warn!(error = %e, "accept failed");
+                        sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                Some(input) = inputs.recv() => self.input(input),
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    let now = self.now();
+                    self.server.handle_timeout(now);
+                }
+                _ = poll.tick() => self.poll_roster(),
+                Some(_) = self.writers.join_next(), if !self.writers.is_empty() => {}
+            }
+            self.drain();
+        }
+        tracing::info!("shutting down");
+        drop(listener);
+        let now = self.now();
+        self.server.shutdown(now);
+        self.drain();
+        // Let the writers flush the final errors; the linger bounds slow peers.
+        let writers = &mut self.writers;
+        let _ = tokio::time::timeout(LINGER, async {
+            while writers.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
+    }
+
+    fn accept(&mut self, socket: TcpStream, peer: SocketAddr) {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        if let Err(e) = socket.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        let now = self.now();
+        if let Err(e) = self.server.connect(id, now) {
+            tracing::error!(error = %e, "connection refused by the core");
+            return;
+        }
+        let (rd, wr) = socket.into_split();
+        let (queue, rx) = mpsc::channel(self.queue_frames);
+        let reader = tokio::spawn(conn::read_loop(id, rd, self.inputs_tx.clone())).abort_handle();
+        let writer = self
+            .writers
+            .spawn(conn::write_loop(wr, rx, self.queue_frames));
+        tracing::debug!(conn = %id, %peer, "connection opened");
+        self.conns.insert(
+            id,
+            ConnTasks {
+                queue,
+                reader,
+                writer,
+                peer,
+            },
+        );
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Data(id, data) => {
+                if self.conns.contains_key(&id) {
+                    self.server.receive(id, &data, now);
+                }
+            }
+            Input::Closed(id, error) => {
+                if let Some(tasks) = self.conns.remove(&id) {
+                    match error {
+                        Some(e) => {
+                            tracing::debug!(conn = %id, peer = %tasks.peer, error = %e, "read failed")
+                        }
+                        None => tracing::debug!(conn = %id, peer = %tasks.peer, "peer closed"),
+                    }
+                    self.server.disconnect(id, now);
+                    retire(tasks);
+                }
+            }
+            Input::Verdict(ticket, verdict) => {
+                if let Err(e) = self.server.complete_auth(ticket, verdict, now) {
+                    // The connection went away during the check.
+                    tracing::debug!(error = %e, "verdict discarded");
+                }
+            }
+            Input::Roster(result) => {
+                self.roster_polling = false;
+                match result {
+                    Ok((events, last)) => {
+                        self.roster_seen = last;
+                        for ev in events {
+                            self.apply_roster_event(ev, now);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read administrator changes"),
+                }
+            }
+        }
+    }
+
+    fn apply_roster_event(&mut self, ev: RosterEvent, now: Time) {
+        let RosterEvent {
+            id,
+            user,
+            contact,
+            added,
+        } = ev;
+        match self.server.change_roster(&user, &contact, added, now) {
+            Ok(()) => tracing::info!(id, %user, %contact, added, "administrator contact change"),
+            Err(ServerError::RosterFull(_)) => tracing::warn!(
+                id, %user, %contact,
+                "administrator contact change refused: contact list full"
+            ),
+            Err(e) => tracing::warn!(id, error = %e, "administrator contact change failed"),
+        }
+    }
+
+    fn poll_roster(&mut self) {
+        if !self.roster_polling {
+            self.roster_polling = true;
+            self.worker.submit(Job::PollRoster {
+                after: self.roster_seen,
+            });
+        }
+    }
+
+    /// Carries out everything the core asked for.
+    fn drain(&mut self) {
+        while let Some(event) = self.server.poll_event() {
+            match event {
+                ServerEvent::Transmit { conn, frame } => self.transmit(conn, frame),
+                ServerEvent::Close { conn } => {
+                    if let Some(tasks) = self.conns.remove(&conn) {
+                        tracing::debug!(%conn, peer = %tasks.peer, "closing");
+                        retire(tasks);
+                    }
+                }
+                ServerEvent::Authenticate(req) => {
+                    tracing::debug!(conn = %req.conn, user = %req.user, "checking credentials");
+                    self.worker.submit(Job::Auth(req));
+                }
+                ServerEvent::RosterChanged {
+                    user,
+                    contact,
+                    added,
+                } => self.worker.submit(Job::Persist {
+                    user,
+                    contact,
+                    added,
+                }),
+                ServerEvent::SessionStarted { conn, endpoint } => {
+                    let peer = self.conns.get(&conn).map(|t| t.peer);
+                    tracing::info!(%conn, %endpoint, ?peer, "session started");
+                }
+                ServerEvent::SessionEnded { conn, endpoint } => {
+                    tracing::info!(%conn, %endpoint, "session ended");
+                }
+                other => tracing::warn!(?other, "unhandled server event"),
+            }
+        }
+    }
+
+    /// Queues a frame without ever waiting: a peer too slow to take its frames is
+    /// dropped as if its connection had failed.
+    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+        let Some(tasks) = self.conns.get(&conn) else {
+            return;
+        };
+        let why = match tasks.queue.try_send(frame) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => "outbound queue full",
+            Err(TrySendError::Closed(_)) => "writer gone",
+        };
+        if let Some(tasks) = self.conns.remove(&conn) {
+            tracing::warn!(%conn, peer = %tasks.peer, why, "dropping connection");
+            tasks.reader.abort();
+            tasks.writer.abort();
+        }
+        let now = self.now();
+        self.server.disconnect(conn, now);
+    }
+}
+
+/// A connection the core forgot: dropping the queue's sender lets the writer flush and
+/// shut the socket down; after [`LINGER`] both tasks are stopped whatever their state.
+fn retire(tasks: ConnTasks) {
+    let ConnTasks {
+        queue,
+        reader,
+        writer,
+        ..
+    } = tasks;
+    drop(queue);
+    tokio::spawn(async move {
+        sleep(LINGER).await;
+        reader.abort();
+        writer.abort();
+    });
+}
