@@ -1,29 +1,75 @@
 //! The two tasks of one TCP connection.
 //!
 //! The reader forwards whatever bytes arrive to the server task (the core's frame
-//! decoder does framing and limits) and reports end of stream or failure. The writer
+//! decoder does framing and limits) and reports end of stream or failure. It applies
+//! backpressure: it has at most one chunk waiting for the server task (`gate`), and
+//! before each read it waits until the connection's own outbound queue has room for
+//! what one chunk of requests can cause (`headroom`). A peer that floods requests is
+//! therefore slowed down by TCP flow control instead of overflowing its queue; only a
+//! peer that stops reading while others push to it fills its queue and is dropped. The writer
 //! drains the connection's bounded queue of frames, writing everything queued at once
 //! in one write, and shuts the socket down once the queue's sender is dropped and every
 //! frame queued before is written.
+
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use precall_protocol::ConnId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::serve::Input;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The smallest request frame (a `ping`), in bytes: a chunk of `n` bytes holds at most
+/// `n / MIN_REQUEST` requests.
+const MIN_REQUEST: usize = 19;
+
+/// Outbound queue slots the reader keeps free before each read: room for the answers to
+/// one full chunk of requests (one frame each) plus a login's largest snapshot (4,002
+/// frames), capped at half the queue.
+pub fn headroom(queue_frames: usize) -> usize {
+    (READ_CHUNK / MIN_REQUEST + 4_002)
+        .min(queue_frames / 2)
+        .max(1)
+}
+
 /// Reads until end of stream or error, forwarding chunks as [`Input::Data`], then
-/// reports [`Input::Closed`].
-pub async fn read_loop(conn: ConnId, mut socket: OwnedReadHalf, inputs: mpsc::Sender<Input>) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+/// reports [`Input::Closed`]. The server task returns a `gate` permit after it handled
+/// each chunk.
+pub async fn read_loop(
+    conn: ConnId,
+    mut socket: OwnedReadHalf,
+    inputs: mpsc::Sender<Input>,
+    gate: Arc<Semaphore>,
+    queue: mpsc::WeakSender<Bytes>,
+    headroom: usize,
+) {
+    // A chunk never holds more requests than the headroom has answers for.
+    let chunk = (headroom * MIN_REQUEST).clamp(MIN_REQUEST, READ_CHUNK);
+    let mut buf = BytesMut::with_capacity(chunk);
     let error = loop {
-        buf.reserve(READ_CHUNK);
-        match socket.read_buf(&mut buf).await {
+        // The previous chunk has been handled ...
+        match gate.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        // ... and its answers queued: wait for room for the next chunk's. The queue is
+        // held only while waiting, so that closing the connection (dropping the server's
+        // sender) lets the writer finish.
+        let Some(strong) = queue.upgrade() else {
+            return; // the connection is being closed
+        };
+        match strong.reserve_many(headroom).await {
+            Ok(permits) => drop(permits),
+            Err(_) => return,
+        }
+        drop(strong);
+        buf.reserve(chunk);
+        match (&mut socket).take(chunk as u64).read_buf(&mut buf).await {
             Ok(0) => break None,
             Ok(_) => {
                 if inputs

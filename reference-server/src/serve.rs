@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -20,6 +21,7 @@ use precall_protocol::{ConnId, Password, Server, ServerConfig, ServerEvent, Time
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -119,6 +121,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
 /// The tasks and queue of one open connection.
 struct ConnTasks {
     queue: mpsc::Sender<Bytes>,
+    /// Returned to the reader after each chunk it forwarded is handled.
+    gate: Arc<Semaphore>,
     reader: AbortHandle,
     writer: AbortHandle,
     peer: SocketAddr,
@@ -154,6 +158,7 @@ impl Shell {
         let mut poll = tokio::time::interval(admin_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut released = None;
             let deadline = self
                 .server
                 .poll_timeout()
@@ -169,7 +174,7 @@ impl Shell {
                         sleep(Duration::from_millis(10)).await;
                     }
                 },
-                Some(input) = inputs.recv() => self.input(input),
+                Some(input) = inputs.recv() => released = self.input(input),
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let now = self.now();
                     self.server.handle_timeout(now);
@@ -178,6 +183,10 @@ impl Shell {
                 Some(_) = self.writers.join_next(), if !self.writers.is_empty() => {}
             }
             self.drain();
+            // The chunk's answers are queued now: its reader may read on.
+            if let Some(tasks) = released.and_then(|id| self.conns.get(&id)) {
+                tasks.gate.add_permits(1);
+            }
         }
         tracing::info!("shutting down");
         drop(listener);
@@ -206,7 +215,16 @@ impl Shell {
         }
         let (rd, wr) = socket.into_split();
         let (queue, rx) = mpsc::channel(self.queue_frames);
-        let reader = tokio::spawn(conn::read_loop(id, rd, self.inputs_tx.clone())).abort_handle();
+        let gate = Arc::new(Semaphore::new(1));
+        let reader = tokio::spawn(conn::read_loop(
+            id,
+            rd,
+            self.inputs_tx.clone(),
+            gate.clone(),
+            queue.downgrade(),
+            conn::headroom(self.queue_frames),
+        ))
+        .abort_handle();
         let writer = self
             .writers
             .spawn(conn::write_loop(wr, rx, self.queue_frames));
@@ -215,6 +233,7 @@ impl Shell {
             id,
             ConnTasks {
                 queue,
+                gate,
                 reader,
                 writer,
                 peer,
@@ -222,12 +241,14 @@ impl Shell {
         );
     }
 
-    fn input(&mut self, input: Input) {
+    /// Handles one input; returns the connection whose data chunk it handled.
+    fn input(&mut self, input: Input) -> Option<ConnId> {
         let now = self.now();
         match input {
             Input::Data(id, data) => {
                 if self.conns.contains_key(&id) {
                     self.server.receive(id, &data, now);
+                    return Some(id);
                 }
             }
             Input::Closed(id, error) => {
@@ -261,6 +282,7 @@ impl Shell {
                 }
             }
         }
+        None
     }
 
     fn apply_roster_event(&mut self, ev: RosterEvent, now: Time) {
