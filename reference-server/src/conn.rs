@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use precall_protocol::server::MAX_CONTACTS;
 use precall_protocol::ConnId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -29,10 +30,11 @@ const READ_CHUNK: usize = 16 * 1024;
 const MIN_REQUEST: usize = 19;
 
 /// Outbound queue slots the reader keeps free before each read: room for the answers to
-/// one full chunk of requests (one frame each) plus a login's largest snapshot (4,002
-/// frames), capped at half the queue.
-pub fn headroom(queue_frames: usize) -> usize {
-    (READ_CHUNK / MIN_REQUEST + 4_002)
+/// one full chunk of requests (one frame each) plus the largest login snapshot
+/// (`login_ok`, one `online` per visible terminal, `synced`), capped at half the queue.
+pub fn headroom(queue_frames: usize, max_sessions_per_user: usize) -> usize {
+    let snapshot = MAX_CONTACTS * max_sessions_per_user + 2;
+    (READ_CHUNK / MIN_REQUEST + snapshot)
         .min(queue_frames / 2)
         .max(1)
 }

@@ -222,7 +222,10 @@ impl Shell {
             self.inputs_tx.clone(),
             gate.clone(),
             queue.downgrade(),
-            conn::headroom(self.queue_frames),
+            conn::headroom(
+                self.queue_frames,
+                self.server.config().max_sessions_per_user,
+            ),
         ))
         .abort_handle();
         let writer = self
