@@ -267,11 +267,16 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// An error message with no request tag, call, or detail.
     pub fn error(code: ErrorCode) -> Self {
+        Self::error_with(code, String::new())
+    }
+
+    /// An error message with a human-readable detail and no request tag or call.
+    pub fn error_with(code: ErrorCode, detail: String) -> Self {
         ServerMessage::Error {
             code,
             req: None,
             call: None,
-            detail: String::new(),
+            detail,
         }
     }
 }

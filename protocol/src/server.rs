@@ -568,13 +568,14 @@ impl Server {
     }
 
     fn error(&mut self, conn: ConnId, code: ErrorCode, req: Option<ReqId>, call: Option<CallId>) {
+        let detail = String::new();
         self.send(
             conn,
             &ServerMessage::Error {
                 code,
                 req,
                 call,
-                detail: String::new(),
+                detail,
             },
         );
     }
@@ -584,21 +585,8 @@ impl Server {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        self.send_error(conn, code, detail);
+        self.send(conn, &ServerMessage::error_with(code, detail));
         self.close(conn);
-    }
-
-    /// Sends an error naming no request or call.
-    fn send_error(&mut self, conn: ConnId, code: ErrorCode, detail: String) {
-        self.send(
-            conn,
-            &ServerMessage::Error {
-                code,
-                req: None,
-                call: None,
-                detail,
-            },
-        );
     }
 
     fn close(&mut self, conn: ConnId) {
@@ -613,7 +601,7 @@ impl Server {
         if code.is_fatal() {
             self.fail(conn, code, e.to_string());
         } else {
-            self.send_error(conn, code, e.to_string());
+            self.send(conn, &ServerMessage::error_with(code, e.to_string()));
         }
     }
 
