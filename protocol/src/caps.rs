@@ -330,6 +330,7 @@ impl TryFrom<String> for Fingerprint {
 
 /// What the call-setup messages carry so both ends can confirm, without re-sending
 /// capabilities, that they negotiated from the same two capability sets.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct CallDigest {
     /// Fingerprint of the caller's capabilities, as the caller holds them (its own).

@@ -414,7 +414,8 @@ impl Client {
     /// This terminal's capabilities changed: recompute every parameter at once and
     /// tell the server. Returns the request tag.
     pub fn update_caps(&mut self, caps: Capabilities, now: Time) -> Result<ReqId, ClientError> {
-        let req = self.next_req();
+        // Taken only if the command is carried out: a refused one changes nothing.
+        let req = ReqId(self.next_req);
         let on = self.online_mut()?;
         let setting_up =
             on.calls.values().any(|c| c.state != CallState::Established) || !on.dialing.is_empty();
@@ -428,6 +429,7 @@ impl Client {
         for peer in on.peers.values_mut() {
             peer.params = negotiate_pair(&own, &peer.capabilities);
         }
+        self.next_req();
         self.send(
             &ClientMessage::UpdateCaps {
                 req,
@@ -462,7 +464,8 @@ impl Client {
     /// the digest. Returns the request tag that [`ClientEvent::CallRinging`] or
     /// [`ClientEvent::CallFailed`] echoes.
     pub fn place_call(&mut self, to: &Endpoint, now: Time) -> Result<ReqId, ClientError> {
-        let req = self.next_req();
+        // Taken only if the command is carried out: a refused one changes nothing.
+        let req = ReqId(self.next_req);
         let on = self.online_mut()?;
         let peer = on
             .peers
@@ -481,6 +484,7 @@ impl Client {
                 caps_sent: false,
             },
         );
+        self.next_req();
         self.send(
             &ClientMessage::Call {
                 req,
@@ -504,7 +508,8 @@ impl Client {
         to: &Endpoint,
         now: Time,
     ) -> Result<ReqId, ClientError> {
-        let req = self.next_req();
+        // Taken only if the command is carried out: a refused one changes nothing.
+        let req = ReqId(self.next_req);
         let on = self.online_mut()?;
         if !on.peers.contains_key(to) {
             return Err(ClientError::UnknownPeer(to.clone()));
@@ -523,6 +528,7 @@ impl Client {
                 caps_sent: true,
             },
         );
+        self.next_req();
         self.send(
             &ClientMessage::Call {
                 req,

@@ -95,6 +95,7 @@ impl DecodeError {
 ///
 /// A code this version does not know decodes as [`ErrorCode::Unknown`], which a client
 /// treats as non-fatal; the server's closing of the connection is what ends a session.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

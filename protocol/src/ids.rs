@@ -32,7 +32,7 @@ fn check_token(
 }
 
 macro_rules! token_newtype {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:expr, $samples:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -93,6 +93,16 @@ macro_rules! token_newtype {
                 Self::new(s)
             }
         }
+
+        /// Mostly one of a few sample values (so that fuzzed scenarios name the same
+        /// users, terminals and codecs again), sometimes any valid token.
+        #[cfg(feature = "arbitrary")]
+        impl<'a> arbitrary::Arbitrary<'a> for $name {
+            fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+                let s = crate::fuzz::input::token(u, $samples, $max, $allowed)?;
+                Self::new(s).map_err(|_| arbitrary::Error::IncorrectFormat)
+            }
+        }
     };
 }
 
@@ -113,7 +123,8 @@ token_newtype!(
     UserId,
     "user id",
     64,
-    user_byte
+    user_byte,
+    &["alice", "bob", "carol", "dave"]
 );
 
 token_newtype!(
@@ -122,7 +133,8 @@ token_newtype!(
     TerminalId,
     "terminal id",
     64,
-    terminal_byte
+    terminal_byte,
+    &["t-alice", "t-bob", "kiosk-1"]
 );
 
 token_newtype!(
@@ -133,7 +145,8 @@ token_newtype!(
     Codec,
     "codec",
     16,
-    codec_byte
+    codec_byte,
+    &["h264", "vp8", "vp9", "av1", "h265"]
 );
 
 /// A password. At most 1024 bytes, never empty; its `Debug` output is redacted.
@@ -171,6 +184,16 @@ impl From<Password> for String {
     }
 }
 
+/// Mostly one of the fuzz harness's two sample passwords (right and wrong), sometimes
+/// any valid one.
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Password {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let s = crate::fuzz::input::token(u, &["pw", "wrong"], Self::MAX_LEN, |_| true)?;
+        Self::new(s).map_err(|_| arbitrary::Error::IncorrectFormat)
+    }
+}
+
 impl fmt::Debug for Password {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Password(<redacted>)")
@@ -189,6 +212,15 @@ macro_rules! number_newtype {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}", self.0)
+            }
+        }
+
+        /// Mostly a small number (so that fuzzed messages name sessions, calls and
+        /// requests that exist), sometimes any.
+        #[cfg(feature = "arbitrary")]
+        impl<'a> arbitrary::Arbitrary<'a> for $name {
+            fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+                Ok(Self(crate::fuzz::input::small(u)?))
             }
         }
     };
@@ -216,6 +248,7 @@ number_newtype!(
 
 /// One online terminal of a user, as seen by that user's contacts: the user and the
 /// session the terminal is logged in with.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct Endpoint {
     /// The user logged in on the terminal.

@@ -24,7 +24,8 @@
 //!
 //! - [`ids`]: validated identifiers (users, terminals, codecs, sessions, calls).
 //! - [`caps`]: capabilities, their fingerprint, and call parameters.
-//! - [`negotiate`]: the deterministic rule from two capability sets to call parameters.
+//! - [`negotiate`]: the deterministic rule from two capability sets to call parameters;
+//!   [`properties`]: its properties as checkers over any negotiator.
 //! - [`message`]: every message; [`codec`]: framing and the canonical JSON encoding.
 //! - [`client`]: [`client::Client`], one terminal's session and its parameter table.
 //! - [`server`]: [`server::Server`], sessions, presence fan-out and call relay.
@@ -32,6 +33,9 @@
 //!   clients, shared by tests, the model checker and the fuzz targets.
 //! - [`sim`]: a deterministic in-memory network wiring one server to several clients.
 //! - [`error`]: typed errors and the wire's error codes.
+//! - `fuzz` (feature `arbitrary`): `arbitrary` inputs for every message and the bodies
+//!   of the fuzz targets in `fuzz/`, which the stable test `fuzz_replay` also runs.
+//! - `model` (feature `model`): the stateright model of the real state machines.
 //!
 //! ## The flow, in one paragraph
 //!
@@ -91,12 +95,15 @@ pub mod caps;
 pub mod client;
 pub mod codec;
 pub mod error;
+#[cfg(feature = "arbitrary")]
+pub mod fuzz;
 pub mod ids;
 pub mod invariant;
 pub mod message;
 #[cfg(feature = "model")]
 pub mod model;
 pub mod negotiate;
+pub mod properties;
 pub mod server;
 pub mod sim;
 pub mod time;

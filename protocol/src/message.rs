@@ -16,6 +16,7 @@ use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, TerminalId, UserI
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// How a terminal identifies its capabilities at login.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginWith {
@@ -27,6 +28,7 @@ pub enum LoginWith {
 }
 
 /// A message from a client to the server.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -34,6 +36,7 @@ pub enum ClientMessage {
     /// Log in (the first message on a connection).
     Login {
         /// Protocol version; must be [`PROTOCOL_VERSION`].
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzz::input::version))]
         version: u32,
         /// Account name.
         user: UserId,
@@ -115,6 +118,7 @@ pub enum ClientMessage {
 }
 
 /// An online terminal and its capabilities, as pushed to contacts.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Presence {
     /// The user logged in on the terminal.
@@ -136,6 +140,7 @@ impl Presence {
 }
 
 /// Why a call ended.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -156,6 +161,7 @@ pub enum EndReason {
 }
 
 /// A message from the server to a client.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -164,6 +170,7 @@ pub enum ServerMessage {
     /// [`ServerMessage::Online`] messages, ended by [`ServerMessage::Synced`].
     LoginOk {
         /// Protocol version the server speaks on this connection.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzz::input::version))]
         version: u32,
         /// The user logged in.
         user: UserId,

@@ -166,6 +166,9 @@ pub struct Sim {
     pub sent: Vec<(ConnId, Bytes)>,
     /// Invariant violations seen while moving events (reported by [`Sim::run`]).
     broken: Vec<Violation>,
+    /// Connections the server may still write to: connected, not yet reported closed
+    /// by the transport, not yet closed by the server (`INV-CONN-OPEN`).
+    open: BTreeSet<ConnId>,
     /// A seeded fault on the server's transmissions, if any.
     pub tamper: Option<Tamper>,
 }
@@ -193,6 +196,7 @@ impl Sim {
             hold_auth: false,
             sent: Vec::new(),
             broken: Vec::new(),
+            open: BTreeSet::new(),
             tamper: None,
         }
     }
@@ -217,8 +221,10 @@ impl Sim {
         self.server
             .connect(conn, self.now)
             .expect("fresh connection id");
+        self.open.insert(conn);
         self.conns.insert(conn, i);
         self.terminals[i].conn = Some(conn);
+        self.drain_server();
         conn
     }
 
@@ -246,14 +252,32 @@ impl Sim {
             t.down.clear();
             t.client.connection_lost(now);
             self.server.disconnect(conn, now);
+            self.open.remove(&conn);
+            self.drain_server();
         }
         self.collect_client_events(i);
     }
 
     /// Writes raw bytes to the server on terminal `i`'s connection (hostile input).
-    pub fn inject(&mut self, i: usize, bytes: &[u8]) {
-        if let Some(conn) = self.terminals[i].conn {
-            self.server.receive(conn, bytes, self.now);
+    ///
+    /// The bytes are handed over cut at the frame boundaries their length prefixes
+    /// announce, so that the server's output for each message is collected (and judged
+    /// against the server's state) before the next message is processed.
+    pub fn inject(&mut self, i: usize, mut bytes: &[u8]) {
+        let Some(conn) = self.terminals[i].conn else {
+            return;
+        };
+        while !bytes.is_empty() {
+            let announced = bytes
+                .get(..HEADER_LEN)
+                .and_then(|h| <[u8; HEADER_LEN]>::try_from(h).ok())
+                .map_or(bytes.len(), |h| {
+                    HEADER_LEN.saturating_add(u32::from_be_bytes(h) as usize)
+                });
+            let (piece, rest) = bytes.split_at(announced.min(bytes.len()));
+            self.server.receive(conn, piece, self.now);
+            self.drain_server();
+            bytes = rest;
         }
     }
 
@@ -261,6 +285,7 @@ impl Sim {
     pub fn advance(&mut self, d: Duration) {
         self.now = self.now.after(d);
         self.server.handle_timeout(self.now);
+        self.drain_server();
         for t in &mut self.terminals {
             t.client.handle_timeout(self.now);
         }
@@ -274,12 +299,36 @@ impl Sim {
         let verdict = self.directory.verdict(&req);
         // The connection may have gone away meanwhile; that is not an error here.
         let _ = self.server.complete_auth(req.ticket, verdict, self.now);
+        self.drain_server();
         true
+    }
+
+    /// Collects everything the server produced, right after each call into it, so that
+    /// each transmitted frame is judged against the state the server decided it in.
+    /// Credential checks are answered at once (each answer drained in turn) unless
+    /// `hold_auth` is set.
+    fn drain_server(&mut self) {
+        // One frame per `receive`: a credential check is the last event of its step,
+        // so answering it here, before polling on, judges every frame in order.
+        while let Some(ev) = self.server.poll_event() {
+            match ev {
+                ServerEvent::Authenticate(req) if self.hold_auth => {
+                    self.pending_auth.push_back(req)
+                }
+                ServerEvent::Authenticate(req) => {
+                    let verdict = self.directory.verdict(&req);
+                    let _ = self.server.complete_auth(req.ticket, verdict, self.now);
+                }
+                ev => self.server_event(ev),
+            }
+        }
     }
 
     /// Moves frames until nothing is in flight (held credential checks stay held).
     /// Returns the first invariant of the "always" kind that broke along the way.
     pub fn run(&mut self) -> Result<(), Violation> {
+        // Anything a test made the server do directly (e.g. a roster change).
+        self.drain_server();
         loop {
             let mut moved = false;
             for i in 0..self.terminals.len() {
@@ -291,12 +340,9 @@ impl Sim {
                     self.terminals[i].call_caps_bytes += call_caps_len::<ClientMessage>(&frame);
                     if let Some(conn) = self.terminals[i].conn {
                         self.server.receive(conn, &frame, self.now);
+                        self.drain_server();
                     }
                 }
-            }
-            while let Some(ev) = self.server.poll_event() {
-                moved = true;
-                self.server_event(ev)?;
             }
             for i in 0..self.terminals.len() {
                 while let Some(w) = self.terminals[i].down.pop_front() {
@@ -307,7 +353,8 @@ impl Sim {
                         Wire::Frame(f) => {
                             t.call_caps_bytes += call_caps_len::<ServerMessage>(&f);
                             if t.client.receive(&f, now).is_err() {
-                                t.conn = None;
+                                // The client's embedder closes the transport.
+                                self.drop_connection(i);
                             }
                         }
                         Wire::Close => {
@@ -330,13 +377,45 @@ impl Sim {
         }
     }
 
+    /// The invariants that hold at every moment, without moving anything: the first
+    /// violation the server's output caused so far (`INV-CONN-OPEN`, `INV-VISIBILITY`,
+    /// `INV-CALL-AGREE` at establishment), then the client-side checks.
+    pub fn check(&self) -> Result<(), Violation> {
+        if let Some(v) = self.broken.first() {
+            return Err(v.clone());
+        }
+        invariant::always(self.terminals.iter().map(|t| &t.client))
+    }
+
+    /// An administrator changes `user`'s stored contact list and tells the server
+    /// ([`Server::change_roster`]). A refused addition (the list is full) is not stored.
+    pub fn change_roster(&mut self, user: &UserId, contact: &UserId, added: bool) {
+        // The reference server's `admin contact add` refuses a user listing itself.
+        if user == contact
+            || self
+                .server
+                .change_roster(user, contact, added, self.now)
+                .is_err()
+        {
+            return;
+        }
+        if let Some(acc) = self.directory.accounts.get_mut(user) {
+            if added {
+                acc.contacts.insert(contact.clone());
+            } else {
+                acc.contacts.remove(contact);
+            }
+        }
+        self.drain_server();
+    }
+
     /// [`Sim::run`], then `INV-ONLINE-EXACT`.
     pub fn settle(&mut self) -> Result<(), Violation> {
         self.run()?;
         invariant::online_exact(&self.server, self.terminals.iter().map(|t| &t.client))
     }
 
-    fn server_event(&mut self, ev: ServerEvent) -> Result<(), Violation> {
+    fn server_event(&mut self, ev: ServerEvent) {
         match ev {
             ServerEvent::Transmit { conn, frame } => {
                 let delivered = match self.tamper {
@@ -344,7 +423,15 @@ impl Sim {
                     None => vec![(conn, frame)],
                 };
                 for (conn, frame) in delivered {
-                    invariant::frame_visible(&self.server, conn, &frame)?;
+                    if !self.open.contains(&conn) {
+                        self.broken.push(Violation {
+                            id: "INV-CONN-OPEN",
+                            detail: format!("frame for closed connection {conn}"),
+                        });
+                    }
+                    if let Err(v) = invariant::frame_visible(&self.server, conn, &frame) {
+                        self.broken.push(v);
+                    }
                     self.sent.push((conn, frame.clone()));
                     if let Some(&i) = self.conns.get(&conn) {
                         self.terminals[i].down.push_back(Wire::Frame(frame));
@@ -352,18 +439,17 @@ impl Sim {
                 }
             }
             ServerEvent::Close { conn } => {
+                if !self.open.remove(&conn) {
+                    self.broken.push(Violation {
+                        id: "INV-CONN-OPEN",
+                        detail: format!("close of closed connection {conn}"),
+                    });
+                }
                 if let Some(&i) = self.conns.get(&conn) {
                     self.terminals[i].down.push_back(Wire::Close);
                 }
             }
-            ServerEvent::Authenticate(req) => {
-                if self.hold_auth {
-                    self.pending_auth.push_back(req);
-                } else {
-                    let verdict = self.directory.verdict(&req);
-                    let _ = self.server.complete_auth(req.ticket, verdict, self.now);
-                }
-            }
+            ServerEvent::Authenticate(req) => self.pending_auth.push_back(req),
             ServerEvent::RosterChanged {
                 user,
                 contact,
@@ -379,7 +465,6 @@ impl Sim {
             }
             _ => {}
         }
-        Ok(())
     }
 
     fn collect_client_events(&mut self, i: usize) {

@@ -1,8 +1,9 @@
 //! Property tests of the negotiation rule over arbitrary capability pairs.
 //!
-//! Each property is a plain checker over a negotiator `fn(me, them) -> CallParams`,
-//! applied to the real [`negotiate_pair`] and, in the `*_catches_*` tests, to
-//! deliberately wrong negotiators, to show the checker finds a counterexample.
+//! Each property is a plain checker over a negotiator `fn(me, them) -> CallParams`
+//! (`precall_protocol::properties`, shared with the `negotiate` fuzz target), applied
+//! to the real [`negotiate_pair`] and, in the `*_catches_*` tests, to deliberately
+//! wrong negotiators, to show the checker finds a counterexample.
 
 mod strategies;
 
@@ -12,17 +13,15 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 
 use precall_protocol::caps::{
-    Bandwidth, CallParams, Capabilities, Direction, NoVideo, StreamParams, MAX_KBPS,
+    CallParams, Capabilities, Direction, NoVideo, StreamParams, MAX_KBPS,
 };
 use precall_protocol::negotiate::{
     decode_budget, encode_budget, milli_bits_per_pixel, LADDER, MAX_FPS, MIN_FPS,
 };
+use precall_protocol::properties::{self, Negotiator};
 use precall_protocol::{negotiate, negotiate_pair};
 
 use strategies::*;
-
-/// A negotiator: both directions of a call from `me`'s side.
-type Negotiator = fn(&Capabilities, &Capabilities) -> CallParams;
 
 // =====================================================================================
 // A model of the rule, with switchable faults
@@ -201,161 +200,6 @@ fn check_matches_model(a: &Capabilities, b: &Capabilities) -> Result<(), String>
     Ok(())
 }
 
-/// Determinism: the same inputs, twice and as fresh copies, give equal parameters.
-fn check_deterministic(neg: Negotiator, a: &Capabilities, b: &Capabilities) -> Result<(), String> {
-    let first = neg(a, b);
-    let second = neg(a, b);
-    let copies = neg(&a.clone(), &b.clone());
-    if first != second || first != copies {
-        return Err(format!(
-            "not deterministic: {first:?}, then {second:?}, then {copies:?}"
-        ));
-    }
-    Ok(())
-}
-
-/// Mirror symmetry: what `a` sends is what `b` receives, both ways.
-fn check_mirror(neg: Negotiator, a: &Capabilities, b: &Capabilities) -> Result<(), String> {
-    let ab = neg(a, b);
-    let ba = neg(b, a);
-    if ab.send != ba.recv {
-        return Err(format!("a sends {:?} but b expects {:?}", ab.send, ba.recv));
-    }
-    if ab.recv != ba.send {
-        return Err(format!("a expects {:?} but b sends {:?}", ab.recv, ba.send));
-    }
-    Ok(())
-}
-
-/// Within limits, one direction: the stream fits the sender's codecs and camera, the
-/// receiver's codecs and screen, both CPU budgets, and the link.
-fn check_direction_limits(
-    d: &Direction,
-    sender: &Capabilities,
-    receiver: &Capabilities,
-) -> Result<(), String> {
-    let Direction::Video(p) = d else {
-        return Ok(());
-    };
-    let fail = |what: &str| Err(format!("{what}: {p:?}"));
-    let Some(cam) = sender.camera() else {
-        return fail("video from a sender without a camera");
-    };
-    if !sender.encode().contains(&p.codec) || !receiver.decode().contains(&p.codec) {
-        return fail("codec not encodable by the sender and decodable by the receiver");
-    }
-    let (cam_long, cam_short) = long_short(cam.max.width, cam.max.height);
-    if p.width > cam_long || p.height > cam_short {
-        return fail(&format!("larger than the camera {:?}", cam.max));
-    }
-    let screen = receiver.screen();
-    let (scr_long, scr_short) = long_short(screen.width, screen.height);
-    if p.width > scr_long || p.height > scr_short {
-        return fail(&format!("larger than the receiver's screen {screen:?}"));
-    }
-    if p.fps == 0 || p.fps > cam.max_fps || p.fps > MAX_FPS {
-        return fail(&format!("frame rate outside 1..=min({}, 60)", cam.max_fps));
-    }
-    let rate = u64::from(p.width) * u64::from(p.height) * u64::from(p.fps);
-    let budget = encode_budget(sender.cpu()).min(decode_budget(receiver.cpu()));
-    if rate > budget {
-        return fail(&format!("pixel rate {rate} over the CPU budget {budget}"));
-    }
-    let link = sender
-        .bandwidth()
-        .up_kbps
-        .min(receiver.bandwidth().down_kbps);
-    if p.bitrate_kbps == 0 || p.bitrate_kbps > link {
-        return fail(&format!("bit rate outside 1..={link}"));
-    }
-    Ok(())
-}
-
-/// Within limits, both directions of `neg(a, b)`.
-fn check_limits(neg: Negotiator, a: &Capabilities, b: &Capabilities) -> Result<(), String> {
-    let p = neg(a, b);
-    check_direction_limits(&p.send, a, b).map_err(|e| format!("a to b: {e}"))?;
-    check_direction_limits(&p.recv, b, a).map_err(|e| format!("b to a: {e}"))
-}
-
-/// Typed outcomes, one direction: no camera is `NoCamera`; a camera but no codec in
-/// common is `NoCommonCodec`; and each reason is given only in its own case.
-fn check_direction_typed(
-    d: &Direction,
-    sender: &Capabilities,
-    receiver: &Capabilities,
-) -> Result<(), String> {
-    let common = sender
-        .encode()
-        .iter()
-        .any(|c| receiver.decode().contains(c));
-    let expected = match (sender.camera(), common) {
-        (None, _) => Some(NoVideo::NoCamera),
-        (Some(_), false) => Some(NoVideo::NoCommonCodec),
-        (Some(_), true) => None,
-    };
-    match (expected, d) {
-        (Some(why), Direction::Off(got)) if *got == why => Ok(()),
-        (Some(why), _) => Err(format!("expected Off({why:?}), got {d:?}")),
-        (None, Direction::Off(NoVideo::InsufficientResources) | Direction::Video(_)) => Ok(()),
-        (None, _) => Err(format!(
-            "camera and a common codec, yet {d:?}: only InsufficientResources may stop video"
-        )),
-    }
-}
-
-fn check_typed(neg: Negotiator, a: &Capabilities, b: &Capabilities) -> Result<(), String> {
-    let p = neg(a, b);
-    check_direction_typed(&p.send, a, b).map_err(|e| format!("a to b: {e}"))?;
-    check_direction_typed(&p.recv, b, a).map_err(|e| format!("b to a: {e}"))
-}
-
-/// Raises every bandwidth figure of `c` by the given amounts, within range.
-fn raised(c: &Capabilities, up: u32, down: u32) -> Capabilities {
-    let bw = c.bandwidth();
-    with_bandwidth(
-        c,
-        Bandwidth {
-            up_kbps: bw.up_kbps.saturating_add(up).min(MAX_KBPS),
-            down_kbps: bw.down_kbps.saturating_add(down).min(MAX_KBPS),
-        },
-    )
-}
-
-fn pixel_rate(p: &StreamParams) -> u64 {
-    u64::from(p.width) * u64::from(p.height) * u64::from(p.fps)
-}
-
-/// Monotonicity: with more bandwidth on both terminals, video never stops, and
-/// neither the resolution nor the pixel rate (resolution × frame rate) goes down.
-fn check_monotone(
-    neg: Negotiator,
-    a: &Capabilities,
-    b: &Capabilities,
-    raise: [u32; 4],
-) -> Result<(), String> {
-    let before = neg(a, b);
-    let (a2, b2) = (raised(a, raise[0], raise[1]), raised(b, raise[2], raise[3]));
-    let after = neg(&a2, &b2);
-    for (what, x, y) in [
-        ("send", &before.send, &after.send),
-        ("recv", &before.recv, &after.recv),
-    ] {
-        let Direction::Video(p) = x else { continue };
-        let Direction::Video(q) = y else {
-            return Err(format!("{what}: {p:?} became {y:?} with more bandwidth"));
-        };
-        let (res_p, res_q) = (
-            u32::from(p.width) * u32::from(p.height),
-            u32::from(q.width) * u32::from(q.height),
-        );
-        if res_q < res_p || pixel_rate(q) < pixel_rate(p) {
-            return Err(format!("{what}: {p:?} became {q:?} with more bandwidth"));
-        }
-    }
-    Ok(())
-}
-
 // =====================================================================================
 // Strategies
 // =====================================================================================
@@ -415,28 +259,28 @@ proptest! {
 
     #[test]
     fn negotiation_is_deterministic((a, b) in pair()) {
-        check_deterministic(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
+        properties::deterministic(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn negotiation_is_mirror_symmetric((a, b) in pair()) {
-        check_mirror(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
+        properties::mirror(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn negotiated_streams_are_within_limits((a, b) in pair()) {
-        check_limits(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
+        properties::limits(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn negotiation_outcomes_are_typed((a, b) in pair()) {
-        check_typed(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
+        properties::typed(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn disjoint_codecs_with_a_camera_give_no_common_codec((a, b) in disjoint_pair()) {
         prop_assert_eq!(negotiate(&a, &b), Direction::Off(NoVideo::NoCommonCodec));
-        check_typed(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
+        properties::typed(negotiate_pair, &a, &b).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -448,7 +292,7 @@ proptest! {
 
     #[test]
     fn more_bandwidth_never_lowers_resolution_or_pixel_rate((a, b) in pair(), r in raise()) {
-        check_monotone(negotiate_pair, &a, &b, r).map_err(TestCaseError::fail)?;
+        properties::monotone(negotiate_pair, &a, &b, r).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -469,10 +313,10 @@ fn negotiating_with_5000_distinct_peers_completes() {
     let mut video = 0;
     for p in &peers {
         let params = negotiate_pair(&me, p);
-        check_direction_limits(&params.send, &me, p).unwrap();
-        check_direction_limits(&params.recv, p, &me).unwrap();
-        check_direction_typed(&params.send, &me, p).unwrap();
-        check_direction_typed(&params.recv, p, &me).unwrap();
+        properties::direction_limits(&params.send, &me, p).unwrap();
+        properties::direction_limits(&params.recv, p, &me).unwrap();
+        properties::direction_typed(&params.send, &me, p).unwrap();
+        properties::direction_typed(&params.recv, p, &me).unwrap();
         video += usize::from(params.send.video().is_some());
     }
     assert_eq!(seen.len(), 5_000);
@@ -510,7 +354,7 @@ fn model_check_catches_every_seeded_fault() {
 #[test]
 fn determinism_check_catches_hidden_state() {
     let found = find_counterexample(FAULT_CASES, pair(), |(a, b)| {
-        check_deterministic(stateful, &a, &b)
+        properties::deterministic(stateful, &a, &b)
     });
     let ((a, b), why) = found.expect("the checker must catch the stateful negotiator");
     assert!(why.contains("not deterministic"), "{a:?} {b:?}: {why}");
@@ -519,7 +363,7 @@ fn determinism_check_catches_hidden_state() {
 #[test]
 fn mirror_check_catches_a_one_sided_codec_choice() {
     let found = find_counterexample(FAULT_CASES, pair(), |(a, b)| {
-        check_mirror(receiver_picks_codec, &a, &b)
+        properties::mirror(receiver_picks_codec, &a, &b)
     });
     let ((a, b), why) = found.expect("the checker must catch the one-sided codec choice");
     assert!(why.contains("sends"), "{a:?} {b:?}: {why}");
@@ -528,7 +372,7 @@ fn mirror_check_catches_a_one_sided_codec_choice() {
 #[test]
 fn limits_check_catches_a_negotiator_that_ignores_the_screen() {
     let found = find_counterexample(FAULT_CASES, pair(), |(a, b)| {
-        check_limits(ignores_screen, &a, &b)
+        properties::limits(ignores_screen, &a, &b)
     });
     let ((a, b), why) = found.expect("the checker must catch the ignored screen");
     assert!(why.contains("screen"), "{a:?} {b:?}: {why}");
@@ -537,7 +381,7 @@ fn limits_check_catches_a_negotiator_that_ignores_the_screen() {
 #[test]
 fn limits_check_catches_a_negotiator_that_ignores_the_cpu_budget() {
     let found = find_counterexample(FAULT_CASES, pair(), |(a, b)| {
-        check_limits(ignores_cpu, &a, &b)
+        properties::limits(ignores_cpu, &a, &b)
     });
     let ((a, b), why) = found.expect("the checker must catch the ignored CPU budget");
     assert!(why.contains("CPU budget"), "{a:?} {b:?}: {why}");
@@ -546,7 +390,7 @@ fn limits_check_catches_a_negotiator_that_ignores_the_cpu_budget() {
 #[test]
 fn typed_check_catches_a_mislabelled_outcome() {
     let found = find_counterexample(FAULT_CASES, disjoint_pair(), |(a, b)| {
-        check_typed(no_codec_as_insufficient, &a, &b)
+        properties::typed(no_codec_as_insufficient, &a, &b)
     });
     let ((a, b), why) = found.expect("the checker must catch the wrong reason");
     assert!(why.contains("NoCommonCodec"), "{a:?} {b:?}: {why}");
@@ -555,7 +399,7 @@ fn typed_check_catches_a_mislabelled_outcome() {
 #[test]
 fn monotonicity_check_catches_a_link_held_in_16_bits() {
     let found = find_counterexample(FAULT_CASES, (pair(), raise()), |((a, b), r)| {
-        check_monotone(link_in_u16, &a, &b, r)
+        properties::monotone(link_in_u16, &a, &b, r)
     });
     let (((a, b), r), why) = found.expect("the checker must catch the truncated link");
     assert!(why.contains("more bandwidth"), "{a:?} {b:?} {r:?}: {why}");
