@@ -157,6 +157,8 @@ struct Online {
     /// Tags of `update_caps` requests not yet acknowledged.
     caps_in_flight: BTreeSet<ReqId>,
     dialing: BTreeMap<ReqId, Dialing>,
+    /// Tags of capability queries (query-first baseline) not yet answered.
+    queries: BTreeSet<ReqId>,
     calls: BTreeMap<CallId, Call>,
     /// Messages the session decided to send on its own (the automatic answers of the
     /// fallback paths), drained into the transmit queue after each message.
@@ -241,6 +243,18 @@ pub enum ClientEvent {
         call: CallId,
         /// Why.
         reason: EndReason,
+    },
+    /// The answer to [`Client::query_caps`] (query-first baseline): the terminal's
+    /// capabilities and the parameters negotiated from them. The table is not changed.
+    CapsResult {
+        /// The tag [`Client::query_caps`] returned.
+        req: ReqId,
+        /// The terminal that answered.
+        from: Endpoint,
+        /// Its capabilities.
+        capabilities: Capabilities,
+        /// The parameters a call with it would use, from this end.
+        params: CallParams,
     },
     /// A call request failed before ringing.
     CallFailed {
@@ -541,6 +555,23 @@ impl Client {
         Ok(req)
     }
 
+    /// Asks a terminal for its capabilities, the way a client without pushed
+    /// capabilities must before a call (the query-first baseline, spec section 10.7).
+    /// The answer arrives as [`ClientEvent::CapsResult`]; the table is not used.
+    pub fn query_caps(&mut self, to: &Endpoint, now: Time) -> Result<ReqId, ClientError> {
+        let req = ReqId(self.next_req);
+        self.online_mut()?.queries.insert(req);
+        self.next_req();
+        self.send(
+            &ClientMessage::QueryCaps {
+                req,
+                to: to.clone(),
+            },
+            now,
+        );
+        Ok(req)
+    }
+
     /// Accepts or rejects an incoming call.
     pub fn answer(&mut self, call: CallId, accept: bool, now: Time) -> Result<(), ClientError> {
         let on = self.online_mut()?;
@@ -659,6 +690,7 @@ impl Client {
                     synced: false,
                     caps_in_flight: BTreeSet::new(),
                     dialing: BTreeMap::new(),
+                    queries: BTreeSet::new(),
                     calls: BTreeMap::new(),
                     outbox: Vec::new(),
                 }));
@@ -841,6 +873,7 @@ impl Client {
                 return;
             }
             on.caps_in_flight.remove(&r);
+            on.queries.remove(&r);
         }
         if let (State::Online(on), Some(c)) = (&mut self.state, call) {
             on.calls.remove(&c);
@@ -961,6 +994,37 @@ impl Online {
                     capabilities: self.caps.clone(),
                 });
             }
+            ServerMessage::CapsQuery { from, req } => {
+                if !self.is_contact(&from.user) {
+                    return Some(Violation::NotAContact(from.user));
+                }
+                self.outbox.push(ClientMessage::CapsReply {
+                    to: from,
+                    req,
+                    capabilities: self.caps.clone(),
+                });
+            }
+            ServerMessage::CapsResult {
+                req,
+                from,
+                capabilities,
+            } => {
+                if !self.is_contact(&from.user) {
+                    return Some(Violation::NotAContact(from.user));
+                }
+                if !self.queries.remove(&req) {
+                    return Some(Violation::UnexpectedReq {
+                        what: "caps_result",
+                        req,
+                    });
+                }
+                events.push_back(ClientEvent::CapsResult {
+                    req,
+                    from,
+                    params: negotiate_pair(&self.caps, &capabilities),
+                    capabilities,
+                });
+            }
             ServerMessage::CallEnded { call, reason } => {
                 if self.calls.remove(&call).is_some() {
                     events.push_back(ClientEvent::CallEnded { call, reason });
@@ -984,8 +1048,14 @@ impl Online {
             .ok_or(Violation::UnexpectedCall { what, call })
     }
 
+    /// Whether `user` is in the contact list and not this client's own user: the only
+    /// users whose capabilities the client may hold (section 8.3).
+    fn is_contact(&self, user: &UserId) -> bool {
+        *user != self.user && self.contacts.contains(user)
+    }
+
     fn online(&mut self, p: Presence, events: &mut VecDeque<ClientEvent>) -> Option<Violation> {
-        if p.user == self.user || !self.contacts.contains(&p.user) {
+        if !self.is_contact(&p.user) {
             return Some(Violation::NotAContact(p.user));
         }
         let endpoint = p.endpoint();

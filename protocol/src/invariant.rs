@@ -50,7 +50,7 @@ pub fn may_see(server: &Server, watcher: &UserId, subject: &UserId) -> bool {
 }
 
 /// `INV-VISIBILITY`, per frame: a frame the server transmits carries capabilities of a
-/// terminal (`online`, or `call_incoming` with capabilities) only to a session whose
+/// terminal (`online`, `call_incoming` with capabilities, `caps_result`) only to a session whose
 /// user may see that terminal's user, judged against the server's state right after it
 /// decided to send the frame. Frames to a connection that no longer has a session (queued
 /// before a close) are not judged: the client deletes everything on close.
@@ -65,6 +65,7 @@ pub fn frame_visible(server: &Server, conn: ConnId, frame: &[u8]) -> Result<(), 
             capabilities: Some(_),
             ..
         }) => from.user,
+        Ok(ServerMessage::CapsResult { from, .. }) => from.user,
         _ => return Ok(()),
     };
     match server.user_of(conn) {

@@ -115,6 +115,23 @@ pub enum ClientMessage {
         /// The call.
         call: CallId,
     },
+    /// Ask a contact terminal for its capabilities (the query-first baseline, spec
+    /// section 10.7: what a client without pushed capabilities does before a call).
+    QueryCaps {
+        /// Request tag echoed in [`ServerMessage::CapsResult`] or the error.
+        req: ReqId,
+        /// The terminal asked.
+        to: Endpoint,
+    },
+    /// Answer to [`ServerMessage::CapsQuery`]: this terminal's capabilities.
+    CapsReply {
+        /// The terminal that asked.
+        to: Endpoint,
+        /// Its request tag.
+        req: ReqId,
+        /// This terminal's current capabilities.
+        capabilities: Capabilities,
+    },
 }
 
 /// An online terminal and its capabilities, as pushed to contacts.
@@ -255,6 +272,23 @@ pub enum ServerMessage {
     Pong {},
     /// Answer to [`ClientMessage::Logout`]; the server closes the connection next.
     LoggedOut {},
+    /// A contact terminal asks for this terminal's capabilities; the client answers
+    /// [`ClientMessage::CapsReply`] (query-first baseline).
+    CapsQuery {
+        /// The terminal asking.
+        from: Endpoint,
+        /// Its request tag, to echo.
+        req: ReqId,
+    },
+    /// The answer to this terminal's [`ClientMessage::QueryCaps`].
+    CapsResult {
+        /// Echo of the request's tag.
+        req: ReqId,
+        /// The terminal that answered.
+        from: Endpoint,
+        /// Its capabilities.
+        capabilities: Capabilities,
+    },
     /// A request failed.
     Error {
         /// What went wrong.
@@ -299,8 +333,8 @@ pub trait WireMessage: Serialize + serde::de::DeserializeOwned {
     fn type_name(&self) -> &'static str;
     /// The protocol version the message announces, if it is of a versioned type.
     fn version(&self) -> Option<u32>;
-    /// The capabilities this message carries as part of call signalling (the fallback
-    /// paths), if any.
+    /// The capabilities this message carries at call time (the fallback paths, the
+    /// prior-art call and the query-first baseline), if any.
     fn call_capabilities(&self) -> Option<&Capabilities>;
 }
 
@@ -318,6 +352,8 @@ impl WireMessage for ClientMessage {
         "reject",
         "need_caps",
         "hangup",
+        "query_caps",
+        "caps_reply",
     ];
     const VERSIONED: &'static [&'static str] = &["login"];
     fn type_name(&self) -> &'static str {
@@ -334,6 +370,8 @@ impl WireMessage for ClientMessage {
             ClientMessage::Reject { .. } => "reject",
             ClientMessage::NeedCaps { .. } => "need_caps",
             ClientMessage::Hangup { .. } => "hangup",
+            ClientMessage::QueryCaps { .. } => "query_caps",
+            ClientMessage::CapsReply { .. } => "caps_reply",
         }
     }
     fn version(&self) -> Option<u32> {
@@ -346,7 +384,8 @@ impl WireMessage for ClientMessage {
         match self {
             ClientMessage::Call { capabilities, .. }
             | ClientMessage::Accept { capabilities, .. } => capabilities.as_ref(),
-            ClientMessage::CallRetry { capabilities, .. } => Some(capabilities),
+            ClientMessage::CallRetry { capabilities, .. }
+            | ClientMessage::CapsReply { capabilities, .. } => Some(capabilities),
             _ => None,
         }
     }
@@ -368,6 +407,8 @@ impl WireMessage for ServerMessage {
         "call_ended",
         "pong",
         "logged_out",
+        "caps_query",
+        "caps_result",
         "error",
     ];
     const VERSIONED: &'static [&'static str] = &["login_ok"];
@@ -387,6 +428,8 @@ impl WireMessage for ServerMessage {
             ServerMessage::CallEnded { .. } => "call_ended",
             ServerMessage::Pong {} => "pong",
             ServerMessage::LoggedOut {} => "logged_out",
+            ServerMessage::CapsQuery { .. } => "caps_query",
+            ServerMessage::CapsResult { .. } => "caps_result",
             ServerMessage::Error { .. } => "error",
         }
     }
@@ -400,6 +443,7 @@ impl WireMessage for ServerMessage {
         match self {
             ServerMessage::CallIncoming { capabilities, .. }
             | ServerMessage::CallAccepted { capabilities, .. } => capabilities.as_ref(),
+            ServerMessage::CapsResult { capabilities, .. } => Some(capabilities),
             _ => None,
         }
     }

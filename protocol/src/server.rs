@@ -699,6 +699,12 @@ impl Server {
             ClientMessage::Reject { call } => self.call_reject(session, conn, call),
             ClientMessage::NeedCaps { call } => self.call_need_caps(session, conn, call),
             ClientMessage::Hangup { call } => self.call_hangup(session, conn, call),
+            ClientMessage::QueryCaps { req, to } => self.query_caps(session, conn, req, to),
+            ClientMessage::CapsReply {
+                to,
+                req,
+                capabilities,
+            } => self.caps_reply(session, conn, to, req, capabilities),
             // Handled above; a new variant reaches here only if this match is not
             // updated, and is answered as unknown.
             ClientMessage::Login { .. } | ClientMessage::Ping {} | ClientMessage::Logout {} => {
@@ -1020,12 +1026,7 @@ impl Server {
             return;
         };
         let caller_user = caller.user.clone();
-        let reachable = self
-            .sessions
-            .get(&to.session)
-            .is_some_and(|s| s.user == to.user)
-            && self.entitled(&caller_user, &to.user);
-        if !reachable {
+        if !self.reachable(&caller_user, &to) {
             // The same answer for offline, unknown and non-contact targets: a call
             // must not reveal presence the caller may not see.
             self.error(conn, ErrorCode::NotReachable, Some(req), None);
@@ -1073,6 +1074,74 @@ impl Server {
                 capabilities,
             },
         );
+    }
+
+    /// Whether `to` is an online terminal of a user `from` may see: the one condition
+    /// for relaying anything from `from` to it (calls, capability queries and replies).
+    fn reachable(&self, from: &UserId, to: &Endpoint) -> bool {
+        self.sessions
+            .get(&to.session)
+            .is_some_and(|s| s.user == to.user)
+            && self.entitled(from, &to.user)
+    }
+
+    /// Relays a capability query (query-first baseline) to the terminal asked.
+    fn query_caps(&mut self, session: SessionId, conn: ConnId, req: ReqId, to: Endpoint) {
+        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+            return;
+        };
+        let target = self
+            .peer_conn(to.session)
+            .filter(|_| self.reachable(&user, &to));
+        let Some(target) = target else {
+            // The same answer as a call to that terminal: no presence is revealed.
+            self.error(conn, ErrorCode::NotReachable, Some(req), None);
+            return;
+        };
+        let from = Endpoint { user, session };
+        self.send(target, &ServerMessage::CapsQuery { from, req });
+    }
+
+    /// Relays the answer to a capability query. The capabilities must be the ones the
+    /// server records for the answering session (its own `update_caps` precede the
+    /// answer on its connection); an answer to a terminal no longer reachable is
+    /// dropped, as the asker is gone or no longer entitled.
+    fn caps_reply(
+        &mut self,
+        session: SessionId,
+        conn: ConnId,
+        to: Endpoint,
+        req: ReqId,
+        capabilities: Capabilities,
+    ) {
+        let Some(me) = self.sessions.get(&session) else {
+            return;
+        };
+        if me.caps != capabilities {
+            let detail = "caps_reply differs from the session's capabilities".to_owned();
+            let msg = ServerMessage::Error {
+                code: ErrorCode::InvalidState,
+                req: Some(req),
+                call: None,
+                detail,
+            };
+            self.send(conn, &msg);
+            return;
+        }
+        let user = me.user.clone();
+        let Some(target) = self
+            .peer_conn(to.session)
+            .filter(|_| self.reachable(&user, &to))
+        else {
+            return;
+        };
+        let from = Endpoint { user, session };
+        let msg = ServerMessage::CapsResult {
+            req,
+            from,
+            capabilities,
+        };
+        self.send(target, &msg);
     }
 
     /// Looks up a call the sender is a party to, answering `unknown_call` otherwise.
@@ -1254,7 +1323,8 @@ fn request_tags(msg: &ClientMessage) -> (Option<ReqId>, Option<CallId>) {
         ClientMessage::UpdateCaps { req, .. }
         | ClientMessage::AddContact { req, .. }
         | ClientMessage::RemoveContact { req, .. }
-        | ClientMessage::Call { req, .. } => (Some(*req), None),
+        | ClientMessage::Call { req, .. }
+        | ClientMessage::QueryCaps { req, .. } => (Some(*req), None),
         ClientMessage::CallRetry { call, .. }
         | ClientMessage::Accept { call, .. }
         | ClientMessage::Reject { call }

@@ -703,6 +703,15 @@ fn drop_offline(_: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, Bytes)> 
     }
 }
 
+/// Fault: every `offline` push is also written to the first connection the server
+/// learned of (connection 1), whether or not it is still open.
+fn frame_to_first_connection(_: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, Bytes)> {
+    match server_message(&frame) {
+        Some(ServerMessage::Offline(_)) => vec![(conn, frame.clone()), (ConnId(1), frame)],
+        _ => vec![(conn, frame)],
+    }
+}
+
 /// Fault (b): every presence push also goes to every other open session.
 fn broadcast_online(server: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, Bytes)> {
     let mut out = vec![(conn, frame.clone())];
@@ -791,6 +800,14 @@ fn presence_broadcast_to_everyone_breaks_visibility() {
     login(&mut sim, 1, &sample_caps(&["h264"], 1920, 30));
     let r = sim.run().and_then(|()| sim.settle());
     assert_violation(r, "INV-VISIBILITY");
+}
+
+#[test]
+fn conn_open_check_catches_a_frame_for_a_closed_connection() {
+    let mut sim = alice_and_bob(frame_to_first_connection);
+    // alice (connection 1) leaves; the offline push about her also goes to 1.
+    sim.drop_connection(0);
+    assert_violation(sim.run(), "INV-CONN-OPEN");
 }
 
 #[test]
@@ -1013,4 +1030,72 @@ fn prior_art_call_exchanges_capabilities_during_set_up() {
         "{:?}",
         sim.recorded_violations()
     );
+}
+
+#[test]
+fn query_first_asks_the_callee_terminal_then_calls() {
+    let mut sim = world();
+    login(&mut sim, 0, &sample_caps(&["h264"], 1920, 30));
+    login(&mut sim, 1, &sample_caps(&["vp8", "h264"], 1280, 30));
+    sim.settle().unwrap();
+    let bob = sim.endpoint(1).unwrap();
+    let table_params = sim.client(0).peer(&bob).unwrap().params.clone();
+    let now = sim.now;
+    let req = sim.client_mut(0).query_caps(&bob, now).unwrap();
+    sim.settle().unwrap();
+    // bob's terminal answered by itself; alice got bob's capabilities and parameters.
+    let result = sim.terminals[0].events.iter().find_map(|e| match e {
+        ClientEvent::CapsResult {
+            req: r,
+            from,
+            capabilities,
+            params,
+        } if *r == req => Some((from.clone(), capabilities.clone(), params.clone())),
+        _ => None,
+    });
+    let (from, caps, params) = result.expect("caps_result");
+    assert_eq!(from, bob);
+    assert_eq!(Some(&caps), sim.client(1).capabilities());
+    assert_eq!(params, table_params, "the query gives what the push gave");
+    assert!(
+        sim.terminals[1].call_caps_bytes > 0,
+        "bob's reply carried his capabilities"
+    );
+    // Then the call, the prior-art way.
+    sim.client_mut(0)
+        .place_call_exchanging_capabilities(&bob, now)
+        .unwrap();
+    sim.settle().unwrap();
+    let call = incoming_call(&sim, 1);
+    sim.client_mut(1).answer(call, true, now).unwrap();
+    sim.settle().unwrap();
+    let (pa, _) = established(&sim, 0, call);
+    assert_eq!(pa, table_params);
+    assert!(sim.recorded_violations().is_empty());
+}
+
+#[test]
+fn query_caps_reveals_nothing_about_a_non_contact() {
+    let mut sim = world();
+    // dave lists alice; alice does not list dave: dave may not see alice.
+    login(&mut sim, 0, &sample_caps(&["h264"], 1920, 30));
+    login(&mut sim, 3, &sample_caps(&["vp8"], 640, 15));
+    sim.settle().unwrap();
+    let alice = sim.endpoint(0).unwrap();
+    let now = sim.now;
+    let req = sim.client_mut(3).query_caps(&alice, now).unwrap();
+    sim.settle().unwrap();
+    let answered = sim.terminals[3].events.iter().any(|e| {
+        matches!(e, ClientEvent::ServerError { code: precall_protocol::ErrorCode::NotReachable, req: Some(r), .. } if *r == req)
+    });
+    assert!(answered, "{:?}", sim.terminals[3].events);
+    // alice's terminal was never asked.
+    assert!(sim
+        .sent
+        .iter()
+        .filter_map(|(_, f)| server_message(f))
+        .all(|m| !matches!(
+            m,
+            ServerMessage::CapsQuery { .. } | ServerMessage::CapsResult { .. }
+        )));
 }

@@ -301,6 +301,21 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("reject", C(ClientMessage::Reject { call: CALL })),
         ("need_caps", C(ClientMessage::NeedCaps { call: CALL })),
         ("hangup", C(ClientMessage::Hangup { call: CALL })),
+        (
+            "query_caps",
+            C(ClientMessage::QueryCaps {
+                req: ReqId(9),
+                to: bob_ep(),
+            }),
+        ),
+        (
+            "caps_reply",
+            C(ClientMessage::CapsReply {
+                to: alice_ep(),
+                req: ReqId(9),
+                capabilities: bob_phone(),
+            }),
+        ),
         // server to client
         (
             "login_ok",
@@ -389,6 +404,21 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ),
         ("pong", S(ServerMessage::Pong {})),
         ("logged_out", S(ServerMessage::LoggedOut {})),
+        (
+            "caps_query",
+            S(ServerMessage::CapsQuery {
+                from: alice_ep(),
+                req: ReqId(9),
+            }),
+        ),
+        (
+            "caps_result",
+            S(ServerMessage::CapsResult {
+                req: ReqId(9),
+                from: bob_ep(),
+                capabilities: bob_phone(),
+            }),
+        ),
         (
             "error",
             S(ServerMessage::Error {

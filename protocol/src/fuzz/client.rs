@@ -10,7 +10,7 @@ use crate::client::{CallState, Client, ClientConfig, ClientEvent, Role, Status, 
 use crate::codec::{decode_message, HEADER_LEN};
 use crate::ids::{CallId, Endpoint, Password, UserId};
 use crate::invariant;
-use crate::message::{ClientMessage, LoginWith, ServerMessage, PROTOCOL_VERSION};
+use crate::message::{ClientMessage, LoginWith, Presence, ServerMessage, PROTOCOL_VERSION};
 use crate::time::Time;
 
 /// One step of a client's life.
@@ -84,13 +84,24 @@ fn expect(c: &Client, msg: &ServerMessage) -> Expect {
         (Status::Online, M::LoggedOut {}) => Expect::Refused("unexpected"),
         (Status::Idle | Status::LoggingIn, _) => Expect::Refused("not online"),
         (Status::LoggingOut, _) => Expect::Taken,
-        (_, M::Online(p)) => {
-            if Some(&p.user) == c.user() || !c.contacts().any(|u| *u == p.user) {
-                Expect::Refused("not a contact")
-            } else {
-                Expect::Taken
-            }
+        (_, M::Online(Presence { user, .. }))
+        | (
+            _,
+            M::CapsQuery {
+                from: Endpoint { user, .. },
+                ..
+            },
+        )
+        | (
+            _,
+            M::CapsResult {
+                from: Endpoint { user, .. },
+                ..
+            },
+        ) if Some(user) == c.user() || !c.contacts().any(|u| u == user) => {
+            Expect::Refused("not a contact")
         }
+        (_, M::Online(_) | M::CapsQuery { .. }) => Expect::Taken,
         (_, M::CapsAck { .. }) if !c.caps_in_flight() => Expect::Refused("unexpected request"),
         (_, M::CallRinging { .. }) if c.dialing() == 0 => Expect::Refused("unexpected request"),
         (_, M::CallAccepted { call, .. } | M::CallNeedCaps { call }) => {

@@ -308,6 +308,14 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
         call_id().prop_map(|call| ClientMessage::Reject { call }),
         call_id().prop_map(|call| ClientMessage::NeedCaps { call }),
         call_id().prop_map(|call| ClientMessage::Hangup { call }),
+        (req_id(), endpoint()).prop_map(|(req, to)| ClientMessage::QueryCaps { req, to }),
+        (endpoint(), req_id(), capabilities()).prop_map(|(to, req, capabilities)| {
+            ClientMessage::CapsReply {
+                to,
+                req,
+                capabilities,
+            }
+        }),
     ]
 }
 
@@ -408,6 +416,14 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
             .prop_map(|(call, reason)| ServerMessage::CallEnded { call, reason }),
         Just(ServerMessage::Pong {}),
         Just(ServerMessage::LoggedOut {}),
+        (endpoint(), req_id()).prop_map(|(from, req)| ServerMessage::CapsQuery { from, req }),
+        (req_id(), endpoint(), capabilities()).prop_map(|(req, from, capabilities)| {
+            ServerMessage::CapsResult {
+                req,
+                from,
+                capabilities,
+            }
+        }),
         (
             error_code(),
             opt_req(),
