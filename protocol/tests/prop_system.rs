@@ -984,14 +984,21 @@ fn stale_view_of_the_caller_asks_for_caps_and_retries_with_them() {
 /// The patent's prior-art call, the baseline the fast path is measured against: both
 /// capability sets cross the wire during set-up, both ends negotiate then, and they
 /// reach the same parameters the fast path would have used.
-#[test]
-fn prior_art_call_exchanges_capabilities_during_set_up() {
+/// alice (terminal 0) and bob (terminal 1) online and settled: bob's endpoint and the
+/// parameters alice's table holds for him.
+fn alice_calls_bob() -> (Sim, Endpoint, CallParams) {
     let mut sim = world();
     login(&mut sim, 0, &sample_caps(&["h264"], 1920, 30));
     login(&mut sim, 1, &sample_caps(&["vp8", "h264"], 1280, 30));
     sim.settle().unwrap();
     let bob = sim.endpoint(1).unwrap();
-    let table_params = sim.client(0).peer(&bob).unwrap().params.clone();
+    let params = sim.client(0).peer(&bob).unwrap().params.clone();
+    (sim, bob, params)
+}
+
+#[test]
+fn prior_art_call_exchanges_capabilities_during_set_up() {
+    let (mut sim, bob, table_params) = alice_calls_bob();
     let now = sim.now;
     sim.client_mut(0)
         .place_call_exchanging_capabilities(&bob, now)
@@ -1034,12 +1041,7 @@ fn prior_art_call_exchanges_capabilities_during_set_up() {
 
 #[test]
 fn query_first_asks_the_callee_terminal_then_calls() {
-    let mut sim = world();
-    login(&mut sim, 0, &sample_caps(&["h264"], 1920, 30));
-    login(&mut sim, 1, &sample_caps(&["vp8", "h264"], 1280, 30));
-    sim.settle().unwrap();
-    let bob = sim.endpoint(1).unwrap();
-    let table_params = sim.client(0).peer(&bob).unwrap().params.clone();
+    let (mut sim, bob, table_params) = alice_calls_bob();
     let now = sim.now;
     let req = sim.client_mut(0).query_caps(&bob, now).unwrap();
     sim.settle().unwrap();

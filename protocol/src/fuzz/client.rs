@@ -35,6 +35,7 @@ enum Command {
     UpdateCaps(Capabilities),
     AddContact(UserId),
     RemoveContact(UserId),
+    QueryCaps(Endpoint),
     Call {
         peer: u8,
         prior_art: bool,
@@ -261,6 +262,7 @@ fn command(c: &mut Client, cmd: Command, now: Time) {
         }
         Command::Answer { call, accept } => c.answer(pick_call(call), accept, now),
         Command::Hangup { call } => c.hangup(pick_call(call), now),
+        Command::QueryCaps(to) => c.query_caps(&to, now).map(drop),
     };
     if r.is_err() {
         // "Refuse means the command fails locally and nothing is sent" (section 8.2).

@@ -71,6 +71,7 @@ enum Command {
     Call { peer: u8, prior_art: bool },
     Answer { call: u8, accept: bool },
     Hangup { call: u8 },
+    QueryCaps { peer: u8 },
 }
 
 /// The sample store: four users with the sample password; alice and bob, and alice
@@ -122,6 +123,10 @@ fn command(sim: &mut Sim, t: usize, command: Command) {
             pick(call).map_or(Ok(()), |id| c.answer(id, accept, now))
         }
         Command::Hangup { call } => pick(call).map_or(Ok(()), |id| c.hangup(id, now)),
+        Command::QueryCaps { peer } => match peers.get(usize::from(peer) % peers.len().max(1)) {
+            Some(to) => c.query_caps(to, now).map(drop),
+            None => Ok(()),
+        },
     };
 }
 
