@@ -211,6 +211,18 @@ impl Sim {
         &mut self.terminals[i].client
     }
 
+    /// Runs an application command on terminal `i`'s client and collects the events it
+    /// caused at once, so that what is checked on them (`INV-CALL-AGREE` at the callee's
+    /// establishment) is judged against the state they were decided in, not after
+    /// later commands. (Commands issued through [`Sim::client_mut`] are collected at the
+    /// next [`Sim::run`].)
+    pub fn command<R>(&mut self, i: usize, f: impl FnOnce(&mut Client, Time) -> R) -> R {
+        let now = self.now;
+        let r = f(&mut self.terminals[i].client, now);
+        self.collect_client_events(i);
+        r
+    }
+
     /// Opens a connection for terminal `i` (closing any previous one).
     pub fn connect(&mut self, i: usize) -> ConnId {
         if self.terminals[i].conn.is_some() {

@@ -12,13 +12,14 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 
 use crate::caps::Capabilities;
-use crate::client::ClientEvent;
+use crate::client::{Client, ClientEvent};
 use crate::codec::encode_frame;
 use crate::fuzz::input::PASSWORD;
 use crate::ids::{CallId, Endpoint, Password, TerminalId, UserId};
 use crate::message::{ClientMessage, LoginWith};
 use crate::server::ServerConfig;
 use crate::sim::{sample_caps, Directory, Sim};
+use crate::time::Time;
 
 /// Terminals driven by a real client.
 const WIRED: usize = 3;
@@ -101,8 +102,10 @@ fn directory() -> Directory {
 }
 
 fn command(sim: &mut Sim, t: usize, command: Command) {
-    let now = sim.now;
-    let c = sim.client_mut(t);
+    sim.command(t, |c, now| run_command(c, command, now));
+}
+
+fn run_command(c: &mut Client, command: Command, now: Time) {
     let peers: Vec<Endpoint> = c.peers().map(|(e, _)| e.clone()).collect();
     let calls: Vec<CallId> = c.calls().map(|(id, _)| *id).collect();
     let pick = |i: u8| calls.get(usize::from(i) % calls.len().max(1)).copied();
