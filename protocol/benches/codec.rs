@@ -182,6 +182,7 @@ fn server_messages() -> Vec<ServerMessage> {
             req: Some(ReqId(10)),
             call: None,
             detail: "bob@example.org/4211 is not online".into(),
+            retry_after_ms: None,
         },
     ]
 }

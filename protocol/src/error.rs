@@ -141,6 +141,17 @@ pub enum ErrorCode {
     ServerShutdown,
     /// The server failed internally, e.g. its credential store (fatal).
     Internal,
+    /// Too many failed logins for this account or from this source address; the
+    /// error's `retry_after_ms` says when to try again (fatal).
+    LoginThrottled,
+    /// The connection sent frames faster than the server's per-connection limit, or
+    /// connected while the server's accept rate was exceeded (fatal; `retry_after_ms`).
+    RateLimited,
+    /// The server or this source address has the maximum number of connections
+    /// (fatal; `retry_after_ms`).
+    TooManyConnections,
+    /// A capability document larger than the server accepts (fatal).
+    CapsTooLarge,
     /// A code from a newer version of the protocol.
     #[serde(other)]
     Unknown,
@@ -162,6 +173,10 @@ impl ErrorCode {
                 | ErrorCode::LoginTimeout
                 | ErrorCode::ServerShutdown
                 | ErrorCode::Internal
+                | ErrorCode::LoginThrottled
+                | ErrorCode::RateLimited
+                | ErrorCode::TooManyConnections
+                | ErrorCode::CapsTooLarge
         )
     }
 }

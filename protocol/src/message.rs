@@ -302,6 +302,10 @@ pub enum ServerMessage {
         /// Human-readable detail; not for machines.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         detail: String,
+        /// For a throttled request (`login_throttled`, `rate_limited`,
+        /// `too_many_connections`): how many milliseconds to wait before trying again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -318,6 +322,7 @@ impl ServerMessage {
             req: None,
             call: None,
             detail,
+            retry_after_ms: None,
         }
     }
 }

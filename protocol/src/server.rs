@@ -13,13 +13,16 @@
 //! embedder calls [`Server::complete_auth`] with the verdict.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use thiserror::Error;
 
 use crate::caps::{CallDigest, Capabilities};
-use crate::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME, MIN_MAX_FRAME};
+use crate::codec::{
+    decode_message, encode_frame, encode_payload, FrameDecoder, DEFAULT_MAX_FRAME, MIN_MAX_FRAME,
+};
 use crate::error::{DecodeError, ErrorCode, FrameError};
 use crate::ids::{CallId, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
 use crate::message::{
@@ -50,6 +53,79 @@ pub struct ServerConfig {
     pub max_calls_per_session: usize,
     /// A call not accepted within this long ends with reason `timeout`.
     pub ring_timeout: Duration,
+    /// Abuse limits (spec section 13.6).
+    pub limits: Limits,
+}
+
+/// Abuse limits (spec section 13.6). Each refusal is a fatal error with its own code
+/// and, where waiting helps, `retry_after_ms`. Zero disables a count limit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Connections open at once, in total (`too_many_connections`).
+    pub max_connections: usize,
+    /// Connections open at once from one source address (`too_many_connections`).
+    pub max_connections_per_source: usize,
+    /// New connections accepted per second, in total: a reconnect storm beyond it is
+    /// told to come back later (`rate_limited`).
+    pub max_accepts_per_second: u32,
+    /// Complete frames per second one connection may send (`rate_limited`).
+    pub max_frames_per_second: u32,
+    /// Failed logins per account within `login_failure_window` before further
+    /// attempts for it are refused without a credential check (`login_throttled`).
+    pub max_login_failures_per_account: u32,
+    /// Failed logins per source address within `login_failure_window`.
+    pub max_login_failures_per_source: u32,
+    /// The window failed logins are counted in, and how long a throttle lasts.
+    pub login_failure_window: Duration,
+    /// Largest capability document (its canonical JSON) at login or in `update_caps`
+    /// (`caps_too_large`).
+    pub max_caps_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_connections_per_source: 0,
+            max_accepts_per_second: 0,
+            max_frames_per_second: 0,
+            max_login_failures_per_account: 10,
+            max_login_failures_per_source: 100,
+            login_failure_window: Duration::from_secs(60),
+            max_caps_bytes: 4096,
+        }
+    }
+}
+
+/// A fixed-window counter: how many events since `start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Window {
+    start: Time,
+    count: u32,
+}
+
+impl Window {
+    /// Counts one event at `now` in windows of `len`; returns the count so far.
+    fn hit(&mut self, now: Time, len: Duration) -> u32 {
+        if now >= self.start.after(len) {
+            *self = Window {
+                start: now,
+                count: 0,
+            };
+        }
+        self.count = self.count.saturating_add(1);
+        self.count
+    }
+
+    /// The count of the window current at `now`, and how long until it ends.
+    fn current(&self, now: Time, len: Duration) -> (u32, Duration) {
+        let end = self.start.after(len);
+        if now >= end {
+            (0, Duration::ZERO)
+        } else {
+            (self.count, end.since(now))
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -62,6 +138,7 @@ impl Default for ServerConfig {
             max_contacts: MAX_CONTACTS,
             max_calls_per_session: 4,
             ring_timeout: Duration::from_secs(60),
+            limits: Limits::default(),
         }
     }
 }
@@ -180,6 +257,10 @@ struct Conn {
     state: ConnState,
     decoder: FrameDecoder,
     deadline: Time,
+    /// The peer's address, if the embedder gave it.
+    source: Option<IpAddr>,
+    /// Complete frames received in the current second.
+    frames: Window,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -265,6 +346,13 @@ pub struct Server {
     next_call: u64,
     next_ticket: u64,
     out: VecDeque<ServerEvent>,
+    /// Open connections per source address.
+    per_source: BTreeMap<IpAddr, usize>,
+    /// Connections accepted in the current second.
+    accepts: Window,
+    /// Failed logins per account and per source, in the current window.
+    failures_by_user: BTreeMap<UserId, Window>,
+    failures_by_source: BTreeMap<IpAddr, Window>,
 }
 
 impl Server {
@@ -282,6 +370,13 @@ impl Server {
             next_call: 1,
             next_ticket: 1,
             out: VecDeque::new(),
+            per_source: BTreeMap::new(),
+            accepts: Window {
+                start: Time::ZERO,
+                count: 0,
+            },
+            failures_by_user: BTreeMap::new(),
+            failures_by_source: BTreeMap::new(),
         }
     }
 
@@ -294,19 +389,57 @@ impl Server {
 
     /// A transport connection opened.
     pub fn connect(&mut self, conn: ConnId, now: Time) -> Result<(), ServerError> {
+        self.connect_from(conn, None, now)
+    }
+
+    /// A transport connection opened from `source` (the peer's address), which the
+    /// per-source limits and login throttling count by. A connection over a limit is
+    /// answered with its fatal error and closed at once (spec section 13.6).
+    pub fn connect_from(
+        &mut self,
+        conn: ConnId,
+        source: Option<IpAddr>,
+        now: Time,
+    ) -> Result<(), ServerError> {
         if self.conns.contains_key(&conn) {
             return Err(ServerError::DuplicateConn(conn));
         }
         let deadline = now.after(self.config.login_timeout);
+        let frames = Window {
+            start: now,
+            count: 0,
+        };
         self.conns.insert(
             conn,
             Conn {
                 state: ConnState::AwaitingLogin,
                 decoder: FrameDecoder::new(self.config.max_frame.max(MIN_MAX_FRAME)),
                 deadline,
+                source,
+                frames,
             },
         );
+        if let Some(ip) = source {
+            *self.per_source.entry(ip).or_default() += 1;
+        }
         self.deadlines.insert((deadline, Timer::Conn(conn)));
+        let limits = &self.config.limits;
+        let second = Duration::from_secs(1);
+        let accepted = self.accepts.hit(now, second);
+        let from_source = source.and_then(|ip| self.per_source.get(&ip)).copied();
+        let crowded = over(self.conns.len(), limits.max_connections)
+            || over(from_source.unwrap_or(0), limits.max_connections_per_source);
+        let refusal = if crowded {
+            Some((ErrorCode::TooManyConnections, second))
+        } else if over(accepted as usize, limits.max_accepts_per_second as usize) {
+            let (_, left) = self.accepts.current(now, second);
+            Some((ErrorCode::RateLimited, left))
+        } else {
+            None
+        };
+        if let Some((code, retry)) = refusal {
+            self.fail_retry(conn, code, retry);
+        }
         Ok(())
     }
 
@@ -320,6 +453,15 @@ impl Server {
             match c.decoder.decode(&mut data) {
                 Ok(None) => return,
                 Ok(Some(payload)) => {
+                    let max = self.config.limits.max_frames_per_second;
+                    if over(
+                        c.frames.hit(now, Duration::from_secs(1)) as usize,
+                        max as usize,
+                    ) {
+                        let (_, left) = c.frames.current(now, Duration::from_secs(1));
+                        self.fail_retry(conn, ErrorCode::RateLimited, left);
+                        return;
+                    }
                     // Only a complete frame counts as activity: a peer trickling a
                     // partial frame cannot hold its session open.
                     if matches!(c.state, ConnState::Online(_)) {
@@ -377,6 +519,25 @@ impl Server {
                 registered,
             } => (contacts, registered),
             AuthVerdict::Rejected => {
+                let window = self.config.limits.login_failure_window;
+                let source = c.source;
+                self.failures_by_user
+                    .entry(user)
+                    .or_insert(Window {
+                        start: now,
+                        count: 0,
+                    })
+                    .hit(now, window);
+                if let Some(ip) = source {
+                    self.failures_by_source
+                        .entry(ip)
+                        .or_insert(Window {
+                            start: now,
+                            count: 0,
+                        })
+                        .hit(now, window);
+                }
+                self.prune_failures(now);
                 self.fail(conn, ErrorCode::BadCredentials, String::new());
                 return Ok(());
             }
@@ -576,11 +737,66 @@ impl Server {
                 req,
                 call,
                 detail,
+                retry_after_ms: None,
             },
         );
     }
 
     /// Sends a fatal error and closes the connection.
+    /// Fails a connection with a code that tells the peer when to try again.
+    fn fail_retry(&mut self, conn: ConnId, code: ErrorCode, retry: Duration) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let msg = ServerMessage::Error {
+            code,
+            req: None,
+            call: None,
+            detail: String::new(),
+            retry_after_ms: Some(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX)),
+        };
+        self.send(conn, &msg);
+        self.close(conn);
+    }
+
+    /// How long logins for `user` from `source` are throttled, if they are.
+    fn login_throttle(&self, user: &UserId, source: Option<IpAddr>, now: Time) -> Option<Duration> {
+        let l = &self.config.limits;
+        let window = l.login_failure_window;
+        let by_user = self
+            .failures_by_user
+            .get(user)
+            .map(|w| w.current(now, window))
+            .filter(|(n, _)| over_or_at(*n, l.max_login_failures_per_account));
+        let by_source = source
+            .and_then(|ip| self.failures_by_source.get(&ip))
+            .map(|w| w.current(now, window))
+            .filter(|(n, _)| over_or_at(*n, l.max_login_failures_per_source));
+        by_user
+            .into_iter()
+            .chain(by_source)
+            .map(|(_, left)| left)
+            .max()
+    }
+
+    /// Whether a capability document exceeds [`Limits::max_caps_bytes`].
+    fn caps_too_large(&self, caps: &Capabilities) -> bool {
+        over(
+            encode_payload(caps).len(),
+            self.config.limits.max_caps_bytes,
+        )
+    }
+
+    /// Forgets failure windows that have ended, so the tables stay bounded by the
+    /// accounts and sources that failed within one window.
+    fn prune_failures(&mut self, now: Time) {
+        let window = self.config.limits.login_failure_window;
+        self.failures_by_user
+            .retain(|_, w| w.current(now, window).0 > 0);
+        self.failures_by_source
+            .retain(|_, w| w.current(now, window).0 > 0);
+    }
+
     fn fail(&mut self, conn: ConnId, code: ErrorCode, detail: String) {
         if !self.conns.contains_key(&conn) {
             return;
@@ -612,6 +828,14 @@ impl Server {
             return false;
         };
         self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
+        if let Some(ip) = c.source {
+            if let Some(n) = self.per_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_source.remove(&ip);
+                }
+            }
+        }
         match c.state {
             ConnState::AwaitingLogin => {}
             ConnState::Authenticating { ticket, .. } => {
@@ -626,6 +850,7 @@ impl Server {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
+        let source = c.source;
         let session = match (&c.state, msg) {
             (_, ClientMessage::Ping {}) => {
                 self.send(conn, &ServerMessage::Pong {});
@@ -646,6 +871,17 @@ impl Server {
                 },
             ) => {
                 debug_assert_eq!(version, PROTOCOL_VERSION, "checked by the decoder");
+                // A throttled account or source gets no credential check at all.
+                if let Some(wait) = self.login_throttle(&user, source, now) {
+                    self.fail_retry(conn, ErrorCode::LoginThrottled, wait);
+                    return;
+                }
+                if let LoginWith::Capabilities(caps) = &with {
+                    if self.caps_too_large(caps) {
+                        self.fail(conn, ErrorCode::CapsTooLarge, String::new());
+                        return;
+                    }
+                }
                 self.begin_auth(conn, user, password, with);
                 return;
             }
@@ -667,6 +903,10 @@ impl Server {
         let _ = now;
         match msg {
             ClientMessage::UpdateCaps { req, capabilities } => {
+                if self.caps_too_large(&capabilities) {
+                    self.fail(conn, ErrorCode::CapsTooLarge, String::new());
+                    return;
+                }
                 self.update_caps(session, capabilities);
                 self.send(conn, &ServerMessage::CapsAck { req });
             }
@@ -1124,6 +1364,7 @@ impl Server {
                 req: Some(req),
                 call: None,
                 detail,
+                retry_after_ms: None,
             };
             self.send(conn, &msg);
             return;
@@ -1318,6 +1559,16 @@ fn online_frame(user: &UserId, session: SessionId, caps: &Capabilities) -> Bytes
 }
 
 /// The request tag and call a message names, for error replies.
+/// Whether `n` exceeds the limit `max` (0 = no limit).
+fn over(n: usize, max: usize) -> bool {
+    max != 0 && n > max
+}
+
+/// Whether a count has reached the limit `max` (0 = no limit).
+fn over_or_at(n: u32, max: u32) -> bool {
+    max != 0 && n >= max
+}
+
 fn request_tags(msg: &ClientMessage) -> (Option<ReqId>, Option<CallId>) {
     match msg {
         ClientMessage::UpdateCaps { req, .. }

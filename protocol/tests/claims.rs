@@ -1515,6 +1515,7 @@ fn bad_input_call_before_login_is_not_logged_in() {
             req: Some(ReqId(42)),
             call: None,
             detail: String::new(),
+            retry_after_ms: None,
         }]
     );
     assert!(!closed(&ev, C9), "not fatal");
@@ -1607,6 +1608,7 @@ fn bad_input_call_to_non_contact_or_offline_is_not_reachable() {
             req: Some(ReqId(7)),
             call: None,
             detail: String::new(),
+            retry_after_ms: None,
         }
     );
     assert!(

@@ -426,6 +426,17 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 req: Some(ReqId(4)),
                 call: None,
                 detail: String::new(),
+                retry_after_ms: None,
+            }),
+        ),
+        (
+            "error_throttled",
+            S(ServerMessage::Error {
+                code: ErrorCode::LoginThrottled,
+                req: None,
+                call: None,
+                detail: String::new(),
+                retry_after_ms: Some(42_000),
             }),
         ),
     ]

@@ -341,6 +341,10 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::LoginTimeout,
         ErrorCode::ServerShutdown,
         ErrorCode::Internal,
+        ErrorCode::LoginThrottled,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyConnections,
+        ErrorCode::CapsTooLarge,
         ErrorCode::Unknown,
     ])
 }
@@ -428,14 +432,18 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
             error_code(),
             opt_req(),
             prop::option::of(call_id()),
-            detail()
+            detail(),
+            prop::option::of(any::<u64>()),
         )
-            .prop_map(|(code, req, call, detail)| ServerMessage::Error {
-                code,
-                req,
-                call,
-                detail,
-            }),
+            .prop_map(
+                |(code, req, call, detail, retry_after_ms)| ServerMessage::Error {
+                    code,
+                    req,
+                    call,
+                    detail,
+                    retry_after_ms,
+                }
+            ),
     ]
 }
 

@@ -1,0 +1,335 @@
+//! The abuse limits of spec section 13.6, against the server core: each limit is hit
+//! and answered with its own fatal error code (and `retry_after_ms` where waiting
+//! helps), another session keeps working, and with the limit off (0) the same input is
+//! served. The end-to-end tests hit the same limits through real sockets.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN};
+use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage, PROTOCOL_VERSION};
+use precall_protocol::server::{AuthVerdict, Limits, ServerEvent};
+use precall_protocol::sim::sample_caps;
+use precall_protocol::{
+    Capabilities, Codec, ConnId, ErrorCode, Password, Server, ServerConfig, Time, UserId,
+};
+
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+fn server(limits: Limits) -> Server {
+    Server::new(ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    })
+}
+
+fn login_frame(user: &str, pw: &str, caps: Capabilities) -> Vec<u8> {
+    encode_frame(&ClientMessage::Login {
+        version: PROTOCOL_VERSION,
+        user: UserId::new(user).unwrap(),
+        password: Password::new(pw).unwrap(),
+        with: LoginWith::Capabilities(caps),
+    })
+    .to_vec()
+}
+
+/// What the server did: messages per connection and closed connections. Credential
+/// checks succeed for password "pw" and fail otherwise.
+#[derive(Default)]
+struct Seen {
+    msgs: Vec<(ConnId, ServerMessage)>,
+    closed: Vec<ConnId>,
+    checks: usize,
+}
+
+fn pump(s: &mut Server, now: Time, seen: &mut Seen) {
+    while let Some(ev) = s.poll_event() {
+        match ev {
+            ServerEvent::Transmit { conn, frame } => {
+                let m = decode_message::<ServerMessage>(&frame[HEADER_LEN..]).unwrap();
+                seen.msgs.push((conn, m));
+            }
+            ServerEvent::Close { conn } => seen.closed.push(conn),
+            ServerEvent::Authenticate(req) => {
+                seen.checks += 1;
+                let verdict = if req.password.expose() == "pw" {
+                    AuthVerdict::Accepted {
+                        contacts: vec![],
+                        registered: None,
+                    }
+                } else {
+                    AuthVerdict::Rejected
+                };
+                s.complete_auth(req.ticket, verdict, now).unwrap();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The error a connection got, with its retry hint.
+fn error_of(seen: &Seen, conn: ConnId) -> Option<(ErrorCode, Option<u64>)> {
+    seen.msgs.iter().find_map(|(c, m)| match m {
+        ServerMessage::Error {
+            code,
+            retry_after_ms,
+            ..
+        } if *c == conn => Some((*code, *retry_after_ms)),
+        _ => None,
+    })
+}
+
+fn caps() -> Capabilities {
+    sample_caps(&["h264"], 1280, 30)
+}
+
+/// A logged-in bystander on connection 1000, to show it keeps working.
+fn bystander(s: &mut Server, seen: &mut Seen) -> ConnId {
+    let c = ConnId(1000);
+    s.connect_from(c, Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1))), Time(0))
+        .unwrap();
+    s.receive(c, &login_frame("bystander", "pw", caps()), Time(0));
+    pump(s, Time(0), seen);
+    assert!(seen
+        .msgs
+        .iter()
+        .any(|(k, m)| *k == c && matches!(m, ServerMessage::LoginOk { .. })));
+    c
+}
+
+fn still_served(s: &mut Server, c: ConnId, now: Time) {
+    let mut seen = Seen::default();
+    s.receive(c, &encode_frame(&ClientMessage::Ping {}), now);
+    pump(s, now, &mut seen);
+    assert!(seen
+        .msgs
+        .iter()
+        .any(|(k, m)| *k == c && *m == ServerMessage::Pong {}));
+    assert!(!seen.closed.contains(&c));
+}
+
+#[test]
+fn failed_logins_throttle_the_account_with_a_retry_hint() {
+    let limits = Limits {
+        max_login_failures_per_account: 3,
+        max_login_failures_per_source: 0,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    let by = bystander(&mut s, &mut seen);
+    for i in 0..3 {
+        let c = ConnId(i);
+        s.connect_from(
+            c,
+            Some(IpAddr::V4(Ipv4Addr::new(10, 1, 0, i as u8))),
+            Time(0),
+        )
+        .unwrap();
+        s.receive(c, &login_frame("alice", "wrong", caps()), Time(0));
+        pump(&mut s, Time(0), &mut seen);
+        assert_eq!(error_of(&seen, c), Some((ErrorCode::BadCredentials, None)));
+    }
+    let checks = seen.checks;
+    // The fourth try, even with the right password and from elsewhere, is refused
+    // without a credential check, and told to wait for the rest of the window.
+    let c = ConnId(10);
+    s.connect_from(c, Some(B), Time(5_000)).unwrap();
+    s.receive(c, &login_frame("alice", "pw", caps()), Time(5_000));
+    pump(&mut s, Time(5_000), &mut seen);
+    assert_eq!(
+        error_of(&seen, c),
+        Some((ErrorCode::LoginThrottled, Some(55_000)))
+    );
+    assert!(seen.closed.contains(&c));
+    assert_eq!(seen.checks, checks, "no credential check while throttled");
+    // Another account is not throttled, and the bystander is served.
+    let d = ConnId(11);
+    s.connect_from(d, Some(B), Time(5_000)).unwrap();
+    s.receive(d, &login_frame("bob", "pw", caps()), Time(5_000));
+    pump(&mut s, Time(5_000), &mut seen);
+    assert!(seen
+        .msgs
+        .iter()
+        .any(|(k, m)| *k == d && matches!(m, ServerMessage::LoginOk { .. })));
+    still_served(&mut s, by, Time(5_000));
+    // After the window, alice may log in again.
+    let e = ConnId(12);
+    s.connect_from(e, Some(B), Time(60_001)).unwrap();
+    s.receive(e, &login_frame("alice", "pw", caps()), Time(60_001));
+    pump(&mut s, Time(60_001), &mut seen);
+    assert!(seen
+        .msgs
+        .iter()
+        .any(|(k, m)| *k == e && matches!(m, ServerMessage::LoginOk { .. })));
+}
+
+#[test]
+fn failed_logins_throttle_the_source_address() {
+    let limits = Limits {
+        max_login_failures_per_account: 0,
+        max_login_failures_per_source: 2,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    for (i, user) in ["u1", "u2"].iter().enumerate() {
+        let c = ConnId(i as u64);
+        s.connect_from(c, Some(A), Time(0)).unwrap();
+        s.receive(c, &login_frame(user, "wrong", caps()), Time(0));
+        pump(&mut s, Time(0), &mut seen);
+    }
+    let c = ConnId(5);
+    s.connect_from(c, Some(A), Time(1_000)).unwrap();
+    s.receive(c, &login_frame("u3", "pw", caps()), Time(1_000));
+    pump(&mut s, Time(1_000), &mut seen);
+    assert_eq!(
+        error_of(&seen, c),
+        Some((ErrorCode::LoginThrottled, Some(59_000)))
+    );
+    // Another address is fine.
+    let d = ConnId(6);
+    s.connect_from(d, Some(B), Time(1_000)).unwrap();
+    s.receive(d, &login_frame("u3", "pw", caps()), Time(1_000));
+    pump(&mut s, Time(1_000), &mut seen);
+    assert!(seen
+        .msgs
+        .iter()
+        .any(|(k, m)| *k == d && matches!(m, ServerMessage::LoginOk { .. })));
+}
+
+#[test]
+fn connections_are_capped_in_total_and_per_source() {
+    let limits = Limits {
+        max_connections: 4,
+        max_connections_per_source: 2,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    let by = bystander(&mut s, &mut seen);
+    for i in 0..3 {
+        s.connect_from(ConnId(i), Some(A), Time(0)).unwrap();
+    }
+    pump(&mut s, Time(0), &mut seen);
+    assert_eq!(error_of(&seen, ConnId(0)), None);
+    assert_eq!(error_of(&seen, ConnId(1)), None);
+    assert_eq!(
+        error_of(&seen, ConnId(2)),
+        Some((ErrorCode::TooManyConnections, Some(1_000)))
+    );
+    // Freed slots count again; the total cap holds across addresses.
+    s.connect_from(ConnId(3), Some(B), Time(0)).unwrap();
+    s.connect_from(ConnId(4), Some(B), Time(0)).unwrap();
+    pump(&mut s, Time(0), &mut seen);
+    assert_eq!(error_of(&seen, ConnId(3)), None);
+    assert_eq!(
+        error_of(&seen, ConnId(4)).map(|e| e.0),
+        Some(ErrorCode::TooManyConnections)
+    );
+    s.disconnect(ConnId(0), Time(0));
+    s.connect_from(ConnId(5), Some(A), Time(0)).unwrap();
+    pump(&mut s, Time(0), &mut seen);
+    assert_eq!(error_of(&seen, ConnId(5)), None, "a freed slot is usable");
+    still_served(&mut s, by, Time(0));
+}
+
+#[test]
+fn accept_rate_limit_turns_a_reconnect_storm_away_until_the_next_second() {
+    let limits = Limits {
+        max_accepts_per_second: 3,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    for i in 0..5 {
+        s.connect_from(ConnId(i), Some(A), Time(400)).unwrap();
+    }
+    pump(&mut s, Time(400), &mut seen);
+    let refused: Vec<_> = (0..5).filter_map(|i| error_of(&seen, ConnId(i))).collect();
+    // The window is the second [0, 1000): the rest of it is 600 ms.
+    assert_eq!(refused, vec![(ErrorCode::RateLimited, Some(600)); 2]);
+    s.connect_from(ConnId(9), Some(A), Time(1_500)).unwrap();
+    pump(&mut s, Time(1_500), &mut seen);
+    assert_eq!(
+        error_of(&seen, ConnId(9)),
+        None,
+        "the next second admits again"
+    );
+}
+
+#[test]
+fn frame_rate_limit_closes_a_flooding_connection_only() {
+    let limits = Limits {
+        max_frames_per_second: 50,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    let by = bystander(&mut s, &mut seen);
+    let c = ConnId(1);
+    s.connect_from(c, Some(A), Time(10)).unwrap();
+    let ping = encode_frame(&ClientMessage::Ping {});
+    let flood: Vec<u8> = std::iter::repeat_n(ping.to_vec(), 200).flatten().collect();
+    s.receive(c, &flood, Time(10));
+    pump(&mut s, Time(10), &mut seen);
+    let pongs = seen
+        .msgs
+        .iter()
+        .filter(|(k, m)| *k == c && *m == ServerMessage::Pong {})
+        .count();
+    assert_eq!(pongs, 50, "the frames within the limit were served");
+    assert_eq!(
+        error_of(&seen, c).map(|e| e.0),
+        Some(ErrorCode::RateLimited)
+    );
+    assert!(seen.closed.contains(&c));
+    still_served(&mut s, by, Time(10));
+    // Off: the same flood is answered in full.
+    let mut s = server(Limits::default());
+    let mut seen = Seen::default();
+    s.connect_from(c, Some(A), Time(10)).unwrap();
+    s.receive(c, &flood, Time(10));
+    pump(&mut s, Time(10), &mut seen);
+    assert_eq!(seen.msgs.len(), 200);
+}
+
+#[test]
+fn oversized_capability_documents_are_refused() {
+    let limits = Limits {
+        max_caps_bytes: 300,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    let big: Vec<Codec> = (0..16)
+        .map(|i| Codec::new(format!("codec-{i:09}")).unwrap())
+        .collect();
+    let huge = Capabilities::new(
+        big.clone(),
+        big,
+        caps().screen(),
+        caps().camera(),
+        caps().cpu(),
+        caps().bandwidth(),
+    )
+    .unwrap();
+    let c = ConnId(1);
+    s.connect_from(c, Some(A), Time(0)).unwrap();
+    s.receive(c, &login_frame("alice", "pw", huge.clone()), Time(0));
+    pump(&mut s, Time(0), &mut seen);
+    assert_eq!(error_of(&seen, c), Some((ErrorCode::CapsTooLarge, None)));
+    assert_eq!(seen.checks, 0, "refused before the credential check");
+    // A small login works; growing the document later is refused the same way.
+    let d = ConnId(2);
+    s.connect_from(d, Some(A), Time(0)).unwrap();
+    s.receive(d, &login_frame("bob", "pw", caps()), Time(0));
+    pump(&mut s, Time(0), &mut seen);
+    let update = ClientMessage::UpdateCaps {
+        req: precall_protocol::ReqId(1),
+        capabilities: huge,
+    };
+    s.receive(d, &encode_frame(&update), Time(0));
+    pump(&mut s, Time(0), &mut seen);
+    assert_eq!(error_of(&seen, d), Some((ErrorCode::CapsTooLarge, None)));
+}
