@@ -483,3 +483,139 @@ fn bad_input_flood_of_ten_thousand_pings_is_answered_in_full() -> Res<()> {
     );
     w.still_served()
 }
+
+// ----- abuse limits (spec section 13.6), each set by a flag and hit through sockets ---
+
+/// The `retry_after_ms` of an error payload.
+fn retry_after(text: &str) -> Res<u64> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error(format!("{text}: {e}")))?;
+    v["retry_after_ms"]
+        .as_u64()
+        .ok_or_else(|| Error(format!("no retry_after_ms in {text}")))
+}
+
+fn raw_login(addr: std::net::SocketAddr, user: &str, pw: &str) -> Res<RawConn> {
+    let mut c = RawConn::connect(addr)?;
+    c.send_msg(&login_msg(
+        user,
+        pw,
+        LoginWith::Capabilities(caps(&["h264"], 640, 15)),
+    )?)?;
+    Ok(c)
+}
+
+#[test]
+fn limit_failed_logins_throttle_the_account_with_a_retry_hint() -> Res<()> {
+    let mut w = world(&["--max-login-failures-per-account", "3"])?;
+    for _ in 0..3 {
+        let mut c = raw_login(w.server.addr, "carol", "wrong-password")?;
+        expect_fatal(&mut c, ErrorCode::BadCredentials)?;
+    }
+    // Now even the right password is refused, with the time left in the window.
+    let mut c = raw_login(w.server.addr, "carol", &password("carol"))?;
+    let text = expect_fatal(&mut c, ErrorCode::LoginThrottled)?;
+    let wait = retry_after(&text)?;
+    ensure!(wait > 50_000 && wait <= 60_000, "retry after {wait} ms");
+    report("a fourth login as carol after three wrong passwords", &text);
+    w.still_served()
+}
+
+#[test]
+fn limit_failed_logins_throttle_the_source_address() -> Res<()> {
+    let mut w = world(&[
+        "--max-login-failures-per-account",
+        "0",
+        "--max-login-failures-per-source",
+        "2",
+    ])?;
+    for user in ["zed", "yan"] {
+        let mut c = raw_login(w.server.addr, user, "guess")?;
+        expect_fatal(&mut c, ErrorCode::BadCredentials)?;
+    }
+    let mut c = raw_login(w.server.addr, "carol", &password("carol"))?;
+    let text = expect_fatal(&mut c, ErrorCode::LoginThrottled)?;
+    retry_after(&text)?;
+    report("a login from 127.0.0.1 after two failures from it", &text);
+    w.still_served()
+}
+
+#[test]
+fn limit_connections_per_source() -> Res<()> {
+    // alice and bob hold two connections from 127.0.0.1.
+    let mut w = world(&["--max-connections-per-source", "4"])?;
+    let held: Vec<RawConn> = (0..2)
+        .map(|_| RawConn::connect(w.server.addr))
+        .collect::<Res<_>>()?;
+    let mut c = RawConn::connect(w.server.addr)?;
+    let text = expect_fatal(&mut c, ErrorCode::TooManyConnections)?;
+    retry_after(&text)?;
+    report("a fifth connection from 127.0.0.1", &text);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    w.still_served()
+}
+
+#[test]
+fn limit_accept_rate_turns_a_reconnect_storm_away() -> Res<()> {
+    let mut w = world(&["--max-accepts-per-second", "5"])?;
+    std::thread::sleep(Duration::from_millis(1_100));
+    let mut conns: Vec<RawConn> = (0..12)
+        .map(|_| RawConn::connect(w.server.addr))
+        .collect::<Res<_>>()?;
+    let mut refused = 0;
+    for c in &mut conns {
+        c.send_msg(&ClientMessage::Ping {})?;
+        match c.recv(TIMEOUT)? {
+            ServerMessage::Pong {} => {}
+            ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms: Some(ms),
+                ..
+            } if ms <= 1_000 => refused += 1,
+            other => return Err(Error(format!("unexpected {other:?}"))),
+        }
+    }
+    ensure!(refused >= 6, "only {refused} of 12 turned away");
+    report(
+        "12 connections within a second, 5 allowed",
+        &format!("{refused} rate_limited"),
+    );
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(1_100));
+    w.still_served()
+}
+
+#[test]
+fn limit_frames_per_second_closes_only_the_flooder() -> Res<()> {
+    let mut w = world(&["--max-frames-per-second", "100"])?;
+    let mut c = RawConn::connect(w.server.addr)?;
+    let ping = precall_protocol::codec::encode_frame(&ClientMessage::Ping {});
+    let flood: Vec<u8> = std::iter::repeat_n(ping.to_vec(), 1_000)
+        .flatten()
+        .collect();
+    c.send_bytes(&flood)?;
+    let text = expect_error(&mut c, ErrorCode::RateLimited)?;
+    retry_after(&text)?;
+    report("1,000 pings in one write, 100 frames/s allowed", &text);
+    w.still_served()
+}
+
+#[test]
+fn limit_capability_document_size() -> Res<()> {
+    let mut w = world(&["--max-caps-bytes", "300"])?;
+    let big: Vec<String> = (0..16).map(|i| format!("codec-{i:09}")).collect();
+    let big: Vec<&str> = big.iter().map(String::as_str).collect();
+    let mut c = RawConn::connect(w.server.addr)?;
+    c.send_msg(&login_msg(
+        "carol",
+        &password("carol"),
+        LoginWith::Capabilities(caps(&big, 640, 15)),
+    )?)?;
+    let text = expect_fatal(&mut c, ErrorCode::CapsTooLarge)?;
+    report(
+        "a login with a 16-codec capability document, 300 bytes allowed",
+        &text,
+    );
+    w.still_served()
+}

@@ -70,6 +70,8 @@ pub struct ServeArgs {
     pub admin_poll_ms: u64,
     #[command(flatten)]
     pub cost: CostArgs,
+    #[command(flatten)]
+    pub limits: serve::LimitArgs,
 }
 
 /// Argon2id cost (for new hashes; `serve` uses it for the hash an unknown user's login

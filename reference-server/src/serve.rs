@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use precall_protocol::server::Limits;
 use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError};
 use precall_protocol::{ConnId, Password, Server, ServerConfig, ServerEvent, Time};
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +46,50 @@ pub enum Input {
     Verdict(AuthTicket, AuthVerdict),
     /// Administrator roster changes read from the store, and the last id read.
     Roster(Result<(Vec<RosterEvent>, i64), StoreError>),
+}
+
+/// Abuse limits of the core (spec section 13.6); 0 disables a count limit.
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Connections open at once, in total.
+    #[arg(long, default_value_t = 50_000)]
+    pub max_connections: usize,
+    /// Connections open at once from one source address (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_source: usize,
+    /// New connections accepted per second, in total (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_accepts_per_second: u32,
+    /// Complete frames per second one connection may send (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_frames_per_second: u32,
+    /// Failed logins per account within the failure window before it is throttled.
+    #[arg(long, default_value_t = 10)]
+    pub max_login_failures_per_account: u32,
+    /// Failed logins per source address within the failure window.
+    #[arg(long, default_value_t = 100)]
+    pub max_login_failures_per_source: u32,
+    /// The window failed logins are counted in, and how long a throttle lasts.
+    #[arg(long, default_value_t = 60_000)]
+    pub login_failure_window_ms: u64,
+    /// Largest capability document (canonical JSON bytes).
+    #[arg(long, default_value_t = 4096)]
+    pub max_caps_bytes: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            max_accepts_per_second: self.max_accepts_per_second,
+            max_frames_per_second: self.max_frames_per_second,
+            max_login_failures_per_account: self.max_login_failures_per_account,
+            max_login_failures_per_source: self.max_login_failures_per_source,
+            login_failure_window: Duration::from_millis(self.login_failure_window_ms),
+            max_caps_bytes: self.max_caps_bytes,
+        }
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -91,6 +136,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         login_timeout: Duration::from_millis(args.login_timeout_ms),
         ring_timeout: Duration::from_millis(args.ring_timeout_ms),
+        limits: args.limits.limits(),
         ..ServerConfig::default()
     };
     let mut shell = Shell {
@@ -209,7 +255,8 @@ impl Shell {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let now = self.now();
-        if let Err(e) = self.server.connect(id, now) {
+        // The core counts connections and failed logins by the peer's address.
+        if let Err(e) = self.server.connect_from(id, Some(peer.ip()), now) {
             tracing::error!(error = %e, "connection refused by the core");
             return;
         }
