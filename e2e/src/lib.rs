@@ -486,13 +486,20 @@ impl Sandbox {
     /// Starts `precall-server serve --db DB --listen 127.0.0.1:0 EXTRA…` and waits for
     /// its `listening on ADDR` line.
     pub fn start_server(&self, extra: &[&str]) -> Res<ServerProc> {
+        self.start_server_on("127.0.0.1:0", extra)
+    }
+
+    /// Starts `precall-server serve --db DB --listen LISTEN EXTRA…` and waits for its
+    /// `listening on ADDR` line. An unspecified address (`0.0.0.0`, `::`) is reported as
+    /// the loopback address of its family in [`ServerProc::addr`], for connecting to it.
+    pub fn start_server_on(&self, listen: &str, extra: &[&str]) -> Res<ServerProc> {
         let n = self.next();
         let log = self.path.join(format!("server-{n}.log"));
         let mut child = Command::new(server_bin())
             .arg("serve")
             .arg("--db")
             .arg(&self.db)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -527,6 +534,13 @@ impl Sandbox {
             .trim()
             .parse()
             .map_err(|e| Error(format!("bad address in {line:?}: {e}")))?;
+        if server.addr.ip().is_unspecified() {
+            let loopback = match server.addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            };
+            server.addr.set_ip(loopback);
+        }
         Ok(server)
     }
 
@@ -620,6 +634,11 @@ impl ServerProc {
     /// The tail of its stderr log.
     pub fn log_tail(&self) -> String {
         tail(&self.log, 4000)
+    }
+
+    /// Its whole stderr log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Whether it is still running.

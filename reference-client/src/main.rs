@@ -1,12 +1,14 @@
 //! `precall-client`: the reference client. A thin tokio shell around
 //! [`precall_protocol::Client`]: it connects, logs in, reads commands from standard input
 //! (words, or JSON objects with `--json`) and prints every event (sentences, or one JSON
-//! object per line with `--json`). Every protocol decision is the core's.
+//! object per line with `--json`). Every protocol decision is the core's. With
+//! `--tls-ca` it connects over TLS and verifies the server's certificate (module `tls`).
 
 mod caps;
 mod commands;
 mod render;
 mod session;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,14 @@ struct Args {
     /// Ping after this many milliseconds of silence.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     ping_ms: u64,
+    /// Connect over TLS and verify the server's certificate against the CA
+    /// certificates in FILE (PEM); without it the connection is plain TCP.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry [default: the host part of
+    /// --server, or "localhost" if that is an IP address].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    tls_server_name: Option<String>,
 }
 
 impl Args {
@@ -97,6 +107,14 @@ impl Args {
         if self.ping_ms == 0 {
             return Err("--ping-ms must be positive".into());
         }
+        let tls = match &self.tls_ca {
+            Some(ca) => Some(tls::Tls::new(
+                ca,
+                self.tls_server_name.as_deref(),
+                &self.server,
+            )?),
+            None => None,
+        };
         Ok(session::Settings {
             server: self.server,
             user,
@@ -104,6 +122,7 @@ impl Args {
             login,
             json: self.json,
             ping: Duration::from_millis(self.ping_ms),
+            tls,
         })
     }
 }

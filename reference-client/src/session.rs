@@ -10,8 +10,7 @@ use precall_protocol::client::{ClientError, Status};
 use precall_protocol::{
     CallId, Client, ClientConfig, ClientEvent, Endpoint, LoginWith, Password, ReqId, Time, UserId,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -19,9 +18,19 @@ use tracing::{debug, info, warn};
 
 use crate::commands::{self, Command, Target};
 use crate::render::{self, Event, Extra};
+use crate::tls::Tls;
 
 /// How long to wait for `logged_out` (or the close) after sending `logout`.
 const LOGOUT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the end of the stream (TLS `close_notify`, TCP FIN) may take to write.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+
+/// The read side of the connection (plain TCP or TLS).
+type Reader = Box<dyn AsyncRead + Unpin + Send>;
+
+/// The write side of the connection (plain TCP or TLS).
+type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// What the command line decided.
 pub struct Settings {
@@ -37,6 +46,8 @@ pub struct Settings {
     pub json: bool,
     /// The ping interval.
     pub ping: Duration,
+    /// TLS set-up; `None`: plain TCP.
+    pub tls: Option<Tls>,
 }
 
 /// Connects, logs in and runs until the session is over. Returns the exit code: 0 once
@@ -53,7 +64,28 @@ pub async fn run(settings: Settings) -> i32 {
         debug!("set_nodelay: {e}");
     }
     info!(server = %settings.server, "connected");
-    let (rd, wr) = stream.into_split();
+    let (rd, wr): (Reader, Writer) = match &settings.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        Some(tls) => match tls.connect(stream).await {
+            Ok(stream) => {
+                info!(name = %tls.name(), "TLS handshake done");
+                let (rd, wr) = tokio::io::split(stream);
+                (Box::new(rd), Box::new(wr))
+            }
+            Err(e) => {
+                eprintln!(
+                    "precall-client: TLS handshake with {} (verifying the certificate \
+                     for {:?}) failed: {e}",
+                    settings.server,
+                    tls.name()
+                );
+                return 1;
+            }
+        },
+    };
     let config = ClientConfig {
         ping_interval: settings.ping,
         ..ClientConfig::default()
@@ -81,6 +113,8 @@ pub async fn run(settings: Settings) -> i32 {
     }
     session.flush().await;
     session.run(rd, stdin_lines()).await;
+    // End the stream cleanly (over TLS: close_notify), without waiting long for it.
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.wr.shutdown()).await;
     if session.logged_in {
         0
     } else {
@@ -99,7 +133,7 @@ struct Dial {
 struct Session {
     client: Client,
     start: Instant,
-    wr: OwnedWriteHalf,
+    wr: Writer,
     printer: Printer,
     user: UserId,
     dialing: HashMap<ReqId, Dial>,
@@ -115,7 +149,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, mut rd: OwnedReadHalf, mut lines: mpsc::Receiver<String>) {
+    async fn run(&mut self, mut rd: Reader, mut lines: mpsc::Receiver<String>) {
         let mut buf = vec![0u8; 64 * 1024];
         let mut stdin_open = true;
         while !self.done {
@@ -301,6 +335,11 @@ impl Session {
                 self.closed(&e.to_string());
                 return;
             }
+        }
+        // A TLS stream may keep records it could not write yet: push them out now.
+        if let Err(e) = self.wr.flush().await {
+            self.closed(&e.to_string());
+            return;
         }
         let written = Instant::now();
         for dial in self.dialing.values_mut() {

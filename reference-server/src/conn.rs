@@ -1,4 +1,4 @@
-//! The two tasks of one TCP connection.
+//! The two tasks of one connection, over plain TCP or TLS.
 //!
 //! The reader forwards whatever bytes arrive to the server task (the core's frame
 //! decoder does framing and limits) and reports end of stream or failure. It applies
@@ -10,17 +10,25 @@
 //! drains the connection's bounded queue of frames, writing everything queued at once
 //! in one write, and shuts the socket down once the queue's sender is dropped and every
 //! frame queued before is written.
+//!
+//! Both loops are generic over the byte stream. Over TLS, [`tls_read_loop`] first runs
+//! the handshake (bounded in time), hands the write half to the writer task and then
+//! runs the same [`read_loop`]; a failed handshake is reported as the connection's
+//! end, like a failed read.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use precall_protocol::server::MAX_CONTACTS;
 use precall_protocol::ConnId;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_rustls::server::TlsStream;
 
 use crate::serve::Input;
+use crate::tls::Tls;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -42,9 +50,9 @@ pub fn headroom(queue_frames: usize, max_sessions_per_user: usize) -> usize {
 /// Reads until end of stream or error, forwarding chunks as [`Input::Data`], then
 /// reports [`Input::Closed`]. The server task returns a `gate` permit after it handled
 /// each chunk.
-pub async fn read_loop(
+pub async fn read_loop<R: AsyncRead + Unpin>(
     conn: ConnId,
-    mut socket: OwnedReadHalf,
+    mut socket: R,
     inputs: mpsc::Sender<Input>,
     gate: Arc<Semaphore>,
     queue: mpsc::WeakSender<Bytes>,
@@ -91,8 +99,8 @@ pub async fn read_loop(
 /// Writes queued frames until the queue's sender is dropped, then shuts the write side
 /// down. Every wake-up writes all frames queued so far with one write call (more only
 /// if the kernel accepts part of it).
-pub async fn write_loop(
-    mut socket: OwnedWriteHalf,
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut queue: mpsc::Receiver<Bytes>,
     batch: usize,
 ) {
@@ -108,6 +116,11 @@ pub async fn write_loop(
             }
             socket.write_all(&buf).await
         };
+        // A TLS stream may keep records it could not write yet: push them out now.
+        let result = match result {
+            Ok(()) => socket.flush().await,
+            Err(e) => Err(e),
+        };
         frames.clear();
         if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");
@@ -119,4 +132,58 @@ pub async fn write_loop(
         }
     }
     let _ = socket.shutdown().await;
+}
+
+/// The write half of a TLS connection, handed from the reader to the writer once the
+/// handshake is done.
+pub type TlsWriteHalf = WriteHalf<TlsStream<TcpStream>>;
+
+/// Runs the TLS handshake, at most [`Tls::handshake_timeout`], then sends the write
+/// half to the writer task (`writer`) and reads as [`read_loop`] does. A handshake that
+/// fails or times out is reported as [`Input::Closed`] with the reason (the server task
+/// logs it at debug level); dropping `writer` then ends the writer task. Nothing here
+/// affects other connections.
+#[allow(clippy::too_many_arguments)]
+pub async fn tls_read_loop(
+    conn: ConnId,
+    socket: TcpStream,
+    tls: Tls,
+    writer: oneshot::Sender<TlsWriteHalf>,
+    inputs: mpsc::Sender<Input>,
+    gate: Arc<Semaphore>,
+    queue: mpsc::WeakSender<Bytes>,
+    headroom: usize,
+) {
+    let Tls {
+        acceptor,
+        handshake_timeout,
+    } = tls;
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let e = io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
+            let _ = inputs.send(Input::Closed(conn, Some(e))).await;
+            return;
+        }
+        Err(_) => {
+            let e = io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TLS handshake not done within {handshake_timeout:?}"),
+            );
+            let _ = inputs.send(Input::Closed(conn, Some(e))).await;
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    tracing::debug!(
+        %conn,
+        version = ?session.protocol_version(),
+        suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+        "TLS handshake done"
+    );
+    let (rd, wr) = tokio::io::split(stream);
+    if writer.send(wr).is_err() {
+        return; // the connection is being closed
+    }
+    read_loop(conn, rd, inputs, gate, queue, headroom).await;
 }

@@ -4,8 +4,8 @@
 //! sockets and the core, keeps time, verifies passwords and persists contact lists in
 //! SQLite. Every protocol decision is the core's.
 //!
-//! - `serve`: run the server (module `serve`, with `conn` for the socket tasks and
-//!   `worker` for the store thread);
+//! - `serve`: run the server (module `serve`, with `conn` for the socket tasks, `tls`
+//!   for the optional TLS layer and `worker` for the store thread);
 //! - `admin`: manage accounts, contact lists and registered terminals (module `admin`),
 //!   also while a server runs on the same database.
 
@@ -15,6 +15,7 @@ mod admin;
 mod conn;
 mod serve;
 mod store;
+mod tls;
 mod worker;
 
 use std::io::IsTerminal;
@@ -72,6 +73,9 @@ pub struct ServeArgs {
     pub cost: CostArgs,
     #[command(flatten)]
     pub limits: serve::LimitArgs,
+    /// TLS (without it: plain TCP, with a warning on a non-loopback address).
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
 }
 
 /// Argon2id cost (for new hashes; `serve` uses it for the hash an unknown user's login
@@ -119,6 +123,27 @@ pub enum AdminCommand {
     /// Registered terminals (login by terminal identifier).
     #[command(subcommand)]
     Terminal(TerminalCommand),
+    /// Create many accounts, contact lists and registered terminals at once, in one
+    /// transaction (all or nothing), from JSON lines.
+    ///
+    /// Each non-empty line of FILE (`-`: standard input) is one object:
+    ///
+    /// {"type":"user","name":"alice","password":"pw","contacts":["bob"]}
+    ///
+    /// {"type":"terminal","id":"Phone:1","owner":"alice","caps":{...}}
+    ///
+    /// A user line creates a new account (an existing name fails the import) and its
+    /// contact list, in one direction: list both users for them to see each other. A
+    /// contact must be an account once the import is done. A terminal line registers an
+    /// identifier for an account with its capabilities, exactly as on the wire.
+    /// Passwords are hashed with --argon2-m-kib/--argon2-t, on every core; load tests
+    /// use a cheap cost (`--argon2-m-kib 8 --argon2-t 1`) so that credential checking
+    /// does not hide the presence work they measure.
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// JSON-lines file, or `-` for standard input.
+        file: PathBuf,
+    },
 }
 
 /// `admin user ...`
@@ -280,6 +305,18 @@ mod tests {
             ],
             &["admin", "--db", "x", "terminal", "list"],
             &["admin", "--db", "x", "terminal", "remove", "Phone:1"],
+            &["admin", "--db", "x", "import", "users.jsonl"],
+            &[
+                "admin",
+                "--db",
+                "x",
+                "--argon2-m-kib",
+                "8",
+                "--argon2-t",
+                "1",
+                "import",
+                "-",
+            ],
         ];
         for args in ok {
             let argv = std::iter::once("precall-server").chain(args.iter().copied());

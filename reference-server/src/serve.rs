@@ -6,7 +6,8 @@
 //! connection's bounded queue (a full queue means a dead peer: the core is told the
 //! connection dropped), closes let the writer flush then shut the socket, credential
 //! checks and roster persistence go to the store thread. The loop decides nothing about
-//! the protocol.
+//! the protocol. With `--tls-cert`/`--tls-key` each connection's reader task first runs
+//! the TLS handshake (module `tls`), off the loop; the loop itself is the same.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,11 +23,12 @@ use precall_protocol::{ConnId, Password, Server, ServerConfig, ServerEvent, Time
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::store::{hash_password, RosterEvent, Store, StoreError};
+use crate::tls::{self, Tls};
 use crate::worker::{Job, Worker};
 use crate::{conn, ServeArgs};
 
@@ -102,6 +104,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    let tls = args.tls.load().context("cannot set up TLS")?;
     let db = args.db.clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<(Store, i64)> {
         let store = Store::open(&db)?;
@@ -121,12 +124,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
+    if tls.is_none() {
+        // Before the `listening on` line, so that whoever waits for it sees the warning.
+        tls::warn_if_exposed(local);
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {local}")?;
         out.flush()?;
     }
-    tracing::info!(%local, db = %args.db.display(), "listening");
+    tracing::info!(%local, db = %args.db.display(), tls = tls.is_some(), "listening");
 
     let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -150,6 +157,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         writers: JoinSet::new(),
         roster_seen,
         roster_polling: false,
+        tls,
     };
     let result = shell
         .run(listener, inputs, Duration::from_millis(args.admin_poll_ms))
@@ -185,6 +193,8 @@ struct Shell {
     writers: JoinSet<()>,
     roster_seen: i64,
     roster_polling: bool,
+    /// TLS set-up; `None`: plain TCP.
+    tls: Option<Tls>,
 }
 
 impl Shell {
@@ -260,24 +270,49 @@ impl Shell {
             tracing::error!(error = %e, "connection refused by the core");
             return;
         }
-        let (rd, wr) = socket.into_split();
         let (queue, rx) = mpsc::channel(self.queue_frames);
         let gate = Arc::new(Semaphore::new(1));
-        let reader = tokio::spawn(conn::read_loop(
-            id,
-            rd,
-            self.inputs_tx.clone(),
-            gate.clone(),
-            queue.downgrade(),
-            conn::headroom(
-                self.queue_frames,
-                self.server.config().max_sessions_per_user,
-            ),
-        ))
-        .abort_handle();
-        let writer = self
-            .writers
-            .spawn(conn::write_loop(wr, rx, self.queue_frames));
+        let headroom = conn::headroom(
+            self.queue_frames,
+            self.server.config().max_sessions_per_user,
+        );
+        let batch = self.queue_frames;
+        let (reader, writer) = match &self.tls {
+            None => {
+                let (rd, wr) = socket.into_split();
+                let reader = tokio::spawn(conn::read_loop(
+                    id,
+                    rd,
+                    self.inputs_tx.clone(),
+                    gate.clone(),
+                    queue.downgrade(),
+                    headroom,
+                ));
+                let writer = self.writers.spawn(conn::write_loop(wr, rx, batch));
+                (reader.abort_handle(), writer)
+            }
+            Some(tls) => {
+                // The handshake runs in the reader task; the writer waits for its half
+                // of the stream (and ends if the handshake fails).
+                let (wr_tx, wr_rx) = oneshot::channel();
+                let reader = tokio::spawn(conn::tls_read_loop(
+                    id,
+                    socket,
+                    tls.clone(),
+                    wr_tx,
+                    self.inputs_tx.clone(),
+                    gate.clone(),
+                    queue.downgrade(),
+                    headroom,
+                ));
+                let writer = self.writers.spawn(async move {
+                    if let Ok(wr) = wr_rx.await {
+                        conn::write_loop(wr, rx, batch).await;
+                    }
+                });
+                (reader.abort_handle(), writer)
+            }
+        };
         tracing::debug!(conn = %id, %peer, "connection opened");
         self.conns.insert(
             id,

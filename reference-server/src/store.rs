@@ -12,7 +12,7 @@ use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVe
 use password_hash::rand_core::OsRng;
 use password_hash::SaltString;
 use precall_protocol::{Capabilities, Password, TerminalId, UserId};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 /// The schema version this binary writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 1;
@@ -145,6 +145,40 @@ pub struct LoginRecord {
     /// The capabilities registered for the requested terminal identifier and this
     /// user, if one was requested and found.
     pub registered: Option<Capabilities>,
+}
+
+/// One account of a bulk import (`admin import`), its password already hashed.
+#[derive(Clone, Debug)]
+pub struct ImportUser {
+    /// Account name; must not exist yet.
+    pub name: UserId,
+    /// Its argon2id PHC string.
+    pub phc: String,
+    /// Its contact list (one direction: this user lists them). Every entry must be an
+    /// account after the import; duplicates are ignored.
+    pub contacts: Vec<UserId>,
+}
+
+/// One registered terminal of a bulk import.
+#[derive(Clone, Debug)]
+pub struct ImportTerminal {
+    /// Terminal identifier (registered, or re-registered).
+    pub id: TerminalId,
+    /// The account that may log in with it; must exist after the import.
+    pub owner: UserId,
+    /// Its capabilities.
+    pub caps: Capabilities,
+}
+
+/// What a bulk import wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    /// Accounts created.
+    pub users: usize,
+    /// Contact-list entries written (one per direction).
+    pub contacts: usize,
+    /// Terminals registered.
+    pub terminals: usize,
 }
 
 /// An open store.
@@ -436,6 +470,54 @@ impl Store {
         .transpose()
     }
 
+    // ----- bulk import -------------------------------------------------------------
+
+    /// Creates accounts with their contact lists and registers terminals, all in one
+    /// transaction: either everything is written or, on the first error, nothing.
+    ///
+    /// Accounts come first (so contact lists and terminals may name accounts created
+    /// later in the batch), then the contact lists, then the terminals, through the
+    /// same functions as the single-item admin commands. A contact list may hold at most
+    /// `limit` distinct entries. The imported accounts are new, so no server has them
+    /// online: nothing is logged in `roster_events` (a new account's list is read at
+    /// its first login).
+    pub fn import(
+        &mut self,
+        users: &[ImportUser],
+        terminals: &[ImportTerminal],
+        limit: usize,
+    ) -> Result<ImportCounts, StoreError> {
+        // A transaction over a shared borrow, so that the methods below can run in it;
+        // dropped without commit, it rolls back.
+        let tx = Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let mut counts = ImportCounts::default();
+        for u in users {
+            self.add_user(&u.name, &u.phc)?;
+            counts.users += 1;
+        }
+        for u in users {
+            let list: std::collections::BTreeSet<&UserId> = u.contacts.iter().collect();
+            if list.len() > limit {
+                return Err(StoreError::RosterFull(u.name.to_string(), limit));
+            }
+            for contact in list {
+                if *contact == u.name {
+                    return Err(StoreError::SelfContact(u.name.to_string()));
+                }
+                require_user(&self.conn, contact)?;
+                if self.persist_roster(&u.name, contact, true)? {
+                    counts.contacts += 1;
+                }
+            }
+        }
+        for t in terminals {
+            self.register_terminal(&t.id, &t.owner, &t.caps)?;
+            counts.terminals += 1;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
     // ----- roster events -----------------------------------------------------------
 
     /// The largest `roster_events` id so far (0 if none).
@@ -708,6 +790,92 @@ mod tests {
         );
         assert!(store.contacts(&a).unwrap().is_empty());
         assert!(store.contacts(&b).unwrap().is_empty());
+    }
+
+    fn import_user(name: &str, contacts: &[&str]) -> ImportUser {
+        ImportUser {
+            name: user(name),
+            phc: hash_password(&pw(&format!("pw-{name}")), HashCost { m_kib: 8, t: 1 }).unwrap(),
+            contacts: contacts.iter().map(|c| user(c)).collect(),
+        }
+    }
+
+    #[test]
+    fn import_writes_everything_in_one_transaction_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        with_users(&store, &["zoe"]);
+        let caps: Capabilities = serde_json::from_str(caps_json()).unwrap();
+        let terminal = |id: &str, owner: &str| ImportTerminal {
+            id: TerminalId::new(id).unwrap(),
+            owner: user(owner),
+            caps: caps.clone(),
+        };
+        let users = vec![
+            // Contacts may name accounts created later in the batch, or existing ones,
+            // and duplicates count once.
+            import_user("alice", &["bob", "zoe", "bob"]),
+            import_user("bob", &["alice"]),
+        ];
+        let counts = store
+            .import(
+                &users,
+                &[terminal("T:a", "alice"), terminal("T:z", "zoe")],
+                500,
+            )
+            .unwrap();
+        assert_eq!(
+            counts,
+            ImportCounts {
+                users: 2,
+                contacts: 3,
+                terminals: 2
+            }
+        );
+        assert_eq!(store.users().unwrap(), vec!["alice", "bob", "zoe"]);
+        assert_eq!(
+            store.contacts(&user("alice")).unwrap(),
+            vec![user("bob"), user("zoe")]
+        );
+        assert_eq!(store.contacts(&user("bob")).unwrap(), vec![user("alice")]);
+        let phc = store.phc(&user("bob")).unwrap().unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{phc}");
+        assert!(verify_password(&phc, &pw("pw-bob")).unwrap());
+        let t = TerminalId::new("T:a").unwrap();
+        assert_eq!(
+            store.terminal_caps(&t, &user("alice")).unwrap(),
+            Some(caps.clone())
+        );
+        // New accounts: nothing for a running server to replay.
+        assert_eq!(store.last_roster_event().unwrap(), 0);
+
+        // Any error rolls the whole batch back.
+        let failing: Vec<(Vec<ImportUser>, Vec<ImportTerminal>, usize)> = vec![
+            (
+                vec![import_user("carol", &[]), import_user("bob", &[])],
+                vec![],
+                500,
+            ),
+            (vec![import_user("carol", &["nobody"])], vec![], 500),
+            (vec![import_user("carol", &["carol"])], vec![], 500),
+            (vec![import_user("carol", &["alice", "bob"])], vec![], 1),
+            (
+                vec![import_user("carol", &[])],
+                vec![terminal("T:c", "dave")],
+                500,
+            ),
+        ];
+        for (users, terminals, limit) in failing {
+            assert!(store.import(&users, &terminals, limit).is_err());
+            assert_eq!(store.users().unwrap(), vec!["alice", "bob", "zoe"]);
+            assert!(store.contacts(&user("carol")).unwrap().is_empty());
+            assert_eq!(store.terminals().unwrap().len(), 2);
+        }
+        drop(store);
+        // Committed to the file.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.users().unwrap(), vec!["alice", "bob", "zoe"]);
     }
 
     #[test]

@@ -1,0 +1,592 @@
+//! `precall-load`: load and latency measurements of precall over real loopback TCP.
+//!
+//! It starts a real `precall-server` process itself (on a fresh temporary SQLite store
+//! filled with `precall-server admin import`, listening on `127.0.0.1:0`), unless
+//! `--connect ADDR` names a running one, and drives many sessions of the core's
+//! [`precall_protocol::Client`] against it, one tokio task per session. The tool only
+//! moves bytes and time and records timings: every protocol decision is the core's.
+//!
+//! Scenarios (one subcommand each; `precall-load SCENARIO --help` lists the options):
+//!
+//! - `call-setup`: set-up time of the fast path, the prior-art call and the query-first
+//!   call over emulated network delay ([`callsetup`]);
+//! - `login-storm`: every user of a large population logs in at once, over worker
+//!   processes ([`storm`], [`worker`]);
+//! - `churn`: logouts, logins and capability changes at a steady rate ([`churn`]);
+//! - `held`: the server's memory per idle online terminal ([`storm`]).
+//!
+//! Every scenario verifies INV-ONLINE-EXACT on every client at its verification points
+//! ([`verify`]); a run whose verification fails exits with status 1. Results are a
+//! table on standard output and, with `--json FILE`, a JSON report; logs go to
+//! standard error (`RUST_LOG`, default `info`). `BENCHMARKS.md` has the figures.
+
+#![deny(unsafe_code)]
+
+mod callsetup;
+mod churn;
+mod phases;
+mod population;
+mod relay;
+mod report;
+mod rng;
+mod serverproc;
+mod session;
+mod storm;
+mod verify;
+mod worker;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tracing_subscriber::EnvFilter;
+
+use crate::population::Population;
+use crate::report::{Report, Stats};
+use crate::serverproc::{ServerOpts, Target};
+
+/// Load and latency measurements of precall against a real precall-server.
+#[derive(Debug, Parser)]
+#[command(name = "precall-load", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Call set-up time: fast path (a) against prior art (b) and query first (c), over
+    /// a relay that delays every byte by --delay-ms in each direction.
+    CallSetup(CallSetupArgs),
+    /// Every user logs in at once (over --procs worker processes); measures the login
+    /// rate, the time until every table is complete, and the server's memory.
+    LoginStorm(StormArgs),
+    /// Logouts, logins and capability changes at a steady rate; measures presence
+    /// deliveries per second and the push latency.
+    Churn(ChurnArgs),
+    /// Idle online sessions: the server's memory per online terminal at each count.
+    Held(HeldArgs),
+    /// Print a population as `precall-server admin import` lines (for --connect).
+    Population(PopulationArgs),
+    /// A worker process of login-storm and held (started by this tool).
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
+}
+
+/// Options of every scenario.
+#[derive(Debug, Clone, Args)]
+struct Common {
+    /// The precall-server binary [default: the one next to this executable].
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// Use the server running at ADDR instead of starting one. Its store must hold the
+    /// scenario's population: `precall-load population` prints it for `admin import`.
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<String>,
+    /// With --connect: the server's process id, for its memory figures.
+    #[arg(long, value_name = "PID", requires = "connect")]
+    server_pid: Option<u32>,
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Seed of the population (contact graph, capabilities) and of the random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Argon2id memory cost (KiB) of the imported passwords and of the server. Cheap by
+    /// default so that credential checking does not hide the presence work.
+    #[arg(long, default_value_t = 8)]
+    argon2_m_kib: u32,
+    /// Argon2id iterations (see --argon2-m-kib).
+    #[arg(long, default_value_t = 1)]
+    argon2_t: u32,
+    /// `serve --idle-timeout-ms` of the server started [default: the server's, 60 s].
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// `serve --queue-frames` of the server started [default: the server's].
+    #[arg(long)]
+    queue_frames: Option<u32>,
+    /// RUST_LOG of the server started (its log is kept in the temporary directory;
+    /// PRECALL_LOAD_KEEP=1 keeps that directory).
+    #[arg(long, default_value = "warn")]
+    server_log: String,
+    /// Longest wait for any phase (logins, complete tables), in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_s: u64,
+}
+
+/// Options of `call-setup`.
+#[derive(Debug, Args)]
+struct CallSetupArgs {
+    /// Calls per method.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
+    /// One-way delay between each client and the server, in milliseconds.
+    #[arg(long, default_value_t = 25.0)]
+    delay_ms: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Options of `login-storm`.
+#[derive(Debug, Args)]
+struct StormArgs {
+    /// Users (one terminal each), all logging in at once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    users: u64,
+    /// Contacts per user (a random symmetric graph; about this many each).
+    #[arg(long, default_value_t = 50)]
+    contacts: usize,
+    /// Worker processes holding the client sessions.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    procs: u64,
+    /// How long to let the server settle before reading its steady memory, in ms.
+    #[arg(long, default_value_t = 2000)]
+    settle_ms: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Options of `churn`.
+#[derive(Debug, Args)]
+struct ChurnArgs {
+    /// Users (one terminal each; all in this process).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=19_000))]
+    users: u64,
+    /// Contacts per user.
+    #[arg(long, default_value_t = 50)]
+    contacts: usize,
+    /// Changes per second (a third each: logout, login, capability change).
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// How long to make changes, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    secs: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Options of `held`.
+#[derive(Debug, Args)]
+struct HeldArgs {
+    /// Numbers of online sessions to measure, comma-separated; MAX is as many as the
+    /// open-file limit allows the server.
+    #[arg(long, default_value = "1000,10000,MAX", value_delimiter = ',')]
+    counts: Vec<String>,
+    /// Contacts per user.
+    #[arg(long, default_value_t = 50)]
+    contacts: usize,
+    /// Worker processes holding the client sessions.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    procs: u64,
+    /// How long to let the server settle before reading its memory, in ms.
+    #[arg(long, default_value_t = 2000)]
+    settle_ms: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Options of `population`.
+#[derive(Debug, Args)]
+struct PopulationArgs {
+    /// Users.
+    #[arg(long)]
+    users: usize,
+    /// Contacts per user.
+    #[arg(long, default_value_t = 50)]
+    contacts: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    raise_nofile();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("precall-load: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    // Sessions still open are dropped with the runtime, without waiting for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("precall-load: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode> {
+    let load_at_start = report::loadavg();
+    let (mut report, json) = match command {
+        Command::Worker(args) => {
+            worker::run(args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Population(args) => {
+            let pop = Population::generate(args.users, args.contacts, args.seed)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            pop.write_import(&mut out)?;
+            out.flush()?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::CallSetup(a) => (call_setup(&a).await?, a.common.json),
+        Command::LoginStorm(a) => (login_storm(&a).await?, a.common.json),
+        Command::Churn(a) => (churn_run(&a).await?, a.common.json),
+        Command::Held(a) => (held(&a).await?, a.common.json),
+    };
+    report.machine = report::machine();
+    report.machine["loadavg_at_start"] = json!(load_at_start);
+    print!("{}", report.human());
+    std::io::stdout().flush()?;
+    if let Some(path) = json {
+        report.write_json(&path)?;
+    }
+    Ok(if report.verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+impl Common {
+    fn server_opts(&self) -> ServerOpts {
+        ServerOpts {
+            bin: self
+                .server_bin
+                .clone()
+                .unwrap_or_else(serverproc::default_server_bin),
+            argon2_m_kib: self.argon2_m_kib,
+            argon2_t: self.argon2_t,
+            idle_timeout_ms: self.idle_timeout_ms,
+            queue_frames: self.queue_frames,
+            log_filter: self.server_log.clone(),
+        }
+    }
+
+    /// The server for `pop`: started on a fresh store, or the one given.
+    fn target(&self, pop: &Population, report_params: &mut serde_json::Value) -> Result<Target> {
+        let target = match &self.connect {
+            Some(addr) => Target::connect(addr, self.server_pid)?,
+            None => {
+                let (t, took) = Target::spawn(&self.server_opts(), pop)?;
+                report_params["import_s"] = json!(took.as_secs_f64());
+                t
+            }
+        };
+        report_params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
+        report_params["server"] =
+            json!(self.connect.as_deref().unwrap_or("started by precall-load"));
+        Ok(target)
+    }
+
+    fn wait(&self) -> Duration {
+        Duration::from_secs(self.wait_s)
+    }
+}
+
+async fn call_setup(a: &CallSetupArgs) -> Result<Report> {
+    if !(a.delay_ms.is_finite() && (0.0..=10_000.0).contains(&a.delay_ms)) {
+        bail!("--delay-ms must be between 0 and 10000");
+    }
+    let pop = Arc::new(Population::generate(2, 1, a.common.seed)?);
+    let mut extra = json!({});
+    let mut target = a.common.target(&pop, &mut extra)?;
+    let delay = Duration::from_secs_f64(a.delay_ms / 1000.0);
+    let calls = usize::try_from(a.calls).context("--calls")?;
+    let result = callsetup::run(&target, pop, calls, delay).await;
+    if result.is_err() {
+        eprintln!("{}", target.log_tail());
+    }
+    let mut report = result?;
+    merge(&mut report.params, extra);
+    target.stop();
+    Ok(report)
+}
+
+async fn login_storm(a: &StormArgs) -> Result<Report> {
+    let users = usize::try_from(a.users).context("--users")?;
+    let procs = usize::try_from(a.procs).context("--procs")?;
+    let pop = Population::generate(users, a.contacts, a.common.seed)?;
+    let mut params = json!({
+        "users": users,
+        "contacts_requested": a.contacts,
+        "contacts_per_user": pop.contact_entries() as f64 / users as f64,
+        "procs": procs,
+        "settle_ms": a.settle_ms,
+        "seed": a.common.seed,
+    });
+    let mut target = a.common.target(&pop, &mut params)?;
+    drop(pop);
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let s = storm::run(
+        &exe,
+        &mut target,
+        users,
+        a.contacts,
+        a.common.seed,
+        procs,
+        Duration::from_millis(a.settle_ms),
+        a.common.wait(),
+    )
+    .await?;
+    let mut r = Report::new("login-storm", params);
+    s.verification(&mut r);
+    let p = &s.complete_after_last;
+    r.row(["metric", "value"]);
+    r.row([
+        "logins (failed)".to_string(),
+        format!("{} ({})", s.logged_in, s.failed),
+    ]);
+    r.row([
+        "first connect -> last login_ok".to_string(),
+        format!("{:.1} ms", s.login_span_us as f64 / 1000.0),
+    ]);
+    r.row([
+        "logins admitted/s".to_string(),
+        format!("{:.0}", s.logins_per_s()),
+    ]);
+    r.row([
+        "accept-queue overflows / SYN retransmits".to_string(),
+        format!("{} / {}", s.tcp.listen_overflows, s.tcp.syn_retransmits),
+    ]);
+    r.row([
+        "connect time p50 / p99 / max".to_string(),
+        stats_ms(&s.connect_latency),
+    ]);
+    r.row([
+        "login latency p50 / p99 / max".to_string(),
+        stats_ms(&s.login_latency),
+    ]);
+    r.row([
+        "table complete after last login p50 / p99 / max".to_string(),
+        format!(
+            "{:.1} / {:.1} / {:.1} ms",
+            p.p50 / 1000.0,
+            p.p99 / 1000.0,
+            p.max / 1000.0
+        ),
+    ]);
+    r.row([
+        "presence deliveries (online messages)".to_string(),
+        format!(
+            "{} (expected entries {})",
+            s.online_msgs, s.expected_entries
+        ),
+    ]);
+    r.row([
+        "tables verified".to_string(),
+        format!(
+            "{} ({} mismatches, {} incomplete)",
+            s.verdict.checked, s.verdict.mismatches, s.incomplete
+        ),
+    ]);
+    let (peak, steady) = (s.settled.map(|m| m.hwm_kib), s.settled.map(|m| m.rss_kib));
+    r.row([
+        "server RSS baseline / peak / steady".to_string(),
+        format!(
+            "{} / {} / {}",
+            mib(s.baseline.map(|m| m.rss_kib)),
+            mib(peak),
+            mib(steady)
+        ),
+    ]);
+    let ratio = match (peak, steady) {
+        (Some(p), Some(st)) if st > 0 => Some(p as f64 / st as f64),
+        _ => None,
+    };
+    r.row([
+        "peak / steady".to_string(),
+        ratio.map_or("-".into(), |x| format!("{x:.2}")),
+    ]);
+    r.row([
+        "argon2".to_string(),
+        format!("m={} KiB t={}", a.common.argon2_m_kib, a.common.argon2_t),
+    ]);
+    r.figures = s.json();
+    r.figures["peak_over_steady"] = json!(ratio);
+    r.target(
+        "table complete p99 after last login",
+        "<= 5 s",
+        format!("{:.3} s", p.p99 / 1e6),
+        p.n > 0 && p.p99 <= 5e6,
+    );
+    r.target("failed logins", "0", s.failed.to_string(), s.failed == 0);
+    r.target(
+        "server peak / steady RSS",
+        "<= 1.5",
+        ratio.map_or("unknown".into(), |x| format!("{x:.2}")),
+        ratio.is_some_and(|x| x <= 1.5),
+    );
+    Ok(r)
+}
+
+async fn churn_run(a: &ChurnArgs) -> Result<Report> {
+    let users = usize::try_from(a.users).context("--users")?;
+    if !(a.rate.is_finite() && a.rate > 0.0 && a.secs.is_finite() && a.secs >= 0.0) {
+        bail!("--rate must be positive and --secs not negative");
+    }
+    let pop = Arc::new(Population::generate(users, a.contacts, a.common.seed)?);
+    let mut extra = json!({});
+    let mut target = a.common.target(&pop, &mut extra)?;
+    let params = churn::Params {
+        rate: a.rate,
+        secs: a.secs,
+        wait: a.common.wait(),
+    };
+    let mut report = churn::run(&target, pop, &params).await?;
+    merge(&mut report.params, extra);
+    target.stop();
+    Ok(report)
+}
+
+async fn held(a: &HeldArgs) -> Result<Report> {
+    let max = nofile_limit().map_or(19_000, |n| n.saturating_sub(300) as usize);
+    let mut counts = Vec::new();
+    for c in &a.counts {
+        let n = if c.eq_ignore_ascii_case("max") {
+            max
+        } else {
+            c.trim()
+                .parse::<usize>()
+                .with_context(|| format!("--counts: {c:?} is not a number or MAX"))?
+        };
+        if n == 0 || n > max {
+            bail!("--counts: {n} is not in 1..={max} (the open-file limit)");
+        }
+        counts.push(n);
+    }
+    if a.common.connect.is_some() && counts.len() != 1 {
+        bail!("with --connect, give one count (the server cannot be restarted between counts)");
+    }
+    let procs = usize::try_from(a.procs).context("--procs")?;
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut r = Report::new(
+        "held",
+        json!({"counts": counts, "contacts_requested": a.contacts, "procs": procs, "settle_ms": a.settle_ms, "seed": a.common.seed}),
+    );
+    r.row([
+        "online terminals",
+        "contacts/user",
+        "baseline RSS",
+        "settled RSS",
+        "peak RSS",
+        "bytes per terminal",
+        "verified",
+    ]);
+    let mut figures = Vec::new();
+    for n in counts {
+        let pop = Population::generate(n, a.contacts, a.common.seed)?;
+        let degree = pop.contact_entries() as f64 / n as f64;
+        let mut extra = json!({});
+        let mut target = a.common.target(&pop, &mut extra)?;
+        drop(pop);
+        let s = storm::run(
+            &exe,
+            &mut target,
+            n,
+            a.contacts,
+            a.common.seed,
+            procs,
+            Duration::from_millis(a.settle_ms),
+            a.common.wait(),
+        )
+        .await?;
+        s.verification(&mut r);
+        let per = match (s.baseline, s.settled) {
+            (Some(b), Some(m)) if s.logged_in > 0 => {
+                Some(m.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / s.logged_in as f64)
+            }
+            _ => None,
+        };
+        r.row([
+            s.logged_in.to_string(),
+            format!("{degree:.1}"),
+            mib(s.baseline.map(|m| m.rss_kib)),
+            mib(s.settled.map(|m| m.rss_kib)),
+            mib(s.settled.map(|m| m.hwm_kib)),
+            per.map_or("-".into(), |b| format!("{b:.0}")),
+            s.ok().to_string(),
+        ]);
+        r.target(
+            format!("RSS per idle terminal at {n}"),
+            "<= 8192 B",
+            per.map_or("unknown".into(), |b| format!("{b:.0} B")),
+            per.is_some_and(|b| b <= 8192.0),
+        );
+        let mut f = s.json();
+        f["count"] = json!(n);
+        f["contacts_per_user"] = json!(degree);
+        f["bytes_per_terminal"] = json!(per);
+        figures.push(f);
+    }
+    r.figures = json!({ "counts": figures });
+    Ok(r)
+}
+
+fn stats_ms(s: &Stats) -> String {
+    format!(
+        "{:.1} / {:.1} / {:.1} ms",
+        s.p50 / 1000.0,
+        s.p99 / 1000.0,
+        s.max / 1000.0
+    )
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// Copies the members of `extra` into `params`.
+fn merge(params: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(p), serde_json::Value::Object(e)) = (params.as_object_mut(), extra) {
+        p.extend(e);
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits`.
+pub fn nofile_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Raises the soft limit on open files to the hard limit (each session is a socket;
+/// the server started inherits the limit too).
+#[allow(unsafe_code)]
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed, which
+    // lives for both calls.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if ok && lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            tracing::warn!("cannot raise the open-file limit");
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The server under test: a real `precall-server` process on a fresh temporary SQLite
+//! store filled through `admin import`, or one the user started (`--connect`).
+//!
+//! Also reads a process's memory figures from `/proc/<pid>/status` (`VmRSS`, the
+//! resident set now, and `VmHWM`, its peak).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::population::Population;
+
+/// How long the server may take to print `listening on`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the server process is started with.
+#[derive(Clone, Debug)]
+pub struct ServerOpts {
+    /// The `precall-server` binary.
+    pub bin: PathBuf,
+    /// Argon2id memory cost (KiB) for the imported hashes and the server's dummy hash.
+    pub argon2_m_kib: u32,
+    /// Argon2id iterations.
+    pub argon2_t: u32,
+    /// `serve --idle-timeout-ms`, if not the default.
+    pub idle_timeout_ms: Option<u64>,
+    /// `serve --queue-frames`, if not the default.
+    pub queue_frames: Option<u32>,
+    /// `RUST_LOG` for the server (its log goes to a file in the temporary directory).
+    pub log_filter: String,
+}
+
+/// The server a scenario talks to.
+pub struct Target {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its process id, if known (memory figures need it).
+    pub pid: Option<u32>,
+    /// The process, if this tool started it (killed on drop).
+    proc: Option<ServerProc>,
+}
+
+impl Target {
+    /// A server started by the user, holding the same population (see the
+    /// `population` subcommand).
+    pub fn connect(addr: &str, pid: Option<u32>) -> Result<Self> {
+        let addr = addr
+            .parse()
+            .with_context(|| format!("--connect {addr}: not an IP address and port"))?;
+        Ok(Self {
+            addr,
+            pid,
+            proc: None,
+        })
+    }
+
+    /// Imports `pop` into a fresh store and starts a server on it. Returns the target
+    /// and how long the import took.
+    pub fn spawn(opts: &ServerOpts, pop: &Population) -> Result<(Self, Duration)> {
+        if !opts.bin.is_file() {
+            bail!(
+                "{} not found: build it (`cargo build --release -p precall-server`) or pass --server-bin",
+                opts.bin.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("precall-load-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let db = dir.path().join("load.sqlite");
+        let import = dir.path().join("population.jsonl");
+        {
+            let f = std::fs::File::create(&import)
+                .with_context(|| format!("cannot create {}", import.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            pop.write_import(&mut w)?;
+            std::io::Write::flush(&mut w).context("cannot write the import file")?;
+        }
+        let started = Instant::now();
+        let out = Command::new(&opts.bin)
+            .arg("admin")
+            .arg("--db")
+            .arg(&db)
+            .args(cost_args(opts))
+            .arg("import")
+            .arg(&import)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", opts.bin.display()))?;
+        let took = started.elapsed();
+        if !out.status.success() {
+            bail!(
+                "admin import failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        tracing::info!(
+            users = pop.len(),
+            contacts = pop.contact_entries(),
+            ?took,
+            "{}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        let proc = ServerProc::start(opts, dir, &db)?;
+        Ok((
+            Self {
+                addr: proc.addr,
+                pid: Some(proc.child.id()),
+                proc: Some(proc),
+            },
+            took,
+        ))
+    }
+
+    /// The server's memory now, if its process id is known and it runs.
+    pub fn memory(&self) -> Option<Memory> {
+        self.pid.and_then(memory)
+    }
+
+    /// Stops a server this tool started (SIGKILL: nothing of it is measured after this
+    /// point, and a graceful stop would push every session's `offline`).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// The last lines of the server's log, if this tool started it.
+    pub fn log_tail(&self) -> String {
+        self.proc
+            .as_ref()
+            .map(ServerProc::log_tail)
+            .unwrap_or_default()
+    }
+}
+
+fn cost_args(opts: &ServerOpts) -> Vec<String> {
+    vec![
+        "--argon2-m-kib".into(),
+        opts.argon2_m_kib.to_string(),
+        "--argon2-t".into(),
+        opts.argon2_t.to_string(),
+    ]
+}
+
+/// A running `precall-server serve`, killed on drop.
+struct ServerProc {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    /// Holds the store and the log; deleted on drop (set `PRECALL_LOAD_KEEP=1` to keep).
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ServerProc {
+    fn start(opts: &ServerOpts, dir: tempfile::TempDir, db: &Path) -> Result<Self> {
+        let log = dir.path().join("server.log");
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut cmd = Command::new(&opts.bin);
+        cmd.arg("serve")
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(cost_args(opts))
+            .env("RUST_LOG", &opts.log_filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        if let Some(ms) = opts.idle_timeout_ms {
+            cmd.args(["--idle-timeout-ms", &ms.to_string()]);
+        }
+        if let Some(n) = opts.queue_frames {
+            cmd.args(["--queue-frames", &n.to_string()]);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", opts.bin.display()))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            bail!("no stdout from the server");
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep the pipe open (and drained) for the server's lifetime.
+            let mut rest = String::new();
+            while reader.read_line(&mut rest).is_ok_and(|n| n > 0) {
+                rest.clear();
+            }
+        });
+        let mut proc = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            dir: Some(dir),
+        };
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => bail!(
+                "the server printed no `listening on` line:\n{}",
+                proc.log_tail()
+            ),
+        };
+        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+            bail!(
+                "unexpected first line from the server {line:?}:\n{}",
+                proc.log_tail()
+            );
+        };
+        proc.addr = addr
+            .parse()
+            .with_context(|| format!("bad address in {line:?}"))?;
+        tracing::info!(addr = %proc.addr, pid = proc.child.id(), "server started");
+        Ok(proc)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::env::var_os("PRECALL_LOAD_KEEP").is_some() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("precall-load: kept {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// A process's memory, in KiB.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Memory {
+    /// Resident set now (`VmRSS`).
+    pub rss_kib: u64,
+    /// Peak resident set since the process started (`VmHWM`).
+    pub hwm_kib: u64,
+}
+
+/// Reads `/proc/<pid>/status`.
+pub fn memory(pid: u32) -> Option<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+/// The `precall-server` next to this executable.
+pub fn default_server_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .map(|d| d.join(format!("precall-server{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap_or_else(|| PathBuf::from("precall-server"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_memory() {
+        let m = memory(std::process::id()).unwrap();
+        assert!(m.rss_kib > 0 && m.hwm_kib >= m.rss_kib);
+        assert!(memory(u32::MAX).is_none());
+    }
+}
