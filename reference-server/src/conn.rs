@@ -32,6 +32,8 @@ use crate::tls::Tls;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
+/// The read buffer of a connection that sends little (a ping, a small request).
+const SMALL_READ: usize = 512;
 
 /// The smallest request frame (a `ping`), in bytes: a chunk of `n` bytes holds at most
 /// `n / MIN_REQUEST` requests.
@@ -60,7 +62,10 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     // A chunk never holds more requests than the headroom has answers for.
     let chunk = (headroom * MIN_REQUEST).clamp(MIN_REQUEST, READ_CHUNK);
-    let mut buf = BytesMut::with_capacity(chunk);
+    // The buffer an idle connection waits with is small; it doubles while reads fill
+    // it (up to `chunk`) and halves when they use under a quarter of it, so a mostly
+    // idle terminal does not hold a full chunk for its lifetime.
+    let mut size = SMALL_READ.min(chunk);
     let error = loop {
         // The previous chunk has been handled ...
         match gate.acquire().await {
@@ -78,12 +83,19 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
             Err(_) => return,
         }
         drop(strong);
-        buf.reserve(chunk);
-        match (&mut socket).take(chunk as u64).read_buf(&mut buf).await {
+        let mut buf = BytesMut::with_capacity(size);
+        match (&mut socket).take(size as u64).read_buf(&mut buf).await {
             Ok(0) => break None,
-            Ok(_) => {
+            Ok(n) => {
+                size = if n == size {
+                    (size * 2).min(chunk)
+                } else if n < size / 4 {
+                    (size / 2).max(SMALL_READ.min(chunk))
+                } else {
+                    size
+                };
                 if inputs
-                    .send(Input::Data(conn, buf.split().freeze()))
+                    .send(Input::Data(conn, buf.freeze()))
                     .await
                     .is_err()
                 {
@@ -126,8 +138,9 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             tracing::debug!(error = %e, "write failed");
             return;
         }
-        // Do not keep a large buffer from one burst for the connection's lifetime.
-        if buf.capacity() > 1 << 20 {
+        // Do not keep the buffer of a burst (a login snapshot) for the connection's
+        // lifetime: an idle terminal should cost little memory.
+        if buf.capacity() > 4096 {
             buf = Vec::new();
         }
     }

@@ -50,6 +50,25 @@ pub enum Input {
     Roster(Result<(Vec<RosterEvent>, i64), StoreError>),
 }
 
+/// Pending connections the kernel may queue before `accept`: a login storm of thousands
+/// of terminals overflows the usual 128 and its clients wait for SYN retransmits.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds and listens with [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let addr = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Abuse limits of the core (spec section 13.6); 0 disables a count limit.
 #[derive(Debug, clap::Args)]
 pub struct LimitArgs {
@@ -120,7 +139,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })
     .await??;
 
-    let listener = TcpListener::bind(&args.listen)
+    let listener = listen(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
