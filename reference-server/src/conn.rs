@@ -94,11 +94,7 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
                 } else {
                     size
                 };
-                if inputs
-                    .send(Input::Data(conn, buf.freeze()))
-                    .await
-                    .is_err()
-                {
+                if inputs.send(Input::Data(conn, buf.freeze())).await.is_err() {
                     return; // the server task is gone
                 }
             }
