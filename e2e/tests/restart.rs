@@ -2,11 +2,10 @@
 //! a SIGKILL: accounts, contact lists and registered terminals are still there, the
 //! admin listings show them, and clients log in again and rebuild their tables.
 //!
-//! After SIGTERM a contact change made over the protocol (`add`) just before the
-//! shutdown is kept too. The SIGKILL test checks only what the admin commands stored:
-//! the reference server acknowledges a protocol contact change (`contact_added`) before
-//! its store thread has committed it, so a crash within a few milliseconds of the
-//! acknowledgement can lose it (a known window, reported to the server's owner).
+//! A contact change made over the protocol (`add`) is kept too, after SIGTERM and after a
+//! SIGKILL sent the moment the client saw its acknowledgement: the server holds its
+//! output until the store has committed the change. Admin writes killed half-way (a
+//! bulk `admin import` of thousands of records) leave all or nothing.
 
 use std::time::Duration;
 
@@ -145,4 +144,81 @@ fn restart_after_sigkill_keeps_accounts_contacts_and_terminals() -> Res<()> {
         c.wait_exit(TIMEOUT)?;
     }
     after(&sb, false)
+}
+
+#[test]
+fn sigkill_right_after_an_acknowledged_contact_change_keeps_it() -> Res<()> {
+    let sb = Sandbox::with_cast()?;
+    for round in 0..3 {
+        let mut server = sb.start_server(&[])?;
+        let (_alice, mut bob, _carol) = online_cast(&sb, server.addr)?;
+        let (cmd, user) = if round % 2 == 0 {
+            ("add", "carol")
+        } else {
+            ("remove", "carol")
+        };
+        bob.send(json!({"cmd": cmd, "user": user}))?;
+        bob.wait_event_where("contacts_changed", |v| v["user"] == user)?;
+        // The acknowledgement is on bob's screen: kill at once.
+        server.kill();
+        let listed = sb.admin_lines(&["contact", "list", "bob"])?;
+        let kept = listed.iter().any(|c| c == "carol");
+        ensure!(
+            kept == (cmd == "add"),
+            "round {round}: {cmd} carol was acknowledged, then lost: bob lists {listed:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn admin_import_killed_half_way_leaves_all_or_nothing() -> Res<()> {
+    let sb = Sandbox::with_cast()?;
+    let before = sb.admin_lines(&["user", "list"])?;
+    let mut lines = String::new();
+    for i in 0..3_000 {
+        lines.push_str(&format!(
+            "{{\"type\":\"user\",\"name\":\"bulk{i}\",\"password\":\"pw\",\"contacts\":[\"alice\"]}}\n"
+        ));
+    }
+    let file = sb.write("bulk.jsonl", &lines)?;
+    let mut outcomes = Vec::new();
+    for delay_ms in [30u64, 120, 400] {
+        let mut child = std::process::Command::new(server_bin())
+            .args(["admin", "--db"])
+            .arg(&sb.db)
+            .args(["--argon2-m-kib", "8", "--argon2-t", "1", "import"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| Error(format!("spawn admin import: {e}")))?;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let users = sb.admin_lines(&["user", "list"])?;
+        let bulk = users.iter().filter(|u| u.starts_with("bulk")).count();
+        ensure!(
+            bulk == 0 || bulk == 3_000,
+            "import killed after {delay_ms} ms left {bulk} of 3000 users"
+        );
+        ensure!(
+            before.iter().all(|u| users.contains(u)),
+            "an existing account was lost"
+        );
+        outcomes.push(bulk);
+        if bulk == 3_000 {
+            break;
+        }
+    }
+    eprintln!("import killed half-way, users kept per attempt: {outcomes:?}");
+    // The store is whole: the server starts on it and the cast rebuilds its tables.
+    let server = sb.start_server(&[])?;
+    let (mut alice, _bob, _carol) = online_cast(&sb, server.addr)?;
+    let t = alice.table()?;
+    ensure!(
+        online_row(&t, "bob").is_some(),
+        "alice's table after restart: {t:?}"
+    );
+    Ok(())
 }

@@ -9,7 +9,7 @@
 //! the protocol. With `--tls-cert`/`--tls-key` each connection's reader task first runs
 //! the TLS handshake (module `tls`), off the loop; the loop itself is the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub enum Input {
     Verdict(AuthTicket, AuthVerdict),
     /// Administrator roster changes read from the store, and the last id read.
     Roster(Result<(Vec<RosterEvent>, i64), StoreError>),
+    /// A contact-list change made through the protocol is committed to the store.
+    Persisted,
 }
 
 /// Pending connections the kernel may queue before `accept`: a login storm of thousands
@@ -176,6 +178,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         writers: JoinSet::new(),
         roster_seen,
         roster_polling: false,
+        unpersisted: 0,
+        held: VecDeque::new(),
         tls,
     };
     let result = shell
@@ -212,6 +216,12 @@ struct Shell {
     writers: JoinSet<()>,
     roster_seen: i64,
     roster_polling: bool,
+    /// Contact-list changes sent to the store thread and not yet committed. While there
+    /// are any, every frame and close the core produces waits in `held`, in order: the
+    /// acknowledgement of a change (and what follows it) leaves only once the change
+    /// is durable, so a crash cannot lose a change a client was told about.
+    unpersisted: usize,
+    held: VecDeque<ServerEvent>,
     /// TLS set-up; `None`: plain TCP.
     tls: Option<Tls>,
 }
@@ -265,6 +275,20 @@ impl Shell {
         }
         tracing::info!("shutting down");
         drop(listener);
+        // Contact changes still being committed reach the store before the output they
+        // hold back leaves (bounded, in case the store is stuck).
+        let _ = tokio::time::timeout(LINGER, async {
+            while self.unpersisted > 0 {
+                match inputs.recv().await {
+                    Some(Input::Persisted) => self.persisted(),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        })
+        .await;
+        self.unpersisted = 1;
+        self.persisted();
         let now = self.now();
         self.server.shutdown(now);
         self.drain();
@@ -373,6 +397,7 @@ impl Shell {
                     tracing::debug!(error = %e, "verdict discarded");
                 }
             }
+            Input::Persisted => self.persisted(),
             Input::Roster(result) => {
                 self.roster_polling = false;
                 match result {
@@ -418,36 +443,63 @@ impl Shell {
     /// Carries out everything the core asked for.
     fn drain(&mut self) {
         while let Some(event) = self.server.poll_event() {
-            match event {
-                ServerEvent::Transmit { conn, frame } => self.transmit(conn, frame),
-                ServerEvent::Close { conn } => {
-                    if let Some(tasks) = self.conns.remove(&conn) {
-                        tracing::debug!(%conn, peer = %tasks.peer, "closing");
-                        retire(tasks);
-                    }
-                }
-                ServerEvent::Authenticate(req) => {
-                    tracing::debug!(conn = %req.conn, user = %req.user, "checking credentials");
-                    self.worker.submit(Job::Auth(req));
-                }
-                ServerEvent::RosterChanged {
-                    user,
-                    contact,
-                    added,
-                } => self.worker.submit(Job::Persist {
-                    user,
-                    contact,
-                    added,
-                }),
-                ServerEvent::SessionStarted { conn, endpoint } => {
-                    let peer = self.conns.get(&conn).map(|t| t.peer);
-                    tracing::info!(%conn, %endpoint, ?peer, "session started");
-                }
-                ServerEvent::SessionEnded { conn, endpoint } => {
-                    tracing::info!(%conn, %endpoint, "session ended");
-                }
-                other => tracing::warn!(?other, "unhandled server event"),
+            let output = matches!(
+                event,
+                ServerEvent::Transmit { .. } | ServerEvent::Close { .. }
+            );
+            if output && self.unpersisted > 0 {
+                self.held.push_back(event);
+                continue;
             }
+            self.handle(event);
+        }
+    }
+
+    /// A contact-list change is durable: once none is pending, the held output leaves.
+    fn persisted(&mut self) {
+        self.unpersisted = self.unpersisted.saturating_sub(1);
+        if self.unpersisted > 0 {
+            return;
+        }
+        while let Some(event) = self.held.pop_front() {
+            self.handle(event);
+        }
+    }
+
+    /// Carries out one event of the core.
+    fn handle(&mut self, event: ServerEvent) {
+        match event {
+            ServerEvent::Transmit { conn, frame } => self.transmit(conn, frame),
+            ServerEvent::Close { conn } => {
+                if let Some(tasks) = self.conns.remove(&conn) {
+                    tracing::debug!(%conn, peer = %tasks.peer, "closing");
+                    retire(tasks);
+                }
+            }
+            ServerEvent::Authenticate(req) => {
+                tracing::debug!(conn = %req.conn, user = %req.user, "checking credentials");
+                self.worker.submit(Job::Auth(req));
+            }
+            ServerEvent::RosterChanged {
+                user,
+                contact,
+                added,
+            } => {
+                self.unpersisted += 1;
+                self.worker.submit(Job::Persist {
+                    user,
+                    contact,
+                    added,
+                });
+            }
+            ServerEvent::SessionStarted { conn, endpoint } => {
+                let peer = self.conns.get(&conn).map(|t| t.peer);
+                tracing::info!(%conn, %endpoint, ?peer, "session started");
+            }
+            ServerEvent::SessionEnded { conn, endpoint } => {
+                tracing::info!(%conn, %endpoint, "session ended");
+            }
+            other => tracing::warn!(?other, "unhandled server event"),
         }
     }
 

@@ -104,6 +104,8 @@ impl Ctx {
                     if let Err(e) = self.store.persist_roster(&user, &contact, added) {
                         tracing::error!(%user, %contact, added, error = %e, "cannot persist contact change");
                     }
+                    // Committed (or failed for good): the held output may leave.
+                    let _ = self.inputs.blocking_send(Input::Persisted);
                 }
                 Job::PollRoster { after } => {
                     let result = self.store.roster_events_after(after);
