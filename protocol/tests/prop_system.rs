@@ -996,17 +996,23 @@ fn alice_calls_bob() -> (Sim, Endpoint, CallParams) {
     (sim, bob, params)
 }
 
+/// alice places a prior-art call to bob, who accepts it; everything settles.
+fn prior_art_call(sim: &mut Sim, bob: &Endpoint) -> CallId {
+    let now = sim.now;
+    sim.client_mut(0)
+        .place_call_exchanging_capabilities(bob, now)
+        .unwrap();
+    sim.settle().unwrap();
+    let call = incoming_call(sim, 1);
+    sim.client_mut(1).answer(call, true, now).unwrap();
+    sim.settle().unwrap();
+    call
+}
+
 #[test]
 fn prior_art_call_exchanges_capabilities_during_set_up() {
     let (mut sim, bob, table_params) = alice_calls_bob();
-    let now = sim.now;
-    sim.client_mut(0)
-        .place_call_exchanging_capabilities(&bob, now)
-        .unwrap();
-    sim.settle().unwrap();
-    let call = incoming_call(&sim, 1);
-    sim.client_mut(1).answer(call, true, now).unwrap();
-    sim.settle().unwrap();
+    let call = prior_art_call(&mut sim, &bob);
     let (pa, wa) = established(&sim, 0, call);
     let (pb, wb) = established(&sim, 1, call);
     assert_eq!((wa, wb), (SetupPath::Fallback, SetupPath::Fallback));
@@ -1064,13 +1070,7 @@ fn query_first_asks_the_callee_terminal_then_calls() {
         "bob's reply carried his capabilities"
     );
     // Then the call, the prior-art way.
-    sim.client_mut(0)
-        .place_call_exchanging_capabilities(&bob, now)
-        .unwrap();
-    sim.settle().unwrap();
-    let call = incoming_call(&sim, 1);
-    sim.client_mut(1).answer(call, true, now).unwrap();
-    sim.settle().unwrap();
+    let call = prior_art_call(&mut sim, &bob);
     let (pa, _) = established(&sim, 0, call);
     assert_eq!(pa, table_params);
     assert!(sim.recorded_violations().is_empty());
