@@ -478,8 +478,6 @@ impl Client {
     /// the digest. Returns the request tag that [`ClientEvent::CallRinging`] or
     /// [`ClientEvent::CallFailed`] echoes.
     pub fn place_call(&mut self, to: &Endpoint, now: Time) -> Result<ReqId, ClientError> {
-        // Taken only if the command is carried out: a refused one changes nothing.
-        let req = ReqId(self.next_req);
         let on = self.online_mut()?;
         let peer = on
             .peers
@@ -489,26 +487,8 @@ impl Client {
             caller: on.fingerprint,
             callee: peer.fingerprint,
         };
-        on.dialing.insert(
-            req,
-            Dialing {
-                peer: to.clone(),
-                params: Some(peer.params.clone()),
-                digest,
-                caps_sent: false,
-            },
-        );
-        self.next_req();
-        self.send(
-            &ClientMessage::Call {
-                req,
-                to: to.clone(),
-                digest,
-                capabilities: None,
-            },
-            now,
-        );
-        Ok(req)
+        let params = Some(peer.params.clone());
+        Ok(self.dial(to, params, digest, None, now))
     }
 
     /// Calls an online contact terminal the way the patent's prior art does (spec
@@ -522,8 +502,6 @@ impl Client {
         to: &Endpoint,
         now: Time,
     ) -> Result<ReqId, ClientError> {
-        // Taken only if the command is carried out: a refused one changes nothing.
-        let req = ReqId(self.next_req);
         let on = self.online_mut()?;
         if !on.peers.contains_key(to) {
             return Err(ClientError::UnknownPeer(to.clone()));
@@ -533,26 +511,40 @@ impl Client {
             callee: Fingerprint::NONE,
         };
         let capabilities = Some(on.caps.clone());
-        on.dialing.insert(
-            req,
-            Dialing {
+        Ok(self.dial(to, None, digest, capabilities, now))
+    }
+
+    /// Records a call request as dialing and sends it. The request tag is taken only
+    /// here, once the command is carried out: a refused command changes nothing.
+    fn dial(
+        &mut self,
+        to: &Endpoint,
+        params: Option<CallParams>,
+        digest: CallDigest,
+        capabilities: Option<Capabilities>,
+        now: Time,
+    ) -> ReqId {
+        let req = self.next_req();
+        if let State::Online(on) = &mut self.state {
+            let dialing = Dialing {
                 peer: to.clone(),
-                params: None,
+                params,
                 digest,
-                caps_sent: true,
-            },
-        );
-        self.next_req();
+                caps_sent: capabilities.is_some(),
+            };
+            on.dialing.insert(req, dialing);
+        }
+        let to = to.clone();
         self.send(
             &ClientMessage::Call {
                 req,
-                to: to.clone(),
+                to,
                 digest,
                 capabilities,
             },
             now,
         );
-        Ok(req)
+        req
     }
 
     /// Asks a terminal for its capabilities, the way a client without pushed

@@ -138,17 +138,25 @@ struct StormArgs {
     /// Users (one terminal each), all logging in at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
+    #[command(flatten)]
+    fleet: Fleet,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// The population and worker processes of the scenarios that log in many sessions
+/// (`login-storm`, `held`).
+#[derive(Debug, Args)]
+struct Fleet {
     /// Contacts per user (a random symmetric graph; about this many each).
     #[arg(long, default_value_t = 50)]
     contacts: usize,
     /// Worker processes holding the client sessions.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
     procs: u64,
-    /// How long to let the server settle before reading its steady memory, in ms.
+    /// How long to let the server settle before reading its memory, in ms.
     #[arg(long, default_value_t = 2000)]
     settle_ms: u64,
-    #[command(flatten)]
-    common: Common,
 }
 
 /// Options of `churn`.
@@ -177,15 +185,8 @@ struct HeldArgs {
     /// open-file limit allows the server.
     #[arg(long, default_value = "1000,10000,MAX", value_delimiter = ',')]
     counts: Vec<String>,
-    /// Contacts per user.
-    #[arg(long, default_value_t = 50)]
-    contacts: usize,
-    /// Worker processes holding the client sessions.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
-    procs: u64,
-    /// How long to let the server settle before reading its memory, in ms.
-    #[arg(long, default_value_t = 2000)]
-    settle_ms: u64,
+    #[command(flatten)]
+    fleet: Fleet,
     #[command(flatten)]
     common: Common,
 }
@@ -326,14 +327,14 @@ async fn call_setup(a: &CallSetupArgs) -> Result<Report> {
 
 async fn login_storm(a: &StormArgs) -> Result<Report> {
     let users = usize::try_from(a.users).context("--users")?;
-    let procs = usize::try_from(a.procs).context("--procs")?;
-    let pop = Population::generate(users, a.contacts, a.common.seed)?;
+    let procs = usize::try_from(a.fleet.procs).context("--procs")?;
+    let pop = Population::generate(users, a.fleet.contacts, a.common.seed)?;
     let mut params = json!({
         "users": users,
-        "contacts_requested": a.contacts,
+        "contacts_requested": a.fleet.contacts,
         "contacts_per_user": pop.contact_entries() as f64 / users as f64,
         "procs": procs,
-        "settle_ms": a.settle_ms,
+        "settle_ms": a.fleet.settle_ms,
         "seed": a.common.seed,
     });
     let mut target = a.common.target(&pop, &mut params)?;
@@ -343,10 +344,10 @@ async fn login_storm(a: &StormArgs) -> Result<Report> {
         &exe,
         &mut target,
         users,
-        a.contacts,
+        a.fleet.contacts,
         a.common.seed,
         procs,
-        Duration::from_millis(a.settle_ms),
+        Duration::from_millis(a.fleet.settle_ms),
         a.common.wait(),
     )
     .await?;
@@ -479,11 +480,11 @@ async fn held(a: &HeldArgs) -> Result<Report> {
     if a.common.connect.is_some() && counts.len() != 1 {
         bail!("with --connect, give one count (the server cannot be restarted between counts)");
     }
-    let procs = usize::try_from(a.procs).context("--procs")?;
+    let procs = usize::try_from(a.fleet.procs).context("--procs")?;
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let mut r = Report::new(
         "held",
-        json!({"counts": counts, "contacts_requested": a.contacts, "procs": procs, "settle_ms": a.settle_ms, "seed": a.common.seed}),
+        json!({"counts": counts, "contacts_requested": a.fleet.contacts, "procs": procs, "settle_ms": a.fleet.settle_ms, "seed": a.common.seed}),
     );
     r.row([
         "online terminals",
@@ -496,7 +497,7 @@ async fn held(a: &HeldArgs) -> Result<Report> {
     ]);
     let mut figures = Vec::new();
     for n in counts {
-        let pop = Population::generate(n, a.contacts, a.common.seed)?;
+        let pop = Population::generate(n, a.fleet.contacts, a.common.seed)?;
         let degree = pop.contact_entries() as f64 / n as f64;
         let mut extra = json!({});
         let mut target = a.common.target(&pop, &mut extra)?;
@@ -505,10 +506,10 @@ async fn held(a: &HeldArgs) -> Result<Report> {
             &exe,
             &mut target,
             n,
-            a.contacts,
+            a.fleet.contacts,
             a.common.seed,
             procs,
-            Duration::from_millis(a.settle_ms),
+            Duration::from_millis(a.fleet.settle_ms),
             a.common.wait(),
         )
         .await?;
