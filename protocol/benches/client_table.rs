@@ -108,6 +108,7 @@ fn logged_in() -> Client {
             session: SessionId(1),
             capabilities: own_caps(),
             contacts: (0..CONTACTS).map(contact).collect(),
+            resume_token: None,
         },
         Time::ZERO,
     );

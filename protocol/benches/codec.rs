@@ -18,7 +18,7 @@ use precall_protocol::message::{EndReason, Presence, WireMessage};
 use precall_protocol::sim::sample_caps;
 use precall_protocol::{
     CallDigest, CallId, Capabilities, ClientMessage, Codec, Endpoint, ErrorCode, LoginWith,
-    Password, ReqId, ServerMessage, SessionId, UserId, PROTOCOL_VERSION,
+    Password, ReqId, ResumeSecret, ResumeToken, ServerMessage, SessionId, UserId, PROTOCOL_VERSION,
 };
 
 fn user(name: &str) -> UserId {
@@ -79,6 +79,11 @@ fn client_messages() -> Vec<ClientMessage> {
             password: Password::new("correct horse battery staple").unwrap(),
             with: LoginWith::Capabilities(desktop()),
         },
+        ClientMessage::Resume {
+            version: PROTOCOL_VERSION,
+            token: ResumeToken::derive(&ResumeSecret::default(), SessionId(4_210)),
+            seen: Some(12),
+        },
         ClientMessage::Logout {},
         ClientMessage::Ping {},
         ClientMessage::UpdateCaps {
@@ -134,6 +139,17 @@ fn server_messages() -> Vec<ServerMessage> {
             session: SessionId(4_210),
             capabilities: desktop(),
             contacts,
+            resume_token: Some(ResumeToken::derive(
+                &ResumeSecret::default(),
+                SessionId(4_210),
+            )),
+        },
+        ServerMessage::Resumed {
+            version: PROTOCOL_VERSION,
+            session: SessionId(4_210),
+            capabilities: desktop(),
+            seq: 12,
+            contacts: None,
         },
         ServerMessage::Synced {},
         ServerMessage::Online(presence()),

@@ -26,6 +26,7 @@ use crate::error::{DecodeError, ErrorCode, FrameError};
 use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, UserId};
 use crate::message::{ClientMessage, EndReason, LoginWith, Presence, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
+use crate::resume::ResumeToken;
 use crate::time::Time;
 
 /// Client timers and limits.
@@ -143,6 +144,11 @@ pub enum Status {
     Online,
     /// `logout` sent; everything already deleted (claim C5).
     LoggingOut,
+    /// The connection dropped; the session is resumable ([`Client::resume`]) and the
+    /// table is kept, but no command can be carried out.
+    Detached,
+    /// `resume` sent on a new connection; waiting for `resumed`.
+    Resuming,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -154,6 +160,12 @@ struct Online {
     contacts: BTreeSet<UserId>,
     peers: BTreeMap<Endpoint, Peer>,
     synced: bool,
+    /// The resume credential from `login_ok`.
+    token: Option<ResumeToken>,
+    /// The number of the last table frame processed; `None` until `synced`.
+    seen: Option<u64>,
+    /// What `seen` becomes at the next `synced` (the `seq` of `resumed`).
+    seen_at_sync: u64,
     /// Tags of `update_caps` requests not yet acknowledged.
     caps_in_flight: BTreeSet<ReqId>,
     dialing: BTreeMap<ReqId, Dialing>,
@@ -171,6 +183,8 @@ enum State {
     LoggingIn,
     Online(Box<Online>),
     LoggingOut,
+    Detached(Box<Online>),
+    Resuming(Box<Online>),
 }
 
 /// Something the application should know.
@@ -182,8 +196,21 @@ pub enum ClientEvent {
         /// This terminal's session.
         session: SessionId,
     },
-    /// The login snapshot is complete: the table holds every online contact terminal.
+    /// The login snapshot (or a resume's catch-up) is complete: the table holds every
+    /// online contact terminal.
     Synced,
+    /// The connection dropped but the session is resumable: the table is kept; calls
+    /// ended ([`ClientEvent::CallEnded`] with `peer_gone` precede this). Reconnect
+    /// with back-off ([`crate::resume::Backoff`]) and call [`Client::resume`].
+    Detached,
+    /// A resume succeeded; the catch-up follows, ended by [`ClientEvent::Synced`].
+    Resumed {
+        /// This terminal's session (the same as before).
+        session: SessionId,
+        /// Whether the server sent a full snapshot (the table was rebuilt) rather than
+        /// only what was missed.
+        snapshot: bool,
+    },
     /// A contact terminal came online; its parameters are ready (claim C1).
     PeerOnline {
         /// The terminal.
@@ -272,8 +299,9 @@ pub enum ClientEvent {
         /// The call concerned.
         call: Option<CallId>,
     },
-    /// The session is over (logout completed, login refused, fatal error, or the
-    /// connection was lost); everything was deleted.
+    /// The session is over (logout completed, login or resume refused, fatal error,
+    /// the connection was lost without a resumable session, or the resumable session
+    /// was abandoned); everything was deleted.
     LoggedOut,
     /// The server sent something the spec forbids in this state; it was ignored.
     Violation(Violation),
@@ -326,6 +354,9 @@ pub enum ClientError {
     /// The command needs a logged-in session.
     #[error("not logged in")]
     NotLoggedIn,
+    /// [`Client::resume`] without a detached session.
+    #[error("no detached session to resume")]
+    NotDetached,
     /// `login` while a session exists or is being set up.
     #[error("already logged in or logging in")]
     AlreadyLoggedIn,
@@ -385,8 +416,11 @@ impl Client {
         with: LoginWith,
         now: Time,
     ) -> Result<(), ClientError> {
-        if self.state != State::Idle {
-            return Err(ClientError::AlreadyLoggedIn);
+        match self.state {
+            State::Idle => {}
+            // A new login gives up the detached session and its table.
+            State::Detached(_) => self.abandon(now),
+            _ => return Err(ClientError::AlreadyLoggedIn),
         }
         self.decoder = FrameDecoder::new(self.config.max_frame.max(MIN_MAX_FRAME));
         self.state = State::LoggingIn;
@@ -415,11 +449,70 @@ impl Client {
         }
     }
 
-    /// The transport connection was lost: everything is deleted and the client is idle.
+    /// The transport connection was lost. A logged-in session with a resume token is
+    /// detached: its calls end, the table is kept, and [`Client::resume`] may take it
+    /// over on a new connection (spec "Resumable sessions"). Otherwise everything is
+    /// deleted and the client is idle.
     pub fn connection_lost(&mut self, now: Time) {
         let _ = now;
         self.out.clear();
-        if self.state != State::Idle {
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Idle => {}
+            State::Online(mut on) | State::Resuming(mut on) if on.token.is_some() => {
+                for call in std::mem::take(&mut on.calls).into_keys() {
+                    let reason = EndReason::PeerGone;
+                    self.events
+                        .push_back(ClientEvent::CallEnded { call, reason });
+                }
+                for req in std::mem::take(&mut on.dialing).into_keys() {
+                    let code = ErrorCode::NotReachable;
+                    self.events.push_back(ClientEvent::CallFailed { req, code });
+                }
+                // What was in flight may or may not have reached the server; `resumed`
+                // tells which capabilities it holds.
+                on.caps_in_flight.clear();
+                on.queries.clear();
+                on.outbox.clear();
+                self.state = State::Detached(on);
+                self.events.push_back(ClientEvent::Detached);
+            }
+            State::Detached(on) => self.state = State::Detached(on),
+            _ => self.events.push_back(ClientEvent::LoggedOut),
+        }
+    }
+
+    /// Takes the detached session over on a new connection: sends `resume` with the
+    /// token and the number of table frames processed (spec "Resumable sessions").
+    /// No password is needed.
+    pub fn resume(&mut self, now: Time) -> Result<(), ClientError> {
+        let State::Detached(on) = std::mem::replace(&mut self.state, State::Idle) else {
+            return Err(ClientError::NotDetached);
+        };
+        let Some(token) = on.token.clone() else {
+            self.state = State::Detached(on);
+            return Err(ClientError::NotDetached);
+        };
+        let seen = on.seen;
+        self.decoder = FrameDecoder::new(self.config.max_frame.max(MIN_MAX_FRAME));
+        self.state = State::Resuming(on);
+        self.send(
+            &ClientMessage::Resume {
+                version: crate::message::PROTOCOL_VERSION,
+                token,
+                seen,
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// Gives up a detached (or resuming) session: everything is deleted and the client
+    /// is idle, as after a logout (claim C5). The server ends the session when its
+    /// grace runs out.
+    pub fn abandon(&mut self, now: Time) {
+        let _ = now;
+        if matches!(self.state, State::Detached(_) | State::Resuming(_)) {
+            self.out.clear();
             self.state = State::Idle;
             self.events.push_back(ClientEvent::LoggedOut);
         }
@@ -669,6 +762,7 @@ impl Client {
                     session,
                     capabilities,
                     contacts,
+                    resume_token,
                     ..
                 },
             ) => {
@@ -680,6 +774,9 @@ impl Client {
                     contacts: contacts.into_iter().collect(),
                     peers: BTreeMap::new(),
                     synced: false,
+                    token: resume_token,
+                    seen: None,
+                    seen_at_sync: 0,
                     caps_in_flight: BTreeSet::new(),
                     dialing: BTreeMap::new(),
                     queries: BTreeSet::new(),
@@ -688,6 +785,27 @@ impl Client {
                 }));
                 self.events.push_back(ClientEvent::LoggedIn { session });
             }
+            (State::Resuming(_), ServerMessage::Resumed { version, .. })
+                if version != crate::message::PROTOCOL_VERSION =>
+            {
+                self.state = State::Idle;
+                self.events.push_back(ClientEvent::ServerError {
+                    code: ErrorCode::UnsupportedVersion,
+                    req: None,
+                    call: None,
+                });
+                self.events.push_back(ClientEvent::LoggedOut);
+            }
+            (
+                State::Resuming(on),
+                ServerMessage::Resumed {
+                    session,
+                    capabilities,
+                    seq,
+                    contacts,
+                    ..
+                },
+            ) if session == on.session => self.resumed(capabilities, seq, contacts, now),
             // The login completed before the server saw the logout: `logged_out` follows.
             (State::LoggingOut, ServerMessage::LoginOk { .. }) => {}
             (_, ServerMessage::LoginOk { .. }) => self.violation(Violation::UnexpectedLogin),
@@ -742,12 +860,15 @@ impl Client {
             State::LoggingIn => Status::LoggingIn,
             State::Online(_) => Status::Online,
             State::LoggingOut => Status::LoggingOut,
+            State::Detached(_) => Status::Detached,
+            State::Resuming(_) => Status::Resuming,
         }
     }
 
+    /// The session held: online, or detached or resuming (whose table is kept).
     fn online(&self) -> Option<&Online> {
         match &self.state {
-            State::Online(on) => Some(on),
+            State::Online(on) | State::Detached(on) | State::Resuming(on) => Some(on),
             _ => None,
         }
     }
@@ -791,9 +912,15 @@ impl Client {
         self.online()?.peers.get(endpoint)
     }
 
-    /// Whether the login snapshot has been received completely.
+    /// Whether the client is online and its table complete (the login snapshot or a
+    /// resume's catch-up has been received completely).
     pub fn is_synced(&self) -> bool {
-        self.online().is_some_and(|o| o.synced)
+        matches!(&self.state, State::Online(on) if on.synced)
+    }
+
+    /// Whether a session could be resumed now ([`Client::resume`]).
+    pub fn can_resume(&self) -> bool {
+        matches!(&self.state, State::Detached(on) if on.token.is_some())
     }
 
     /// Whether a capability change is not yet acknowledged.
@@ -847,6 +974,37 @@ impl Client {
         }
     }
 
+    /// `resumed` for this session: online again; a snapshot replaces the table. If the
+    /// server holds other capabilities than this terminal has (an `update_caps` lost
+    /// with the connection), they are sent again.
+    fn resumed(&mut self, caps: Capabilities, seq: u64, contacts: Option<Vec<UserId>>, now: Time) {
+        let State::Resuming(mut on) = std::mem::replace(&mut self.state, State::Idle) else {
+            return;
+        };
+        let snapshot = contacts.is_some();
+        if let Some(contacts) = contacts {
+            for endpoint in std::mem::take(&mut on.peers).into_keys() {
+                self.events.push_back(ClientEvent::PeerOffline { endpoint });
+            }
+            on.contacts = contacts.into_iter().collect();
+        }
+        // Counting resumes at `synced`: a catch-up cut short is not counted as seen,
+        // so the next resume gets a snapshot.
+        on.seen = None;
+        on.seen_at_sync = seq;
+        on.synced = false;
+        let session = on.session;
+        let own = on.caps.clone();
+        let stale = caps.fingerprint() != on.fingerprint;
+        self.state = State::Online(on);
+        self.events
+            .push_back(ClientEvent::Resumed { session, snapshot });
+        if stale {
+            // Cannot fail: online, and no call exists after a drop.
+            let _ = self.update_caps(own, now);
+        }
+    }
+
     fn server_error(&mut self, code: ErrorCode, req: Option<ReqId>, call: Option<CallId>) {
         if code.is_fatal() {
             // The server closes the connection next; nothing may be kept (C5).
@@ -883,9 +1041,23 @@ impl Online {
         msg: ServerMessage,
         events: &mut VecDeque<ClientEvent>,
     ) -> Option<Violation> {
+        // Every table frame after `synced` counts for a resume, whatever it does here
+        // (the server numbered it when it sent it).
+        if matches!(
+            msg,
+            ServerMessage::Online(_)
+                | ServerMessage::Offline(_)
+                | ServerMessage::ContactAdded { .. }
+                | ServerMessage::ContactRemoved { .. }
+        ) {
+            if let Some(n) = self.seen.as_mut() {
+                *n += 1;
+            }
+        }
         match msg {
             ServerMessage::Synced {} => {
                 self.synced = true;
+                self.seen.get_or_insert(self.seen_at_sync);
                 events.push_back(ClientEvent::Synced);
             }
             ServerMessage::Online(p) => return self.online(p, events),
@@ -1137,6 +1309,7 @@ mod tests {
             session: SessionId(7),
             capabilities: caps(&["h264"], 1280, 30),
             contacts: vec![],
+            resume_token: None,
         }
     }
 

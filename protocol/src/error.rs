@@ -152,6 +152,9 @@ pub enum ErrorCode {
     TooManyConnections,
     /// A capability document larger than the server accepts (fatal).
     CapsTooLarge,
+    /// `resume` named no resumable session: the token is unknown, its grace ran out,
+    /// or the session ended (logout, replaced). Log in again (fatal).
+    ResumeFailed,
     /// A code from a newer version of the protocol.
     #[serde(other)]
     Unknown,
@@ -177,6 +180,7 @@ impl ErrorCode {
                 | ErrorCode::RateLimited
                 | ErrorCode::TooManyConnections
                 | ErrorCode::CapsTooLarge
+                | ErrorCode::ResumeFailed
         )
     }
 }

@@ -109,10 +109,21 @@ pub fn params_fresh(client: &Client) -> Result<(), Violation> {
 }
 
 /// `INV-LOGOUT-EMPTY` (C5), at every moment: a client that is not logged in holds no
-/// capabilities, no parameters, no contacts and no calls.
+/// capabilities, no parameters, no contacts and no calls. A detached (or resuming)
+/// session is still logged in: it keeps its table but holds no call.
 pub fn logout_empty(client: &Client) -> Result<(), Violation> {
-    if client.status() == Status::Online {
-        return Ok(());
+    match client.status() {
+        Status::Online => return Ok(()),
+        Status::Detached | Status::Resuming => {
+            return match client.calls().count() {
+                0 => Ok(()),
+                n => fail(
+                    "INV-LOGOUT-EMPTY",
+                    format!("detached client holds {n} calls"),
+                ),
+            }
+        }
+        _ => {}
     }
     let held = client.peers().count() + client.calls().count() + client.contacts().count();
     if held > 0 || client.capabilities().is_some() {

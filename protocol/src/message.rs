@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::caps::{CallDigest, Capabilities};
 use crate::error::ErrorCode;
 use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+use crate::resume::ResumeToken;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -44,6 +45,21 @@ pub enum ClientMessage {
         password: Password,
         /// The terminal's capabilities or identifier.
         with: LoginWith,
+    },
+    /// Take a detached session over on a new connection instead of logging in (the
+    /// first message on a connection; spec section "Resumable sessions").
+    Resume {
+        /// Protocol version; must be [`PROTOCOL_VERSION`].
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzz::input::version))]
+        version: u32,
+        /// The token `login_ok` issued.
+        token: ResumeToken,
+        /// The number of the last table frame (`online`, `offline`, `contact_added`,
+        /// `contact_removed`) the client processed: counted from the `seq` of the last
+        /// `resumed` (0 after `login_ok`) for each one received after `synced`; absent
+        /// if the table was never complete (the server then sends a snapshot).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<u64>,
     },
     /// Log out: the server tells contacts and closes the session.
     Logout {},
@@ -198,8 +214,33 @@ pub enum ServerMessage {
         capabilities: Capabilities,
         /// The user's contact list.
         contacts: Vec<UserId>,
+        /// The credential for `resume` if the connection drops; absent if the server
+        /// does not resume sessions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<ResumeToken>,
     },
-    /// The end of the login snapshot: the client's table is now complete.
+    /// A `resume` succeeded: the session is attached to this connection. What the
+    /// client missed follows, ended by [`ServerMessage::Synced`]: only the table frames
+    /// after `seen` if `contacts` is absent, or a full snapshot (the contact list here,
+    /// then an `online` per visible terminal) if it is present.
+    Resumed {
+        /// Protocol version the server speaks on this connection.
+        #[cfg_attr(feature = "arbitrary", arbitrary(with = crate::fuzz::input::version))]
+        version: u32,
+        /// The session resumed.
+        session: SessionId,
+        /// This terminal's capabilities as the server records them.
+        capabilities: Capabilities,
+        /// Table frames the server has numbered for this session once the catch-up
+        /// is sent (0 after a snapshot); the client's count continues from it after
+        /// [`ServerMessage::Synced`].
+        seq: u64,
+        /// Present for a snapshot: the whole contact list, replacing the client's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contacts: Option<Vec<UserId>>,
+    },
+    /// The end of the login snapshot (or of a resume's catch-up): the client's table is
+    /// now complete.
     Synced {},
     /// A contact's terminal is online with these capabilities, or its capabilities
     /// changed (claims C1, C6). Replaces anything held for that terminal.
@@ -346,6 +387,7 @@ pub trait WireMessage: Serialize + serde::de::DeserializeOwned {
 impl WireMessage for ClientMessage {
     const TYPES: &'static [&'static str] = &[
         "login",
+        "resume",
         "logout",
         "ping",
         "update_caps",
@@ -360,10 +402,11 @@ impl WireMessage for ClientMessage {
         "query_caps",
         "caps_reply",
     ];
-    const VERSIONED: &'static [&'static str] = &["login"];
+    const VERSIONED: &'static [&'static str] = &["login", "resume"];
     fn type_name(&self) -> &'static str {
         match self {
             ClientMessage::Login { .. } => "login",
+            ClientMessage::Resume { .. } => "resume",
             ClientMessage::Logout {} => "logout",
             ClientMessage::Ping {} => "ping",
             ClientMessage::UpdateCaps { .. } => "update_caps",
@@ -381,7 +424,9 @@ impl WireMessage for ClientMessage {
     }
     fn version(&self) -> Option<u32> {
         match self {
-            ClientMessage::Login { version, .. } => Some(*version),
+            ClientMessage::Login { version, .. } | ClientMessage::Resume { version, .. } => {
+                Some(*version)
+            }
             _ => None,
         }
     }
@@ -399,6 +444,7 @@ impl WireMessage for ClientMessage {
 impl WireMessage for ServerMessage {
     const TYPES: &'static [&'static str] = &[
         "login_ok",
+        "resumed",
         "synced",
         "online",
         "offline",
@@ -416,10 +462,11 @@ impl WireMessage for ServerMessage {
         "caps_result",
         "error",
     ];
-    const VERSIONED: &'static [&'static str] = &["login_ok"];
+    const VERSIONED: &'static [&'static str] = &["login_ok", "resumed"];
     fn type_name(&self) -> &'static str {
         match self {
             ServerMessage::LoginOk { .. } => "login_ok",
+            ServerMessage::Resumed { .. } => "resumed",
             ServerMessage::Synced {} => "synced",
             ServerMessage::Online(_) => "online",
             ServerMessage::Offline(_) => "offline",
@@ -440,7 +487,9 @@ impl WireMessage for ServerMessage {
     }
     fn version(&self) -> Option<u32> {
         match self {
-            ServerMessage::LoginOk { version, .. } => Some(*version),
+            ServerMessage::LoginOk { version, .. } | ServerMessage::Resumed { version, .. } => {
+                Some(*version)
+            }
             _ => None,
         }
     }

@@ -748,7 +748,7 @@ impl PrecallActor {
                 let mut all: Vec<(ConnId, Bytes)> = s
                     .server
                     .sessions()
-                    .map(|v| (v.conn, frame.clone()))
+                    .filter_map(|v| Some((v.conn?, frame.clone())))
                     .collect();
                 if !all.iter().any(|(c, _)| *c == conn) {
                     all.push((conn, frame));

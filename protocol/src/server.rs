@@ -21,13 +21,15 @@ use thiserror::Error;
 
 use crate::caps::{CallDigest, Capabilities};
 use crate::codec::{
-    decode_message, encode_frame, encode_payload, FrameDecoder, DEFAULT_MAX_FRAME, MIN_MAX_FRAME,
+    decode_message, encode_frame, encode_payload, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN,
+    MIN_MAX_FRAME,
 };
 use crate::error::{DecodeError, ErrorCode, FrameError};
 use crate::ids::{CallId, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
 use crate::message::{
     ClientMessage, EndReason, LoginWith, Presence, ServerMessage, PROTOCOL_VERSION,
 };
+use crate::resume::{ResumeConfig, ResumeToken};
 use crate::time::Time;
 
 /// The largest contact list the protocol allows: with it, the largest `login_ok`
@@ -55,6 +57,8 @@ pub struct ServerConfig {
     pub ring_timeout: Duration,
     /// Abuse limits (spec section 13.6).
     pub limits: Limits,
+    /// Resumable sessions (spec section "Resumable sessions").
+    pub resume: ResumeConfig,
 }
 
 /// Abuse limits (spec section 13.6). Each refusal is a fatal error with its own code
@@ -139,6 +143,7 @@ impl Default for ServerConfig {
             max_calls_per_session: 4,
             ring_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            resume: ResumeConfig::default(),
         }
     }
 }
@@ -217,12 +222,32 @@ pub enum ServerEvent {
         /// The terminal.
         endpoint: Endpoint,
     },
-    /// A session ended (for logs and metrics).
+    /// A session ended (for logs and metrics). `conn` is the connection it last had.
     SessionEnded {
         /// The connection.
         conn: ConnId,
         /// The terminal.
         endpoint: Endpoint,
+    },
+    /// A session's connection dropped; the session stays resumable for the grace
+    /// period (for logs and metrics).
+    SessionDetached {
+        /// The connection that dropped.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// A session was resumed on a new connection (for logs and metrics).
+    SessionResumed {
+        /// The new connection.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+        /// Whether the client got a full snapshot rather than only what it missed.
+        snapshot: bool,
+        /// How many frames the catch-up held (the snapshot's `online` frames, or the
+        /// missed table frames).
+        frames: usize,
     },
 }
 
@@ -266,13 +291,46 @@ struct Conn {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Session {
     user: UserId,
-    conn: ConnId,
+    /// The connection, or when the detached session's grace ends.
+    link: Link,
+    /// The resume credential, if resumption is enabled.
+    token: Option<ResumeToken>,
+    /// Table frames sent since the client's table was last complete.
+    seq: u64,
+    /// The latest of them (at most `resume.log_frames`), numbered, for a resume.
+    log: VecDeque<(u64, Bytes)>,
     caps: Capabilities,
     terminal: Option<TerminalId>,
     /// The `online` push for this terminal, encoded once and shared by every watcher
     /// and every snapshot.
     online_frame: Bytes,
     calls: BTreeSet<CallId>,
+}
+
+/// Whether a session has a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Link {
+    /// Written to on this connection.
+    Attached(ConnId),
+    /// The connection `last` dropped; resumable until `until`.
+    Detached { last: ConnId, until: Time },
+}
+
+impl Link {
+    /// The connection, if attached.
+    fn conn(self) -> Option<ConnId> {
+        match self {
+            Link::Attached(c) => Some(c),
+            Link::Detached { .. } => None,
+        }
+    }
+
+    /// The connection it has or last had.
+    fn last(self) -> ConnId {
+        match self {
+            Link::Attached(c) | Link::Detached { last: c, .. } => c,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -317,6 +375,8 @@ enum Timer {
     Conn(ConnId),
     /// Ring timeout of a call.
     Call(CallId),
+    /// End of a detached session's grace.
+    Detached(SessionId),
 }
 
 /// A read-only view of one session, for embedders' status pages and for checkers.
@@ -324,8 +384,8 @@ enum Timer {
 pub struct SessionView<'a> {
     /// The session's terminal.
     pub endpoint: Endpoint,
-    /// Its connection.
-    pub conn: ConnId,
+    /// Its connection, or `None` while detached (resumable, still online for watchers).
+    pub conn: Option<ConnId>,
     /// Its current capabilities.
     pub capabilities: &'a Capabilities,
     /// The registered terminal identifier it logged in with, if any.
@@ -341,6 +401,8 @@ pub struct Server {
     users: BTreeMap<UserId, OnlineUser>,
     calls: BTreeMap<CallId, Call>,
     tickets: BTreeMap<AuthTicket, ConnId>,
+    /// Resume tokens of live sessions.
+    tokens: BTreeMap<ResumeToken, SessionId>,
     deadlines: BTreeSet<(Time, Timer)>,
     next_session: u64,
     next_call: u64,
@@ -365,6 +427,7 @@ impl Server {
             users: BTreeMap::new(),
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),
+            tokens: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             next_session: 1,
             next_call: 1,
@@ -489,11 +552,13 @@ impl Server {
         }
     }
 
-    /// The transport connection closed or failed. The session, if any, ends: the
-    /// user's contacts are told the terminal went offline (claim C9).
+    /// The transport connection closed or failed. If resumption is enabled the
+    /// session, if any, is detached: it stays online for its watchers and resumable
+    /// until the grace ends (spec "Resumable sessions"); its calls end. Otherwise it
+    /// ends at once and the user's contacts are told the terminal went offline (claim
+    /// C9).
     pub fn disconnect(&mut self, conn: ConnId, now: Time) {
-        let _ = now;
-        self.forget_conn(conn);
+        self.forget_conn(conn, Some(now));
     }
 
     /// The answer to an [`AuthRequest`].
@@ -519,25 +584,8 @@ impl Server {
                 registered,
             } => (contacts, registered),
             AuthVerdict::Rejected => {
-                let window = self.config.limits.login_failure_window;
                 let source = c.source;
-                self.failures_by_user
-                    .entry(user)
-                    .or_insert(Window {
-                        start: now,
-                        count: 0,
-                    })
-                    .hit(now, window);
-                if let Some(ip) = source {
-                    self.failures_by_source
-                        .entry(ip)
-                        .or_insert(Window {
-                            start: now,
-                            count: 0,
-                        })
-                        .hit(now, window);
-                }
-                self.prune_failures(now);
+                self.count_failure(Some(user), source, now);
                 self.fail(conn, ErrorCode::BadCredentials, String::new());
                 return Ok(());
             }
@@ -564,8 +612,8 @@ impl Server {
                     .copied()
                     .find(|s| self.sessions.get(s).and_then(|s| s.terminal.as_ref()) == Some(t))
             });
-            if let Some(old_conn) = old.and_then(|s| self.sessions.get(&s)).map(|s| s.conn) {
-                self.fail(old_conn, ErrorCode::SessionReplaced, String::new());
+            if let Some(old) = old {
+                self.end_session_with(old, ErrorCode::SessionReplaced);
             }
         }
         let online = self.users.get(&user).map_or(0, |u| u.sessions.len());
@@ -599,6 +647,16 @@ impl Server {
                         c.deadline = None;
                     }
                     self.end_call_both(call, EndReason::Timeout);
+                }
+                Timer::Detached(session) => {
+                    // The grace is over: the terminal goes offline for its watchers.
+                    if self
+                        .sessions
+                        .get(&session)
+                        .is_some_and(|s| s.link.conn().is_none())
+                    {
+                        self.end_session(session);
+                    }
                 }
             }
         }
@@ -637,12 +695,16 @@ impl Server {
         self.config.max_contacts.min(MAX_CONTACTS)
     }
 
-    /// Ends every connection with `server_shutdown`.
+    /// Ends every connection with `server_shutdown`, and every detached session.
     pub fn shutdown(&mut self, now: Time) {
         let _ = now;
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.fail(conn, ErrorCode::ServerShutdown, String::new());
+        }
+        let detached: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for session in detached {
+            self.end_session(session);
         }
     }
 
@@ -667,10 +729,18 @@ impl Server {
                 user: s.user.clone(),
                 session: *id,
             },
-            conn: s.conn,
+            conn: s.link.conn(),
             capabilities: &s.caps,
             terminal: s.terminal.as_ref(),
         })
+    }
+
+    /// Number of detached sessions (dropped, resumable, still online for watchers).
+    pub fn detached_count(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.link.conn().is_none())
+            .count()
     }
 
     /// The in-memory contact list of an online user.
@@ -767,16 +837,41 @@ impl Server {
             .failures_by_user
             .get(user)
             .map(|w| w.current(now, window))
-            .filter(|(n, _)| over_or_at(*n, l.max_login_failures_per_account));
-        let by_source = source
+            .filter(|(n, _)| over_or_at(*n, l.max_login_failures_per_account))
+            .map(|(_, left)| left);
+        by_user.max(self.source_throttle(source, now))
+    }
+
+    /// How long logins and resumes from `source` are throttled, if they are.
+    fn source_throttle(&self, source: Option<IpAddr>, now: Time) -> Option<Duration> {
+        let l = &self.config.limits;
+        source
             .and_then(|ip| self.failures_by_source.get(&ip))
-            .map(|w| w.current(now, window))
-            .filter(|(n, _)| over_or_at(*n, l.max_login_failures_per_source));
-        by_user
-            .into_iter()
-            .chain(by_source)
+            .map(|w| w.current(now, l.login_failure_window))
+            .filter(|(n, _)| over_or_at(*n, l.max_login_failures_per_source))
             .map(|(_, left)| left)
-            .max()
+    }
+
+    /// Counts a failed login (for `user`, if one was named) or resume from `source`.
+    fn count_failure(&mut self, user: Option<UserId>, source: Option<IpAddr>, now: Time) {
+        let window = self.config.limits.login_failure_window;
+        let fresh = Window {
+            start: now,
+            count: 0,
+        };
+        if let Some(user) = user {
+            self.failures_by_user
+                .entry(user)
+                .or_insert(fresh)
+                .hit(now, window);
+        }
+        if let Some(ip) = source {
+            self.failures_by_source
+                .entry(ip)
+                .or_insert(fresh)
+                .hit(now, window);
+        }
+        self.prune_failures(now);
     }
 
     /// Whether a capability document exceeds [`Limits::max_caps_bytes`].
@@ -806,8 +901,17 @@ impl Server {
     }
 
     fn close(&mut self, conn: ConnId) {
-        if self.forget_conn(conn) {
+        if self.forget_conn(conn, None) {
             self.out.push_back(ServerEvent::Close { conn });
+        }
+    }
+
+    /// Ends a session with a fatal error to its connection, or at once if detached.
+    fn end_session_with(&mut self, session: SessionId, code: ErrorCode) {
+        match self.sessions.get(&session).map(|s| s.link) {
+            Some(Link::Attached(conn)) => self.fail(conn, code, String::new()),
+            Some(Link::Detached { .. }) => self.end_session(session),
+            None => {}
         }
     }
 
@@ -821,9 +925,9 @@ impl Server {
         }
     }
 
-    /// Drops all state of a connection and ends its session. Returns whether it
-    /// existed.
-    fn forget_conn(&mut self, conn: ConnId) -> bool {
+    /// Drops all state of a connection; its session ends, or with `detach_at` (a drop,
+    /// not a close) is detached if resumption is enabled. Returns whether it existed.
+    fn forget_conn(&mut self, conn: ConnId, detach_at: Option<Time>) -> bool {
         let Some(c) = self.conns.remove(&conn) else {
             return false;
         };
@@ -841,9 +945,176 @@ impl Server {
             ConnState::Authenticating { ticket, .. } => {
                 self.tickets.remove(&ticket);
             }
-            ConnState::Online(session) => self.end_session(session),
+            ConnState::Online(session) => match detach_at {
+                Some(now) if self.config.resume.enabled() => self.detach(session, now),
+                _ => self.end_session(session),
+            },
         }
         true
+    }
+
+    /// Detaches a session from its connection (already forgotten): its calls end, it
+    /// stays online for watchers, and its grace starts.
+    fn detach(&mut self, id: SessionId, now: Time) {
+        let until = now.after(self.config.resume.grace);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Link::Attached(conn) = s.link else {
+            return;
+        };
+        s.link = Link::Detached { last: conn, until };
+        let calls: Vec<CallId> = s.calls.iter().copied().collect();
+        let endpoint = Endpoint {
+            user: s.user.clone(),
+            session: id,
+        };
+        for call in calls {
+            self.end_call(call, id, EndReason::PeerGone);
+        }
+        self.deadlines.insert((until, Timer::Detached(id)));
+        self.out
+            .push_back(ServerEvent::SessionDetached { conn, endpoint });
+    }
+
+    /// `resume` on a connection awaiting login (spec "Resumable sessions").
+    fn resume(&mut self, conn: ConnId, token: &ResumeToken, seen: Option<u64>, now: Time) {
+        let source = self.conns.get(&conn).and_then(|c| c.source);
+        if let Some(wait) = self.source_throttle(source, now) {
+            self.fail_retry(conn, ErrorCode::LoginThrottled, wait);
+            return;
+        }
+        let Some(id) = self.tokens.get(token).copied() else {
+            // Counted like a failed login: guessing tokens is throttled per source.
+            self.count_failure(None, source, now);
+            self.fail(conn, ErrorCode::ResumeFailed, String::new());
+            return;
+        };
+        // A connection the client gave up on (often still open at the server's end,
+        // half-dead) is replaced; the session itself is kept.
+        let old = self.sessions.get(&id).and_then(|s| s.link.conn());
+        if let Some(old) = old {
+            self.send(
+                old,
+                &ServerMessage::error_with(ErrorCode::SessionReplaced, String::new()),
+            );
+            if self.forget_conn(old, Some(now)) {
+                self.out.push_back(ServerEvent::Close { conn: old });
+            }
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Link::Detached { until, .. } = s.link {
+            self.deadlines.remove(&(until, Timer::Detached(id)));
+        }
+        s.link = Link::Attached(conn);
+        let user = s.user.clone();
+        let caps = s.caps.clone();
+        // Only what the client missed, if the log reaches back to it and it is
+        // cheaper than a snapshot.
+        let first_logged = s.log.front().map_or(s.seq + 1, |(n, _)| *n);
+        let missed: Option<Vec<Bytes>> = seen
+            .filter(|n| *n <= s.seq && n.saturating_add(1) >= first_logged)
+            .map(|n| {
+                s.log
+                    .iter()
+                    .filter(|(k, _)| *k > n)
+                    .map(|(_, f)| f.clone())
+                    .collect()
+            });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Online(id);
+            self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
+            c.deadline = now.after(self.config.idle_timeout);
+            self.deadlines.insert((c.deadline, Timer::Conn(conn)));
+        }
+        let visible = self.visible_sessions(&user);
+        let snapshot: Vec<Bytes> = visible.iter().filter_map(|s| self.frame_of(*s)).collect();
+        let contacts: Vec<UserId> = self
+            .users
+            .get(&user)
+            .map(|u| u.contacts.iter().cloned().collect())
+            .unwrap_or_default();
+        let snapshot_bytes: usize = snapshot.iter().map(Bytes::len).sum::<usize>()
+            + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>();
+        let missed = missed.filter(|m| m.iter().map(Bytes::len).sum::<usize>() <= snapshot_bytes);
+        let is_snapshot = missed.is_none();
+        let frames = match missed {
+            Some(m) => {
+                let seq = self.sessions.get(&id).map_or(0, |s| s.seq);
+                self.send(
+                    conn,
+                    &ServerMessage::Resumed {
+                        version: PROTOCOL_VERSION,
+                        session: id,
+                        capabilities: caps,
+                        seq,
+                        contacts: None,
+                    },
+                );
+                // A logged `online` of a user no longer visible is left out: its
+                // capabilities may not reach this user now (INV-VISIBILITY), and a
+                // later frame in the log removes that terminal anyway.
+                m.into_iter()
+                    .filter(|f| {
+                        let payload = f.get(HEADER_LEN..).unwrap_or_default();
+                        match decode_message::<ServerMessage>(payload) {
+                            Ok(ServerMessage::Online(p)) => self.entitled(&user, &p.user),
+                            _ => true,
+                        }
+                    })
+                    .collect()
+            }
+            None => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.seq = 0;
+                    s.log.clear();
+                }
+                self.send(
+                    conn,
+                    &ServerMessage::Resumed {
+                        version: PROTOCOL_VERSION,
+                        session: id,
+                        capabilities: caps,
+                        seq: 0,
+                        contacts: Some(contacts),
+                    },
+                );
+                snapshot
+            }
+        };
+        let count = frames.len();
+        for f in frames {
+            self.send_frame(conn, f);
+        }
+        self.send(conn, &ServerMessage::Synced {});
+        self.out.push_back(ServerEvent::SessionResumed {
+            conn,
+            endpoint: Endpoint { user, session: id },
+            snapshot: is_snapshot,
+            frames: count,
+        });
+    }
+
+    /// Sends a table frame (`online`, `offline`, `contact_added`, `contact_removed`)
+    /// to a session: numbered and logged for a resume, written if attached.
+    fn push_table(&mut self, session: SessionId, frame: Bytes) {
+        let keep = self.config.resume.log_frames;
+        let enabled = self.config.resume.enabled();
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        s.seq += 1;
+        if enabled && keep > 0 {
+            if s.log.len() >= keep {
+                s.log.pop_front();
+            }
+            s.log.push_back((s.seq, frame.clone()));
+        }
+        if let Some(conn) = s.link.conn() {
+            self.send_frame(conn, frame);
+        }
     }
 
     fn handle_message(&mut self, conn: ConnId, msg: ClientMessage, now: Time) {
@@ -886,8 +1157,20 @@ impl Server {
                 return;
             }
             (
+                ConnState::AwaitingLogin,
+                ClientMessage::Resume {
+                    version,
+                    token,
+                    seen,
+                },
+            ) => {
+                debug_assert_eq!(version, PROTOCOL_VERSION, "checked by the decoder");
+                self.resume(conn, &token, seen, now);
+                return;
+            }
+            (
                 ConnState::Online(_) | ConnState::Authenticating { .. },
-                ClientMessage::Login { .. },
+                ClientMessage::Login { .. } | ClientMessage::Resume { .. },
             ) => {
                 self.error(conn, ErrorCode::AlreadyLoggedIn, None, None);
                 return;
@@ -947,9 +1230,10 @@ impl Server {
             } => self.caps_reply(session, conn, to, req, capabilities),
             // Handled above; a new variant reaches here only if this match is not
             // updated, and is answered as unknown.
-            ClientMessage::Login { .. } | ClientMessage::Ping {} | ClientMessage::Logout {} => {
-                self.error(conn, ErrorCode::UnknownMessage, None, None)
-            }
+            ClientMessage::Login { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Ping {}
+            | ClientMessage::Logout {} => self.error(conn, ErrorCode::UnknownMessage, None, None),
         }
     }
 
@@ -1005,11 +1289,22 @@ impl Server {
         entry.sessions.insert(id);
         let contact_list: Vec<UserId> = entry.contacts.iter().cloned().collect();
         let online_frame = online_frame(&user, id, &caps);
+        let token = self
+            .config
+            .resume
+            .enabled()
+            .then(|| ResumeToken::derive(&self.config.resume.secret, id));
+        if let Some(t) = &token {
+            self.tokens.insert(t.clone(), id);
+        }
         self.sessions.insert(
             id,
             Session {
                 user: user.clone(),
-                conn,
+                link: Link::Attached(conn),
+                token: token.clone(),
+                seq: 0,
+                log: VecDeque::new(),
                 caps: caps.clone(),
                 terminal,
                 online_frame: online_frame.clone(),
@@ -1030,6 +1325,7 @@ impl Server {
                 session: id,
                 capabilities: caps,
                 contacts: contact_list,
+                resume_token: token,
             },
         );
         // The snapshot: every online terminal this user may see (C6 at login).
@@ -1068,24 +1364,22 @@ impl Server {
             .collect()
     }
 
-    /// Connections of every session of every user entitled to see `subject`.
-    fn watcher_conns(&self, subject: &UserId) -> Vec<ConnId> {
+    /// Every session, attached or detached, of every user entitled to see `subject`.
+    fn watcher_sessions(&self, subject: &UserId) -> Vec<SessionId> {
         self.contact_sessions(subject, |w| self.entitled(w, subject))
-            .filter_map(|s| self.peer_conn(s))
             .collect()
     }
 
     /// Sends one shared frame to every entitled watcher of `subject`, optionally only
     /// those of user `only`.
     fn push_to_watchers(&mut self, subject: &UserId, frame: Bytes, only: Option<&UserId>) {
-        for conn in self.watcher_conns(subject) {
+        for session in self.watcher_sessions(subject) {
             if let Some(only) = only {
-                let watcher = self.session_of(conn).and_then(|s| self.sessions.get(&s));
-                if watcher.map(|s| &s.user) != Some(only) {
+                if self.sessions.get(&session).map(|s| &s.user) != Some(only) {
                     continue;
                 }
             }
-            self.send_frame(conn, frame.clone());
+            self.push_table(session, frame.clone());
         }
     }
 
@@ -1093,6 +1387,12 @@ impl Server {
         let Some(s) = self.sessions.remove(&id) else {
             return;
         };
+        if let Some(t) = &s.token {
+            self.tokens.remove(t);
+        }
+        if let Link::Detached { until, .. } = s.link {
+            self.deadlines.remove(&(until, Timer::Detached(id)));
+        }
         for call in &s.calls {
             self.end_call(*call, id, EndReason::PeerGone);
         }
@@ -1110,7 +1410,7 @@ impl Server {
             }
         }
         self.out.push_back(ServerEvent::SessionEnded {
-            conn: s.conn,
+            conn: s.link.last(),
             endpoint,
         });
     }
@@ -1179,10 +1479,12 @@ impl Server {
         let own_sessions: Vec<SessionId> = u.sessions.iter().copied().collect();
         // Every terminal of the user learns the new contact list first ...
         for s in &own_sessions {
-            let Some(conn) = self.sessions.get(s).map(|s| s.conn) else {
+            let Some(link) = self.sessions.get(s).map(|s| s.link) else {
                 continue;
             };
-            let req = origin.filter(|(c, _)| *c == conn).map(|(_, r)| r);
+            let req = origin
+                .filter(|(c, _)| link.conn() == Some(*c))
+                .map(|(_, r)| r);
             let msg = if added {
                 ServerMessage::ContactAdded {
                     req,
@@ -1194,7 +1496,7 @@ impl Server {
                     user: contact.clone(),
                 }
             };
-            self.send(conn, &msg);
+            self.push_table(*s, encode_frame(&msg));
         }
         // ... then presence follows the change of entitlement, both ways.
         let now_entitled = self.entitled(contact, user);
@@ -1224,15 +1526,12 @@ impl Server {
             // terminal of `contact` on `contact_removed`; the contact, who still lists
             // the user, is told each of the user's terminals went offline.
             for w in &contact_sessions {
-                let Some(wconn) = self.peer_conn(*w) else {
-                    continue;
-                };
                 for s in &own_sessions {
                     let msg = ServerMessage::Offline(Endpoint {
                         user: user.clone(),
                         session: *s,
                     });
-                    self.send(wconn, &msg);
+                    self.push_table(*w, encode_frame(&msg));
                 }
             }
             // Calls between the two users end: they may no longer reach each other.
@@ -1316,12 +1615,13 @@ impl Server {
         );
     }
 
-    /// Whether `to` is an online terminal of a user `from` may see: the one condition
-    /// for relaying anything from `from` to it (calls, capability queries and replies).
+    /// Whether `to` is an attached terminal of a user `from` may see: the one
+    /// condition for relaying anything from `from` to it (calls, capability queries
+    /// and replies). A detached terminal cannot answer, so it is not reachable.
     fn reachable(&self, from: &UserId, to: &Endpoint) -> bool {
         self.sessions
             .get(&to.session)
-            .is_some_and(|s| s.user == to.user)
+            .is_some_and(|s| s.user == to.user && s.link.conn().is_some())
             && self.entitled(from, &to.user)
     }
 
@@ -1408,8 +1708,9 @@ impl Server {
         self.sessions.get(&session).map(|s| s.online_frame.clone())
     }
 
+    /// The connection of an attached session.
     fn peer_conn(&self, session: SessionId) -> Option<ConnId> {
-        self.sessions.get(&session).map(|s| s.conn)
+        self.sessions.get(&session).and_then(|s| s.link.conn())
     }
 
     fn call_retry(&mut self, session: SessionId, conn: ConnId, call: CallId, caps: Capabilities) {

@@ -270,6 +270,18 @@ impl Sim {
         self.collect_client_events(i);
     }
 
+    /// Terminal `i` reconnects and resumes its detached session (spec "Resumable
+    /// sessions"); refused by the client if it has none to resume.
+    pub fn resume(&mut self, i: usize) -> Result<(), crate::client::ClientError> {
+        if !self.terminals[i].client.can_resume() {
+            return Err(crate::client::ClientError::NotDetached);
+        }
+        if self.terminals[i].conn.is_none() {
+            self.connect(i);
+        }
+        self.command(i, |c, now| c.resume(now))
+    }
+
     /// Writes raw bytes to the server on terminal `i`'s connection (hostile input).
     ///
     /// The bytes are handed over cut at the frame boundaries their length prefixes

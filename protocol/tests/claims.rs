@@ -10,6 +10,8 @@
 //! - C15–C18 (server apparatus) drive one [`Server`] alone with raw client frames and
 //!   hand-written credential verdicts.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use precall_protocol::caps::{Bandwidth, Camera, CpuClass, Size};
 use precall_protocol::client::{CallState, ClientError, Status, Violation};
@@ -20,9 +22,9 @@ use precall_protocol::server::{AuthRequest, AuthVerdict, ServerError};
 use precall_protocol::sim::{sample_caps, Directory, Sim};
 use precall_protocol::{
     negotiate_pair, CallDigest, CallId, Capabilities, Client, ClientConfig, ClientEvent,
-    ClientMessage, Codec, ConnId, Endpoint, ErrorCode, LoginWith, Password, ReqId, Server,
-    ServerConfig, ServerEvent, ServerMessage, SessionId, TerminalId, Time, UserId,
-    PROTOCOL_VERSION,
+    ClientMessage, Codec, ConnId, Endpoint, ErrorCode, LoginWith, Password, ReqId, ResumeSecret,
+    ResumeToken, Server, ServerConfig, ServerEvent, ServerMessage, SessionId, TerminalId, Time,
+    UserId, PROTOCOL_VERSION,
 };
 
 // ----- shared helpers ------------------------------------------------------------------
@@ -133,6 +135,17 @@ const ALICE2: usize = 5;
 /// [`caps_b`], `alice-tablet` to alice with [`caps_c`]. Six terminals: alice, bob,
 /// carol, dave, bob's second terminal, alice's second terminal.
 fn world() -> Sim {
+    world_with(ServerConfig::default())
+}
+
+/// A server configuration without resumable sessions.
+fn no_resume() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.resume.grace = Duration::ZERO;
+    config
+}
+
+fn world_with(config: ServerConfig) -> Sim {
     let mut d = Directory::default();
     for n in ["alice", "bob", "carol", "dave"] {
         d.add_user(&u(n), "pw");
@@ -145,7 +158,7 @@ fn world() -> Sim {
         .insert(u("bob"));
     d.register(&tid("bob-phone"), &u("bob"), caps_b());
     d.register(&tid("alice-tablet"), &u("alice"), caps_c());
-    Sim::new(d, 6, ServerConfig::default())
+    Sim::new(d, 6, config)
 }
 
 fn login_caps(sim: &mut Sim, i: usize, user: &str, caps: Capabilities) {
@@ -249,7 +262,8 @@ fn c01_online_push_carries_caps_and_sets_params() {
 
     // Every offline-to-online change repeats it (0108): bob comes back on another
     // terminal with other capabilities, and the parameters follow them.
-    sim.drop_connection(BOB);
+    let now = sim.now;
+    sim.client_mut(BOB).logout(now).unwrap();
     sim.settle().unwrap();
     assert!(sim.client(ALICE).peer(&bob).is_none());
     login_caps(&mut sim, BOB, "bob", caps_low());
@@ -461,15 +475,32 @@ fn c05_own_logout_deletes_everything() {
     assert_eq!(sim.client(BOB).peers().count(), 0);
     assert_eq!(sim.client(BOB).calls().count(), 0);
 
-    // The same holds when the connection dies instead.
+    // A connection that dies is not a logout: the session is detached and resumable,
+    // the table kept (spec "Resumable sessions"); giving it up deletes everything.
     login_caps(&mut sim, ALICE, "alice", caps_a());
     sim.settle().unwrap();
     assert_eq!(sim.client(ALICE).peers().count(), 2);
     sim.drop_connection(ALICE);
     invariant::logout_empty(sim.client(ALICE)).unwrap();
+    assert_eq!(sim.client(ALICE).status(), Status::Detached);
+    assert_eq!(sim.client(ALICE).peers().count(), 2);
+    let now = sim.now;
+    sim.client_mut(ALICE).abandon(now);
+    invariant::logout_empty(sim.client(ALICE)).unwrap();
     assert_eq!(sim.client(ALICE).peers().count(), 0);
     sim.settle().unwrap();
     no_violations(&sim);
+
+    // With resumption disabled, a dying connection deletes everything at once.
+    let mut sim = world_with(no_resume());
+    login_caps(&mut sim, ALICE, "alice", caps_a());
+    login_caps(&mut sim, BOB, "bob", caps_b());
+    sim.settle().unwrap();
+    assert_eq!(sim.client(ALICE).peers().count(), 1);
+    sim.drop_connection(ALICE);
+    invariant::logout_empty(sim.client(ALICE)).unwrap();
+    assert_eq!(sim.client(ALICE).status(), Status::Idle);
+    assert_eq!(sim.client(ALICE).peers().count(), 0);
 }
 
 #[test]
@@ -666,7 +697,8 @@ fn c09_server_pushes_offline_on_logout_and_on_drop() {
     );
     assert!(sim.client(ALICE).peer(&bob).is_none());
 
-    // A connection that dies without a logout.
+    // A connection that dies without a logout: bob is offline once his session's
+    // resume grace runs out, not before (spec "Resumable sessions").
     login_caps(&mut sim, BOB, "bob", caps_b());
     sim.settle().unwrap();
     let bob = sim.endpoint(BOB).unwrap();
@@ -674,12 +706,47 @@ fn c09_server_pushes_offline_on_logout_and_on_drop() {
     let mark = sim.sent.len();
     sim.drop_connection(BOB);
     sim.settle().unwrap();
+    assert!(sent_since(&sim, mark, alice).is_empty(), "still resumable");
+    let grace = sim.server.config().resume.grace;
+    let step = Duration::from_secs(5);
+    // In steps, so that the others' pings keep their own sessions alive.
+    for _ in 1..grace.as_secs() / step.as_secs() {
+        sim.advance(step);
+        sim.settle().unwrap();
+    }
+    sim.advance(step - Duration::from_millis(1));
+    sim.settle().unwrap();
+    let offline = ServerMessage::Offline(bob.clone());
+    assert!(
+        !sent_since(&sim, mark, alice).contains(&offline),
+        "resumable"
+    );
+    sim.advance(Duration::from_millis(1));
+    sim.settle().unwrap();
+    let to_alice = sent_since(&sim, mark, alice);
+    assert_eq!(to_alice.iter().filter(|m| **m == offline).count(), 1);
+    assert!(to_alice
+        .iter()
+        .all(|m| *m == offline || *m == ServerMessage::Pong {}));
+    assert!(sent_since(&sim, mark, carol)
+        .iter()
+        .all(|m| *m == ServerMessage::Pong {}));
+    assert!(sim.client(ALICE).peer(&bob).is_none());
+    no_violations(&sim);
+
+    // With resumption disabled, at once.
+    let mut sim = world_with(no_resume());
+    login_caps(&mut sim, ALICE, "alice", caps_a());
+    login_caps(&mut sim, BOB, "bob", caps_b());
+    sim.settle().unwrap();
+    let (alice, bob) = (conn(&sim, ALICE), sim.endpoint(BOB).unwrap());
+    let mark = sim.sent.len();
+    sim.drop_connection(BOB);
+    sim.settle().unwrap();
     assert_eq!(
         sent_since(&sim, mark, alice),
         vec![ServerMessage::Offline(bob.clone())]
     );
-    assert!(sent_since(&sim, mark, carol).is_empty());
-    assert!(sim.client(ALICE).peer(&bob).is_none());
     no_violations(&sim);
 }
 
@@ -715,6 +782,7 @@ fn client_online(user: &str, own: Capabilities, contacts: &[&str]) -> Client {
             session: SessionId(1),
             capabilities: own,
             contacts: users(contacts),
+            resume_token: None,
         },
     );
     feed(&mut c, &ServerMessage::Synced {});
@@ -865,6 +933,7 @@ fn c11_terminal_apparatus_sends_caps_in_login() {
             session: SessionId(1),
             capabilities: caps_a(),
             contacts: users(&["bob"]),
+            resume_token: None,
         },
     );
     assert_eq!(c.capabilities(), Some(&caps_a()));
@@ -905,6 +974,7 @@ fn c12_terminal_apparatus_sends_terminal_id_in_login() {
             session: SessionId(2),
             capabilities: caps_b(),
             contacts: users(&["alice"]),
+            resume_token: None,
         },
     );
     assert_eq!(c.capabilities(), Some(&caps_b()));
@@ -1204,13 +1274,14 @@ fn c16_server_apparatus_receives_login_with_caps() {
                 session: sa,
                 capabilities: caps_a(),
                 contacts: users(&["bob"]),
+                resume_token: Some(ResumeToken::derive(&ResumeSecret::default(), sa)),
             },
             presence("bob", sb.0, caps_b()),
             ServerMessage::Synced {},
         ]
     );
     assert_eq!(msgs_to(&ev, C2), vec![presence("alice", sa.0, caps_a())]);
-    let view = s.sessions().find(|v| v.conn == C1).unwrap();
+    let view = s.sessions().find(|v| v.conn == Some(C1)).unwrap();
     assert_eq!(*view.capabilities, caps_a());
     // A verdict is used once.
     assert_eq!(
@@ -1261,7 +1332,7 @@ fn c17_server_apparatus_resolves_terminal_id() {
         ServerMessage::LoginOk { capabilities, .. } if *capabilities == caps_b()
     ));
     assert_eq!(msgs_to(&ev, C1), vec![presence("bob", sb.0, caps_b())]);
-    let view = s.sessions().find(|v| v.conn == C2).unwrap();
+    let view = s.sessions().find(|v| v.conn == Some(C2)).unwrap();
     assert_eq!(*view.capabilities, caps_b());
     assert_eq!(view.terminal, Some(&tid("bob-phone")));
 
@@ -1285,7 +1356,9 @@ fn c17_server_apparatus_resolves_terminal_id() {
 
 #[test]
 fn c18_server_apparatus_pushes_offline() {
-    let config = ServerConfig::default();
+    let mut config = ServerConfig::default();
+    // Longer than the resume grace, so the watchers' connections outlive it here.
+    config.idle_timeout = config.resume.grace * 2;
     let idle = config.idle_timeout;
     let mut s = Server::new(config);
     let (sa, _) = log_in(&mut s, C1, "alice", caps_a(), &["bob"], T0);
@@ -1303,9 +1376,16 @@ fn c18_server_apparatus_pushes_offline() {
     );
     assert!(msgs_to(&ev, C3).is_empty(), "carol may not see bob");
 
-    // On a dropped connection.
+    // On a dropped connection, once the resume grace is over.
+    let grace = s.config().resume.grace;
     let (sb, _) = log_in(&mut s, C4, "bob", caps_b(), &["alice"], T0);
     s.disconnect(C4, T0);
+    assert!(
+        msgs_to(&drain(&mut s), C1).is_empty(),
+        "detached, resumable"
+    );
+    assert_eq!(s.detached_count(), 1);
+    s.handle_timeout(T0.after(grace));
     let ev = drain(&mut s);
     assert_eq!(
         msgs_to(&ev, C1),
@@ -1313,6 +1393,7 @@ fn c18_server_apparatus_pushes_offline() {
     );
     assert!(msgs_to(&ev, C3).is_empty());
     assert_eq!(s.session_of(C4), None);
+    assert_eq!(s.detached_count(), 0);
 
     // On idle timeout: bob logs in at 10 s and stays silent; alice pings at 50 s;
     // carol has been silent since 0 s.
@@ -1855,6 +1936,10 @@ fn largest_login_ok_fits_the_minimum_frame_limit() {
         session: SessionId(u64::MAX),
         capabilities: caps,
         contacts,
+        resume_token: Some(ResumeToken::derive(
+            &ResumeSecret::default(),
+            SessionId(u64::MAX),
+        )),
     };
     let frame = encode_frame(&msg);
     assert!(

@@ -12,7 +12,8 @@ use precall_protocol::codec::{encode_frame, encode_payload};
 use precall_protocol::message::{ClientMessage, LoginWith, PROTOCOL_VERSION};
 use precall_protocol::sim::{sample_caps, Directory, Sim};
 use precall_protocol::{
-    CallId, ConnId, Endpoint, Password, ServerConfig, SessionId, TerminalId, UserId,
+    CallId, ConnId, Endpoint, Password, ResumeSecret, ResumeToken, ServerConfig, SessionId,
+    TerminalId, UserId,
 };
 
 const ALICE: usize = 0;
@@ -30,6 +31,10 @@ fn alice_caps() -> Capabilities {
 }
 
 fn world() -> Sim {
+    world_with(ServerConfig::default())
+}
+
+fn world_with(config: ServerConfig) -> Sim {
     let mut d = Directory::default();
     for name in ["alice", "bob", "mallory"] {
         d.add_user(&u(name), "pw");
@@ -45,7 +50,7 @@ fn world() -> Sim {
         &u("alice"),
         alice_caps(),
     );
-    let mut sim = Sim::new(d, 4, ServerConfig::default());
+    let mut sim = Sim::new(d, 4, config);
     sim.login(
         ALICE,
         &u("alice"),
@@ -267,10 +272,73 @@ fn logging_in_with_her_terminal_id_gives_nothing() {
     assert!(
         sim.server
             .sessions()
-            .filter(|s| s.endpoint.user == u("mallory"))
+            .filter(|s| s.endpoint.user == u("mallory") && s.conn.is_some())
             .count()
             <= 1
     );
+}
+
+/// Tries to resume someone else's session with every token mallory can come up with:
+/// the tokens a server with the default (test) secret would issue to the first
+/// sessions, and random ones. Returns how many were refused with `resume_failed`, and
+/// the connections used.
+fn resume_attempts(sim: &mut Sim) -> (usize, Vec<ConnId>) {
+    let mut tokens: Vec<ResumeToken> = (1..=12)
+        .map(|n| ResumeToken::derive(&ResumeSecret::default(), SessionId(n)))
+        .collect();
+    tokens.extend((0u8..8).map(|i| {
+        let hex: String = (0..16).map(|j| format!("{:02x}", i * 31 + j)).collect();
+        ResumeToken::new(hex).unwrap()
+    }));
+    let mut refused = 0;
+    let mut conns = Vec::new();
+    for token in tokens {
+        let conn = sim.connect(MALLORY_RAW);
+        conns.push(conn);
+        let mark = sim.sent.len();
+        let seen = Some(0);
+        let msg = ClientMessage::Resume {
+            version: PROTOCOL_VERSION,
+            token,
+            seen,
+        };
+        sim.inject(MALLORY_RAW, &encode_frame(&msg));
+        sim.run().unwrap();
+        refused += sim.sent[mark..]
+            .iter()
+            .filter(|(c, f)| *c == conn && f.windows(15).any(|w| w == b"\"resume_failed\""))
+            .count();
+    }
+    (refused, conns)
+}
+
+#[test]
+fn resuming_with_guessed_tokens_gives_nothing() {
+    let mut config = ServerConfig::default();
+    config.resume.secret = ResumeSecret([0x5a; 32]);
+    let mut sim = world_with(config);
+    let alice_conn = sim.terminals[ALICE].conn;
+    let mut conns = mallory_conns(&sim);
+    let (refused, used) = resume_attempts(&mut sim);
+    assert_eq!(refused, 20, "every attempt refused");
+    conns.extend(used);
+    assert_nothing_leaked(&mut sim, &conns);
+    // alice's session was not taken over.
+    let view = sim.server.sessions().find(|s| s.endpoint == alice(&sim));
+    assert_eq!(view.and_then(|v| v.conn), alice_conn);
+}
+
+#[test]
+fn a_predictable_resume_secret_would_leak() {
+    // The same attempts against a server left on the default secret take bob's session
+    // over, and with it his table, which holds alice: the leak check sees it. This is
+    // why embedders must set `ResumeConfig::secret` from the OS's random source.
+    let mut sim = world();
+    let mut conns = mallory_conns(&sim);
+    let (refused, used) = resume_attempts(&mut sim);
+    assert!(refused < 20, "some predictable token worked");
+    conns.extend(used);
+    assert!(leaks(&sim, &conns) > 0);
 }
 
 #[test]

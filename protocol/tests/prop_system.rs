@@ -104,6 +104,17 @@ enum Op {
     Drop {
         t: usize,
     },
+    /// The terminal reconnects and resumes its detached session (if it has one).
+    Resume {
+        t: usize,
+    },
+    /// The connection dies, others act for a while (`ops`, then time passes in steps:
+    /// beyond the grace the resume fails), and the terminal resumes.
+    DropAndResume {
+        t: usize,
+        ops: Vec<Op>,
+        wait_ms: u64,
+    },
     UpdateCaps {
         t: usize,
         caps: Capabilities,
@@ -173,6 +184,27 @@ fn advance() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A drop, a few operations of others while detached, a wait, and a resume.
+fn drop_and_resume() -> impl Strategy<Value = Op> {
+    let others = prop_oneof![
+        (terminal(), capabilities()).prop_map(|(t, caps)| Op::UpdateCaps { t, caps }),
+        (terminal(), any_user()).prop_map(|(t, user)| Op::AddContact { t, user }),
+        (terminal(), any_user()).prop_map(|(t, user)| Op::RemoveContact { t, user }),
+        terminal().prop_map(|t| Op::Logout { t }),
+        (terminal(), capabilities()).prop_map(|(t, caps)| Op::LoginCaps {
+            t,
+            caps,
+            good_password: true
+        }),
+    ];
+    (
+        terminal(),
+        prop::collection::vec(others, 0..8),
+        prop_oneof![4 => Just(0u64), 4 => 1u64..30_000, 1 => 61_000u64..70_000],
+    )
+        .prop_map(|(t, ops, wait_ms)| Op::DropAndResume { t, ops, wait_ms })
+}
+
 /// Operations weighted for the table tests: every kind, roster changes and session
 /// churn included.
 fn op() -> impl Strategy<Value = Op> {
@@ -182,7 +214,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (terminal(), prop::bool::weighted(0.9))
             .prop_map(|(t, own)| Op::LoginTerminal { t, own }),
         1 => terminal().prop_map(|t| Op::Logout { t }),
-        1 => terminal().prop_map(|t| Op::Drop { t }),
+        2 => terminal().prop_map(|t| Op::Drop { t }),
+        1 => terminal().prop_map(|t| Op::Resume { t }),
+        2 => drop_and_resume(),
         3 => (terminal(), capabilities()).prop_map(|(t, caps)| Op::UpdateCaps { t, caps }),
         2 => (terminal(), any_user()).prop_map(|(t, user)| Op::AddContact { t, user }),
         2 => (terminal(), any_user()).prop_map(|(t, user)| Op::RemoveContact { t, user }),
@@ -218,6 +252,7 @@ fn call_op() -> impl Strategy<Value = Op> {
             .prop_map(|(t, call, accept)| Op::Answer { t, call, accept }),
         2 => (terminal(), any::<Index>()).prop_map(|(t, call)| Op::Hangup { t, call }),
         1 => terminal().prop_map(|t| Op::Drop { t }),
+        1 => terminal().prop_map(|t| Op::Resume { t }),
         1 => terminal().prop_map(|t| Op::Logout { t }),
         1 => (terminal(), any_user()).prop_map(|(t, user)| Op::RemoveContact { t, user }),
         1 => (terminal(), any_user()).prop_map(|(t, user)| Op::AddContact { t, user }),
@@ -260,6 +295,18 @@ fn table_entry(sim: &Sim, t: usize, to: &Index) -> Option<Endpoint> {
     (!table.is_empty()).then(|| table[to.index(table.len())].clone())
 }
 
+/// Whether `op` is a command of terminal `t` (left out while `t` is detached).
+fn touches(op: &Op, t: usize) -> bool {
+    match op {
+        Op::UpdateCaps { t: u, .. }
+        | Op::AddContact { t: u, .. }
+        | Op::RemoveContact { t: u, .. }
+        | Op::Logout { t: u }
+        | Op::LoginCaps { t: u, .. } => *u == t,
+        _ => true,
+    }
+}
+
 /// Carries out one operation. Operations a client cannot do now are refused by the
 /// client with an error, which is ignored: that is part of what is tested.
 fn apply(sim: &mut Sim, op: &Op) -> Result<(), String> {
@@ -292,6 +339,19 @@ fn apply(sim: &mut Sim, op: &Op) -> Result<(), String> {
             let _ = sim.client_mut(*t).logout(now);
         }
         Op::Drop { t } => sim.drop_connection(*t),
+        Op::Resume { t } => {
+            let _ = sim.resume(*t);
+        }
+        Op::DropAndResume { t, ops, wait_ms } => {
+            sim.drop_connection(*t);
+            for op in ops.iter().filter(|op| !touches(op, *t)) {
+                apply(sim, op)?;
+                sim.run().map_err(|v| v.to_string())?;
+            }
+            let ms = *wait_ms;
+            apply(sim, &Op::Advance { ms, stepped: true })?;
+            let _ = sim.resume(*t);
+        }
         Op::UpdateCaps { t, caps } => {
             let _ = sim.client_mut(*t).update_caps(caps.clone(), now);
         }
@@ -386,6 +446,7 @@ struct Stats {
 /// Errors start with the invariant's identifier.
 fn run_ops(ops: &[Op], tamper: Option<Tamper>) -> Result<Stats, String> {
     SEEN.with(|s| s.borrow_mut().clear());
+    CATCHING_UP.with(|s| s.borrow_mut().clear());
     let mut sim = world();
     sim.tamper = tamper;
     let ctx = |i: usize, op: &Op| format!("after op {i} {op:?}");
@@ -717,8 +778,9 @@ fn broadcast_online(server: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId,
     let mut out = vec![(conn, frame.clone())];
     if let Some(ServerMessage::Online(_)) = server_message(&frame) {
         for s in server.sessions() {
-            if s.conn != conn {
-                out.push((s.conn, frame.clone()));
+            match s.conn {
+                Some(c) if c != conn => out.push((c, frame.clone())),
+                _ => {}
             }
         }
     }
@@ -764,6 +826,55 @@ fn drop_online_updates(_: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, B
     }
 }
 
+thread_local! {
+    /// For the catch-up fault: connections between `resumed` and `synced`.
+    static CATCHING_UP: RefCell<BTreeSet<ConnId>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+/// Fault: a resume's catch-up loses its table frames (`resumed` and `synced` arrive,
+/// nothing between them).
+fn drop_catch_up(_: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, Bytes)> {
+    let deliver = CATCHING_UP.with(|s| {
+        let mut s = s.borrow_mut();
+        match server_message(&frame) {
+            Some(ServerMessage::Resumed { .. }) => {
+                s.insert(conn);
+                true
+            }
+            Some(ServerMessage::Synced {}) => {
+                s.remove(&conn);
+                true
+            }
+            Some(
+                ServerMessage::Online(_)
+                | ServerMessage::Offline(_)
+                | ServerMessage::ContactAdded { .. }
+                | ServerMessage::ContactRemoved { .. },
+            ) => !s.contains(&conn),
+            _ => true,
+        }
+    });
+    if deliver {
+        vec![(conn, frame)]
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn lost_catch_up_breaks_online_exact() {
+    CATCHING_UP.with(|s| s.borrow_mut().clear());
+    let mut sim = alice_and_bob(drop_catch_up);
+    sim.drop_connection(0);
+    let now = sim.now;
+    sim.client_mut(1)
+        .update_caps(sample_caps(&["av1"], 640, 15), now)
+        .unwrap();
+    sim.settle().unwrap();
+    sim.resume(0).unwrap();
+    assert_violation(sim.settle(), "INV-ONLINE-EXACT");
+}
+
 fn assert_violation(r: Result<(), precall_protocol::invariant::Violation>, id: &str) {
     match r {
         Err(v) => assert_eq!(v.id, id, "{v}"),
@@ -785,7 +896,8 @@ fn alice_and_bob(tamper: Tamper) -> Sim {
 #[test]
 fn dropped_offline_breaks_online_exact() {
     let mut sim = alice_and_bob(drop_offline);
-    sim.drop_connection(1);
+    let now = sim.now;
+    sim.client_mut(1).logout(now).unwrap();
     assert_violation(sim.settle(), "INV-ONLINE-EXACT");
 }
 
@@ -805,9 +917,14 @@ fn presence_broadcast_to_everyone_breaks_visibility() {
 #[test]
 fn conn_open_check_catches_a_frame_for_a_closed_connection() {
     let mut sim = alice_and_bob(frame_to_first_connection);
-    // alice (connection 1) leaves; the offline push about her also goes to 1.
+    // alice's connection (1) drops; when her resume grace ends, the offline push
+    // about her also goes to 1.
     sim.drop_connection(0);
-    assert_violation(sim.run(), "INV-CONN-OPEN");
+    let r = (0..7).try_for_each(|_| {
+        sim.advance(Duration::from_secs(10));
+        sim.run()
+    });
+    assert_violation(r, "INV-CONN-OPEN");
 }
 
 #[test]
@@ -847,6 +964,7 @@ fn random_operations_find_every_seeded_fault() {
             drop_online_updates,
             "INV-ONLINE-EXACT",
         ),
+        ("drop_catch_up", drop_catch_up, "INV-ONLINE-EXACT"),
     ] {
         let found = find_counterexample(256, &ops, |ops| run_ops(&ops, Some(tamper)).map(|_| ()));
         let (ops, why) = found.unwrap_or_else(|| panic!("{name} went unnoticed"));
@@ -868,6 +986,8 @@ fn situations(sim: &Sim, into: &mut BTreeMap<String, usize>) {
                 ClientEvent::PeerUpdated { .. } => "peer updated".into(),
                 ClientEvent::PeerOffline { .. } => "peer offline".into(),
                 ClientEvent::LoggedOut => "logged out".into(),
+                ClientEvent::Detached => "detached".into(),
+                ClientEvent::Resumed { snapshot, .. } => format!("resumed snapshot={snapshot}"),
                 _ => continue,
             };
             bump(k);
@@ -921,12 +1041,16 @@ fn random_operations_reach_every_situation() {
         "error BadCredentials",
         "error IdleTimeout",
         "error LoginTimeout",
+        "error ResumeFailed",
         "error SessionReplaced",
         "error UnknownTerminal",
         "established Fallback",
         "established Fast",
         "peer offline",
         "peer updated",
+        "detached",
+        "resumed snapshot=false",
+        "resumed snapshot=true",
     ] {
         assert!(
             seen.get(key).is_some_and(|n| *n >= 5),

@@ -34,8 +34,8 @@ use precall_protocol::codec::{decode_message, encode_payload};
 use precall_protocol::message::{EndReason, Presence, WireMessage};
 use precall_protocol::{
     negotiate, CallDigest, CallId, Capabilities, ClientMessage, Codec, Direction, Endpoint,
-    ErrorCode, LoginWith, Password, ReqId, ServerMessage, SessionId, StreamParams, TerminalId,
-    UserId, PROTOCOL_VERSION,
+    ErrorCode, LoginWith, Password, ReqId, ResumeSecret, ResumeToken, ServerMessage, SessionId,
+    StreamParams, TerminalId, UserId, PROTOCOL_VERSION,
 };
 
 // ----- locations and bless mode ------------------------------------------------------
@@ -302,6 +302,14 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("need_caps", C(ClientMessage::NeedCaps { call: CALL })),
         ("hangup", C(ClientMessage::Hangup { call: CALL })),
         (
+            "resume",
+            C(ClientMessage::Resume {
+                version: PROTOCOL_VERSION,
+                token: token(),
+                seen: Some(3),
+            }),
+        ),
+        (
             "query_caps",
             C(ClientMessage::QueryCaps {
                 req: ReqId(9),
@@ -325,6 +333,27 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 session: SessionId(1),
                 capabilities: alice_desktop(),
                 contacts: vec![user("bob")],
+                resume_token: Some(token()),
+            }),
+        ),
+        (
+            "resumed_delta",
+            S(ServerMessage::Resumed {
+                version: PROTOCOL_VERSION,
+                session: SessionId(1),
+                capabilities: alice_desktop(),
+                seq: 7,
+                contacts: None,
+            }),
+        ),
+        (
+            "resumed_snapshot",
+            S(ServerMessage::Resumed {
+                version: PROTOCOL_VERSION,
+                session: SessionId(1),
+                capabilities: alice_desktop(),
+                seq: 0,
+                contacts: Some(vec![user("bob")]),
             }),
         ),
         ("synced", S(ServerMessage::Synced {})),
@@ -439,7 +468,22 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 retry_after_ms: Some(42_000),
             }),
         ),
+        (
+            "error_resume_failed",
+            S(ServerMessage::Error {
+                code: ErrorCode::ResumeFailed,
+                req: None,
+                call: None,
+                detail: String::new(),
+                retry_after_ms: None,
+            }),
+        ),
     ]
+}
+
+/// The token a server with the default (test) secret issues to session 1.
+fn token() -> ResumeToken {
+    ResumeToken::derive(&ResumeSecret::default(), SessionId(1))
 }
 
 fn payload(m: &Msg) -> String {

@@ -20,8 +20,8 @@ use precall_protocol::caps::{
 };
 use precall_protocol::message::{EndReason, LoginWith, Presence};
 use precall_protocol::{
-    CallId, ClientMessage, Codec, Endpoint, ErrorCode, Password, ReqId, ServerMessage, SessionId,
-    TerminalId, UserId, PROTOCOL_VERSION,
+    CallId, ClientMessage, Codec, Endpoint, ErrorCode, Password, ReqId, ResumeToken, ServerMessage,
+    SessionId, TerminalId, UserId, PROTOCOL_VERSION,
 };
 
 // ----- identifiers ---------------------------------------------------------------
@@ -68,6 +68,11 @@ pub fn password() -> impl Strategy<Value = Password> {
         1 => Just("p".repeat(Password::MAX_LEN)),
     ]
     .prop_map(|s| Password::new(s).expect("valid password"))
+}
+
+/// Any well-formed resume token.
+pub fn resume_token() -> impl Strategy<Value = ResumeToken> {
+    "[0-9a-f]{32}".prop_map(|s| ResumeToken::new(s).expect("32 hex digits"))
 }
 
 pub fn session_id() -> impl Strategy<Value = SessionId> {
@@ -287,6 +292,13 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
                 with,
             }
         }),
+        (resume_token(), prop::option::of(any::<u64>())).prop_map(|(token, seen)| {
+            ClientMessage::Resume {
+                version: PROTOCOL_VERSION,
+                token,
+                seen,
+            }
+        }),
         Just(ClientMessage::Logout {}),
         Just(ClientMessage::Ping {}),
         (req_id(), capabilities())
@@ -387,14 +399,31 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
             user_id(),
             session_id(),
             capabilities(),
-            prop::collection::vec(user_id(), 0..6)
+            prop::collection::vec(user_id(), 0..6),
+            prop::option::of(resume_token()),
         )
-            .prop_map(
-                |(user, session, capabilities, contacts)| ServerMessage::LoginOk {
+            .prop_map(|(user, session, capabilities, contacts, resume_token)| {
+                ServerMessage::LoginOk {
                     version: PROTOCOL_VERSION,
                     user,
                     session,
                     capabilities,
+                    contacts,
+                    resume_token,
+                }
+            }),
+        (
+            session_id(),
+            capabilities(),
+            any::<u64>(),
+            prop::option::of(prop::collection::vec(user_id(), 0..6)),
+        )
+            .prop_map(
+                |(session, capabilities, seq, contacts)| ServerMessage::Resumed {
+                    version: PROTOCOL_VERSION,
+                    session,
+                    capabilities,
+                    seq,
                     contacts,
                 }
             ),
