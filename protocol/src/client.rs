@@ -485,14 +485,17 @@ impl Client {
     /// token and the number of table frames processed (spec "Resumable sessions").
     /// No password is needed.
     pub fn resume(&mut self, now: Time) -> Result<(), ClientError> {
-        let State::Detached(on) = std::mem::replace(&mut self.state, State::Idle) else {
+        // A refused command changes nothing (section 8.2).
+        let State::Detached(on) = &self.state else {
             return Err(ClientError::NotDetached);
         };
         let Some(token) = on.token.clone() else {
-            self.state = State::Detached(on);
             return Err(ClientError::NotDetached);
         };
         let seen = on.seen;
+        let State::Detached(on) = std::mem::replace(&mut self.state, State::Idle) else {
+            return Err(ClientError::NotDetached);
+        };
         self.decoder = FrameDecoder::new(self.config.max_frame.max(MIN_MAX_FRAME));
         self.state = State::Resuming(on);
         self.send(
@@ -936,6 +939,17 @@ impl Client {
     /// Number of call requests waiting for `call_ringing`.
     pub fn dialing(&self) -> usize {
         self.online().map_or(0, |o| o.dialing.len())
+    }
+
+    /// Whether two clients are equal but for the count of table frames seen, which a
+    /// refused table frame still advances (section 8.2): for the fuzz oracle.
+    #[cfg(feature = "arbitrary")]
+    pub(crate) fn eq_but_seen(&self, other: &Client) -> bool {
+        let mut a = self.clone();
+        if let (State::Online(x), State::Online(y)) = (&mut a.state, &other.state) {
+            x.seen = y.seen;
+        }
+        a == *other
     }
 
     // ----- internals -------------------------------------------------------------

@@ -32,6 +32,8 @@ enum Command {
     Login(UserId, Password, LoginWith),
     Logout,
     ConnectionLost,
+    Resume,
+    Abandon,
     UpdateCaps(Capabilities),
     AddContact(UserId),
     RemoveContact(UserId),
@@ -80,6 +82,14 @@ fn expect(c: &Client, msg: &ServerMessage) -> Expect {
     let status = c.status();
     match (status, msg) {
         (_, M::Pong {} | M::Error { .. }) => Expect::Taken,
+        (Status::Resuming, M::Resumed { session, .. }) if Some(*session) == c.session() => {
+            Expect::Taken
+        }
+        (Status::Detached | Status::Resuming, M::LoginOk { .. }) => {
+            Expect::Refused("unexpected login")
+        }
+        (Status::Detached | Status::Resuming, _) => Expect::Refused("not online"),
+        (Status::Online, M::Resumed { .. }) => Expect::Refused("unexpected"),
         (Status::Idle | Status::Online, M::LoginOk { .. }) => Expect::Refused("unexpected login"),
         (_, M::LoginOk { .. }) => Expect::Taken,
         (Status::Online, M::LoggedOut {}) => Expect::Refused("unexpected"),
@@ -172,7 +182,10 @@ fn deliver(c: &mut Client, msg: ServerMessage, now: Time) {
     } else {
         // "Violation means the message is ignored (no state change, no reply)".
         assert_eq!(sent, 0, "{msg:?}: a refused message was answered");
-        assert_eq!(*c, before, "{msg:?}: a refused message changed the client");
+        assert!(
+            c.eq_but_seen(&before),
+            "{msg:?}: a refused message changed the client:\n{c:?}\n{before:?}"
+        );
     }
 }
 
@@ -198,6 +211,35 @@ fn applied(c: &Client, before: &Client, msg: &ServerMessage) {
             assert_eq!(c.capabilities(), Some(capabilities));
             assert_eq!(c.session(), Some(*session));
             assert_eq!(c.peers().count(), 0, "a fresh session has an empty table");
+        }
+        M::Resumed { version, .. }
+            if before.status() == Status::Resuming && *version != PROTOCOL_VERSION =>
+        {
+            assert_eq!(c.status(), Status::Idle, "a resumed of another version ends it");
+            assert_eq!(c.peers().count(), 0);
+        }
+        M::Resumed {
+            session, contacts, ..
+        } if before.status() == Status::Resuming => {
+            assert_eq!(c.status(), Status::Online);
+            assert_eq!(c.session(), Some(*session));
+            assert!(!c.is_synced(), "the catch-up follows");
+            match contacts {
+                // A snapshot replaces the table and the contact list.
+                Some(list) => {
+                    assert_eq!(c.peers().count(), 0, "a snapshot starts from nothing");
+                    let held: Vec<&UserId> = c.contacts().collect();
+                    let mut want: Vec<&UserId> = list.iter().collect();
+                    want.sort();
+                    want.dedup();
+                    assert_eq!(held, want);
+                }
+                // A delta keeps both.
+                None => {
+                    assert!(c.peers().eq(before.peers()), "a delta keeps the table");
+                    assert!(c.contacts().eq(before.contacts()));
+                }
+            }
         }
         M::Online(p) if c.status() == Status::Online => {
             let held = c.peer(&p.endpoint()).map(|peer| &peer.capabilities);
@@ -240,6 +282,11 @@ fn command(c: &mut Client, cmd: Command, now: Time) {
         Command::Logout => c.logout(now),
         Command::ConnectionLost => {
             c.connection_lost(now);
+            Ok(())
+        }
+        Command::Resume => c.resume(now),
+        Command::Abandon => {
+            c.abandon(now);
             Ok(())
         }
         Command::UpdateCaps(caps) => c.update_caps(caps, now).map(drop),
@@ -288,7 +335,13 @@ pub fn client(data: &[u8]) {
             Step::Deliver(msg) => deliver(&mut c, msg, now),
             Step::Bytes(bytes) => {
                 if c.receive(&bytes, now).is_err() {
-                    assert_eq!(c.status(), Status::Idle, "a broken stream ends the session");
+                    // The connection is over: the session ends, or is detached to be
+                    // resumed on a new one.
+                    assert!(
+                        matches!(c.status(), Status::Idle | Status::Detached),
+                        "a broken stream ends the connection: {:?}",
+                        c.status()
+                    );
                 }
                 drain(&mut c);
             }

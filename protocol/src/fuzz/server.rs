@@ -40,6 +40,8 @@ enum Step {
     Command { t: u8, command: Command },
     /// A wired terminal's connection dies.
     Drop { t: u8 },
+    /// A wired terminal reconnects and resumes its detached session (if it has one).
+    Resume { t: u8 },
     /// A raw connection writes one well-formed message (connecting first if needed).
     Send { r: u8, msg: ClientMessage },
     /// A raw connection writes arbitrary bytes.
@@ -154,6 +156,9 @@ pub fn server(data: &[u8]) {
             } => sim.login(wired(t), &user, password.expose(), with),
             Step::Command { t, command: cmd } => command(&mut sim, wired(t), cmd),
             Step::Drop { t } => sim.drop_connection(wired(t)),
+            Step::Resume { t } => {
+                let _ = sim.resume(wired(t));
+            }
             Step::Send { r, msg } => {
                 let r = raw(r);
                 if sim.terminals[r].conn.is_none() {
