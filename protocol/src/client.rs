@@ -788,8 +788,8 @@ impl Client {
                 }));
                 self.events.push_back(ClientEvent::LoggedIn { session });
             }
-            (State::Resuming(_), ServerMessage::Resumed { version, .. })
-                if version != crate::message::PROTOCOL_VERSION =>
+            (State::Resuming(on), ServerMessage::Resumed { version, session, .. })
+                if session == on.session && version != crate::message::PROTOCOL_VERSION =>
             {
                 self.state = State::Idle;
                 self.events.push_back(ClientEvent::ServerError {
