@@ -39,7 +39,9 @@ impl World {
         sb.write_caps("alice.json", &alice_caps())?;
         sb.write_caps("carol.json", &carol_caps())?;
         sb.write_caps("bob.json", &phone_caps())?;
-        let server = sb.start_server(&[])?;
+        // A short resume grace: a killed terminal is offline for its contacts once
+        // its detached session's grace is over (spec 9.9.3).
+        let server = sb.start_server(&["--resume-grace-ms", "1000"])?;
         Ok(World { sb, server })
     }
 
@@ -320,6 +322,7 @@ fn e2e_c09_server_pushes_offline_on_logout_and_on_drop() -> Res<()> {
     bob.logout()?;
     let ev = alice.wait_event_where("peer_offline", |v| v["user"] == "bob")?;
     ensure!(ev["session"].as_u64() == bob_session, "{ev}");
+    // A dropped connection: offline when the resume grace (1 s here) is over.
     carol.kill();
     let ev = alice.wait_event_where("peer_offline", |v| v["user"] == "carol")?;
     ensure!(ev["session"].as_u64() == carol_session, "{ev}");
@@ -374,6 +377,7 @@ impl Rig {
             session: SessionId(1),
             capabilities: caps.clone(),
             contacts: vec![UserId::new("bob")?, UserId::new("carol")?],
+            resume_token: None,
         })?;
         self.conn.send_msg(&ServerMessage::Synced {})?;
         self.client.wait_logged_in()?;

@@ -1,9 +1,10 @@
 //! Terminals that die without logging out (spec sections 9.7, 11.6; claim C9): a client
 //! process killed with SIGKILL, one frozen with SIGSTOP (its socket stays open but
 //! silent), and a raw connection that goes quiet. The server runs with
-//! `--idle-timeout-ms 1500`, the clients ping every 500 ms; the contact must be told
-//! within the idle bound plus a margin, and its table must no longer hold the dead
-//! terminal.
+//! `--idle-timeout-ms 1500` and `--resume-grace-ms 1500` (a killed process's socket
+//! closes, which detaches its session for the resume grace, section 9.9; a frozen one
+//! times out), the clients ping every 500 ms; the contact must be told within that
+//! bound plus a margin, and its table must no longer hold the dead terminal.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use precall_e2e::*;
 use precall_protocol::{ErrorCode, LoginWith, ServerMessage};
 
 const IDLE_MS: u64 = 1500;
+/// The resume grace: as long as the idle bound, so one bound covers both ways to die.
+const GRACE_MS: u64 = IDLE_MS;
 const MARGIN_MS: u64 = 1500;
 
 struct World {
@@ -21,7 +24,12 @@ struct World {
 
 fn world() -> Res<World> {
     let sb = Sandbox::with_cast()?;
-    let server = sb.start_server(&["--idle-timeout-ms", &IDLE_MS.to_string()])?;
+    let server = sb.start_server(&[
+        "--idle-timeout-ms",
+        &IDLE_MS.to_string(),
+        "--resume-grace-ms",
+        &GRACE_MS.to_string(),
+    ])?;
     let alice = sb.online_client(
         server.addr,
         "alice",

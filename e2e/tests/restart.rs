@@ -139,10 +139,13 @@ fn restart_after_sigkill_keeps_accounts_contacts_and_terminals() -> Res<()> {
     let mut server = sb.start_server(&[])?;
     let mut clients = before(&sb, &server, false)?;
     server.kill();
+    // Each client notices and keeps its session detached, trying to resume against
+    // a server that is gone (resume.rs shows the resume failing after a restart and
+    // the client logging in again); these are dropped, and new ones log in below.
     for c in [&mut clients.0, &mut clients.1, &mut clients.2] {
-        c.wait_event("logged_out")?;
-        c.wait_exit(TIMEOUT)?;
+        c.wait_event("detached")?;
     }
+    drop(clients);
     after(&sb, false)
 }
 

@@ -298,6 +298,8 @@ pub enum ClientEvent {
         req: Option<ReqId>,
         /// The call concerned.
         call: Option<CallId>,
+        /// How long to wait before trying again, if the server said.
+        retry_after: Option<Duration>,
     },
     /// The session is over (logout completed, login or resume refused, fatal error,
     /// the connection was lost without a resumable session, or the resumable session
@@ -755,6 +757,7 @@ impl Client {
                     code: ErrorCode::UnsupportedVersion,
                     req: None,
                     call: None,
+                    retry_after: None,
                 });
                 self.events.push_back(ClientEvent::LoggedOut);
             }
@@ -788,14 +791,18 @@ impl Client {
                 }));
                 self.events.push_back(ClientEvent::LoggedIn { session });
             }
-            (State::Resuming(on), ServerMessage::Resumed { version, session, .. })
-                if session == on.session && version != crate::message::PROTOCOL_VERSION =>
-            {
+            (
+                State::Resuming(on),
+                ServerMessage::Resumed {
+                    version, session, ..
+                },
+            ) if session == on.session && version != crate::message::PROTOCOL_VERSION => {
                 self.state = State::Idle;
                 self.events.push_back(ClientEvent::ServerError {
                     code: ErrorCode::UnsupportedVersion,
                     req: None,
                     call: None,
+                    retry_after: None,
                 });
                 self.events.push_back(ClientEvent::LoggedOut);
             }
@@ -820,9 +827,16 @@ impl Client {
             (
                 _,
                 ServerMessage::Error {
-                    code, req, call, ..
+                    code,
+                    req,
+                    call,
+                    retry_after_ms,
+                    ..
                 },
-            ) => self.server_error(code, req, call),
+            ) => {
+                let retry_after = retry_after_ms.map(Duration::from_millis);
+                self.server_error(code, req, call, retry_after)
+            }
             // Anything else in flight when the user logged out is dropped: the client
             // holds nothing after logout (C5).
             (State::LoggingOut, _) => {}
@@ -1019,13 +1033,36 @@ impl Client {
         }
     }
 
-    fn server_error(&mut self, code: ErrorCode, req: Option<ReqId>, call: Option<CallId>) {
+    fn server_error(
+        &mut self,
+        code: ErrorCode,
+        req: Option<ReqId>,
+        call: Option<CallId>,
+        retry_after: Option<Duration>,
+    ) {
+        let event = ClientEvent::ServerError {
+            code,
+            req,
+            call,
+            retry_after,
+        };
+        let resuming = matches!(self.state, State::Resuming(_));
+        if code.is_fatal() && code.refuses_connection() && resuming {
+            // The server refused the connection without looking at the `resume`: the
+            // session is still detached there (section 9.9.6).
+            if let State::Resuming(on) = std::mem::replace(&mut self.state, State::Idle) {
+                self.state = State::Detached(on);
+            }
+            self.out.clear();
+            self.events.push_back(event);
+            self.events.push_back(ClientEvent::Detached);
+            return;
+        }
         if code.is_fatal() {
             // The server closes the connection next; nothing may be kept (C5).
             if self.state != State::Idle {
                 self.state = State::Idle;
-                self.events
-                    .push_back(ClientEvent::ServerError { code, req, call });
+                self.events.push_back(event);
                 self.events.push_back(ClientEvent::LoggedOut);
             }
             return;
@@ -1042,8 +1079,7 @@ impl Client {
         if let (State::Online(on), Some(c)) = (&mut self.state, call) {
             on.calls.remove(&c);
         }
-        self.events
-            .push_back(ClientEvent::ServerError { code, req, call });
+        self.events.push_back(event);
     }
 }
 

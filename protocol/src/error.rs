@@ -161,6 +161,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Whether the code refuses the *connection* before the server looked at what was
+    /// sent on it (its accept rate, its connection limits, a throttled source): a
+    /// client that was resuming keeps its detached session and tries again after
+    /// `retry_after_ms` (spec section 9.9.6).
+    pub fn refuses_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::RateLimited | ErrorCode::TooManyConnections | ErrorCode::LoginThrottled
+        )
+    }
+
     /// Whether the server closes the connection after sending this code.
     pub fn is_fatal(self) -> bool {
         matches!(

@@ -997,7 +997,8 @@ fn c12_terminal_apparatus_sends_terminal_id_in_login() {
             ClientEvent::ServerError {
                 code: ErrorCode::UnknownTerminal,
                 req: None,
-                call: None
+                call: None,
+                retry_after: None,
             },
             ClientEvent::LoggedOut
         ]

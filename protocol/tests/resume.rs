@@ -38,7 +38,8 @@ fn world(config: ServerConfig) -> Sim {
     }
     d.befriend(&u("alice"), &u("bob"));
     d.befriend(&u("alice"), &u("carol"));
-    let mut sim = Sim::new(d, 3, config);
+    // A fourth terminal stays unused unless a test needs a spare connection.
+    let mut sim = Sim::new(d, 4, config);
     for (t, name, width) in [
         (ALICE, "alice", 1920),
         (BOB, "bob", 1280),
@@ -553,4 +554,47 @@ fn without_resumption_no_token_is_issued_and_a_drop_ends_the_session() {
     ));
     s.disconnect(C1, Time(1));
     assert_eq!(s.sessions().count(), 0);
+}
+
+#[test]
+fn a_refused_connection_keeps_the_session_detached_and_says_when_to_retry() {
+    // A reconnect storm against an accept-rate limit of three per second: the fourth
+    // connection in the second is refused before the server reads its `resume`.
+    let mut config = ServerConfig::default();
+    config.limits.max_accepts_per_second = 3;
+    let mut sim = world(config);
+    sim.advance(Duration::from_secs(1));
+    for t in [ALICE, BOB, CAROL] {
+        sim.drop_connection(t);
+    }
+    let table = |sim: &Sim, t| sim.client(t).peers().count();
+    let before = table(&sim, BOB);
+    sim.connect(3);
+    sim.resume(ALICE).unwrap();
+    sim.resume(CAROL).unwrap();
+    sim.resume(BOB).unwrap();
+    sim.run().unwrap();
+    assert_eq!(sim.client(ALICE).status(), Status::Online);
+    assert_eq!(sim.client(BOB).status(), Status::Detached, "not logged out");
+    assert_eq!(table(&sim, BOB), before, "the table is kept");
+    let retry = sim.terminals[BOB].events.iter().find_map(|e| match e {
+        ClientEvent::ServerError {
+            code: ErrorCode::RateLimited,
+            retry_after,
+            ..
+        } => *retry_after,
+        _ => None,
+    });
+    assert!(
+        retry.is_some_and(|d| d <= Duration::from_secs(1)),
+        "{retry:?}"
+    );
+    // After the wait the resume goes through, to the same session.
+    let bob = sim.endpoint(BOB).unwrap();
+    sim.advance(retry.unwrap());
+    sim.drop_connection(BOB);
+    sim.resume(BOB).unwrap();
+    sim.settle().unwrap();
+    assert_eq!(sim.client(BOB).status(), Status::Online);
+    assert_eq!(sim.endpoint(BOB), Some(bob));
 }

@@ -3,9 +3,12 @@
 //! (words, or JSON objects with `--json`) and prints every event (sentences, or one JSON
 //! object per line with `--json`). Every protocol decision is the core's. With
 //! `--tls-ca` it connects over TLS and verifies the server's certificate (module `tls`).
+//! When the connection drops it reconnects and resumes the session (module
+//! `reconnect`), unless `--no-reconnect`.
 
 mod caps;
 mod commands;
+mod reconnect;
 mod render;
 mod session;
 mod tls;
@@ -77,6 +80,17 @@ struct Args {
     /// --server, or "localhost" if that is an IP address].
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     tls_server_name: Option<String>,
+    /// Do not reconnect when the connection drops: the session ends at once (logged
+    /// out), as with a server that does not resume sessions.
+    #[arg(long)]
+    no_reconnect: bool,
+    /// Reconnecting: the ceiling of the first attempt's random wait, in milliseconds;
+    /// it doubles with every failed attempt (exponential back-off with full jitter).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    reconnect_base_ms: u64,
+    /// Reconnecting: the largest ceiling of the random wait, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    reconnect_max_ms: u64,
 }
 
 impl Args {
@@ -107,6 +121,15 @@ impl Args {
         if self.ping_ms == 0 {
             return Err("--ping-ms must be positive".into());
         }
+        if self.reconnect_base_ms == 0 || self.reconnect_max_ms < self.reconnect_base_ms {
+            return Err(
+                "--reconnect-base-ms must be positive and at most --reconnect-max-ms".into(),
+            );
+        }
+        let reconnect = (!self.no_reconnect).then(|| reconnect::Policy {
+            base: Duration::from_millis(self.reconnect_base_ms),
+            max: Duration::from_millis(self.reconnect_max_ms),
+        });
         let tls = match &self.tls_ca {
             Some(ca) => Some(tls::Tls::new(
                 ca,
@@ -123,6 +146,7 @@ impl Args {
             json: self.json,
             ping: Duration::from_millis(self.ping_ms),
             tls,
+            reconnect,
         })
     }
 }

@@ -132,6 +132,18 @@ pub enum Event {
         /// What happened.
         detail: String,
     },
+    /// The connection dropped; the session is resumable and its table kept (calls
+    /// ended first). The client reconnects unless told not to.
+    Detached,
+    /// The session was taken over on a new connection; what was missed follows, then
+    /// `synced`.
+    Resumed {
+        /// The session (the same as before the drop).
+        session: SessionId,
+        /// Whether the server sent a full snapshot (the table was rebuilt) rather
+        /// than only what was missed.
+        snapshot: bool,
+    },
     /// The session is over.
     LoggedOut,
 }
@@ -186,7 +198,12 @@ impl Event {
             },
             ClientEvent::CallEnded { call, reason } => Event::CallEnded { call, reason },
             ClientEvent::CallFailed { code, .. } => Event::CallFailed { code, to: extra.to },
-            ClientEvent::ServerError { code, req, call } => {
+            ClientEvent::ServerError {
+                code,
+                req,
+                call,
+                retry_after,
+            } => {
                 let mut detail = format!("server error {}", wire_name(&code));
                 if let Some(r) = req {
                     let _ = write!(detail, " (request {r})");
@@ -194,12 +211,17 @@ impl Event {
                 if let Some(c) = call {
                     let _ = write!(detail, " (call {c})");
                 }
+                if let Some(d) = retry_after {
+                    let _ = write!(detail, " (retry after {} ms)", d.as_millis());
+                }
                 Event::Error {
                     code: wire_name(&code),
                     detail,
                 }
             }
             ClientEvent::LoggedOut => Event::LoggedOut,
+            ClientEvent::Detached => Event::Detached,
+            ClientEvent::Resumed { session, snapshot } => Event::Resumed { session, snapshot },
             ClientEvent::Violation(v) => Event::Violation {
                 detail: v.to_string(),
             },
@@ -275,6 +297,10 @@ impl Event {
                 json!({"event": "error", "code": code, "detail": detail})
             }
             Event::Violation { detail } => json!({"event": "violation", "detail": detail}),
+            Event::Detached => json!({"event": "detached"}),
+            Event::Resumed { session, snapshot } => {
+                json!({"event": "resumed", "session": session, "snapshot": snapshot})
+            }
             Event::LoggedOut => json!({"event": "logged_out"}),
         }
     }
@@ -335,6 +361,15 @@ impl Event {
             Event::CallFailed { code, to: None } => format!("call failed: {}", wire_name(code)),
             Event::Error { code, detail } => format!("error {code}: {detail}"),
             Event::Violation { detail } => format!("protocol violation by the server: {detail}"),
+            Event::Detached => "connection lost; session detached".to_owned(),
+            Event::Resumed {
+                session,
+                snapshot: true,
+            } => format!("resumed session {session} (snapshot)"),
+            Event::Resumed {
+                session,
+                snapshot: false,
+            } => format!("resumed session {session} (what was missed)"),
             Event::LoggedOut => "logged out".to_owned(),
         }
     }
@@ -602,7 +637,8 @@ mod tests {
                 ClientEvent::ServerError {
                     code: ErrorCode::Busy,
                     req: Some(ReqId(3)),
-                    call: None
+                    call: None,
+                    retry_after: None,
                 },
                 none()
             ),
@@ -618,6 +654,20 @@ mod tests {
         assert_eq!(
             render(ClientEvent::LoggedOut, none()),
             json!({"event": "logged_out"})
+        );
+        assert_eq!(
+            render(ClientEvent::Detached, none()),
+            json!({"event": "detached"})
+        );
+        assert_eq!(
+            render(
+                ClientEvent::Resumed {
+                    session: SessionId(4),
+                    snapshot: false
+                },
+                none()
+            ),
+            json!({"event": "resumed", "session": 4, "snapshot": false})
         );
     }
 
@@ -680,5 +730,17 @@ mod tests {
             "call 5 ended: rejected"
         );
         assert_eq!(Event::LoggedOut.to_human(), "logged out");
+        assert_eq!(
+            Event::Resumed {
+                session: SessionId(4),
+                snapshot: true
+            }
+            .to_human(),
+            "resumed session 4 (snapshot)"
+        );
+        assert_eq!(
+            Event::Detached.to_human(),
+            "connection lost; session detached"
+        );
     }
 }

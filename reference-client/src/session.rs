@@ -1,6 +1,14 @@
 //! The event loop: moves bytes between the socket and [`Client`], lines from standard
 //! input to commands, time to the ping timer, and events to standard output. Every
 //! protocol decision is the core's.
+//!
+//! When the connection drops while the session is resumable (the core reports
+//! [`ClientEvent::Detached`]), the loop reconnects with the core's [`Backoff`] and
+//! resumes the session ([`Client::resume`]); if the server no longer knows it
+//! (`resume_failed`) it logs in again with the password it was given. A server that
+//! refuses the connection itself (`rate_limited`, `too_many_connections`,
+//! `login_throttled`; the core keeps the session detached) is tried again no sooner
+//! than its `retry_after_ms`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -8,7 +16,8 @@ use std::time::Duration;
 
 use precall_protocol::client::{ClientError, Status};
 use precall_protocol::{
-    CallId, Client, ClientConfig, ClientEvent, Endpoint, LoginWith, Password, ReqId, Time, UserId,
+    Backoff, CallId, Client, ClientConfig, ClientEvent, Endpoint, ErrorCode, LoginWith, Password,
+    ReqId, Time, UserId,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,6 +26,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use crate::commands::{self, Command, Target};
+use crate::reconnect::{self, Policy};
 use crate::render::{self, Event, Extra};
 use crate::tls::Tls;
 
@@ -25,6 +35,9 @@ const LOGOUT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the end of the stream (TLS `close_notify`, TCP FIN) may take to write.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
+
+/// The bound of one reconnection attempt's TCP connect (the TLS handshake has its own).
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// The read side of the connection (plain TCP or TLS).
 type Reader = Box<dyn AsyncRead + Unpin + Send>;
@@ -48,43 +61,48 @@ pub struct Settings {
     pub ping: Duration,
     /// TLS set-up; `None`: plain TCP.
     pub tls: Option<Tls>,
+    /// How to reconnect after the connection dropped; `None`: the session ends.
+    pub reconnect: Option<Policy>,
 }
 
-/// Connects, logs in and runs until the session is over. Returns the exit code: 0 once
-/// logged in and then out, 1 if the connection failed or the login did not succeed.
-pub async fn run(settings: Settings) -> i32 {
-    let stream = match TcpStream::connect(&settings.server).await {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("precall-client: cannot connect to {}: {e}", settings.server);
-            return 1;
-        }
-    };
+/// Connects to the server (and runs the TLS handshake). The message says what failed.
+async fn connect(settings: &Settings) -> Result<(Reader, Writer), String> {
+    let stream = TcpStream::connect(&settings.server)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", settings.server))?;
     if let Err(e) = stream.set_nodelay(true) {
         debug!("set_nodelay: {e}");
     }
     info!(server = %settings.server, "connected");
-    let (rd, wr): (Reader, Writer) = match &settings.tls {
+    match &settings.tls {
         None => {
             let (rd, wr) = stream.into_split();
-            (Box::new(rd), Box::new(wr))
+            Ok((Box::new(rd), Box::new(wr)))
         }
         Some(tls) => match tls.connect(stream).await {
             Ok(stream) => {
                 info!(name = %tls.name(), "TLS handshake done");
                 let (rd, wr) = tokio::io::split(stream);
-                (Box::new(rd), Box::new(wr))
+                Ok((Box::new(rd), Box::new(wr)))
             }
-            Err(e) => {
-                eprintln!(
-                    "precall-client: TLS handshake with {} (verifying the certificate \
-                     for {:?}) failed: {e}",
-                    settings.server,
-                    tls.name()
-                );
-                return 1;
-            }
+            Err(e) => Err(format!(
+                "TLS handshake with {} (verifying the certificate for {:?}) failed: {e}",
+                settings.server,
+                tls.name()
+            )),
         },
+    }
+}
+
+/// Connects, logs in and runs until the session is over. Returns the exit code: 0 once
+/// logged in and then out, 1 if the connection failed or the login did not succeed.
+pub async fn run(settings: Settings) -> i32 {
+    let (rd, wr) = match connect(&settings).await {
+        Ok(halves) => halves,
+        Err(msg) => {
+            eprintln!("precall-client: {msg}");
+            return 1;
+        }
     };
     let config = ClientConfig {
         ping_interval: settings.ping,
@@ -102,12 +120,14 @@ pub async fn run(settings: Settings) -> i32 {
         logged_in: false,
         done: false,
         leave_by: None,
+        settings,
+        recovery: None,
+        dropped: false,
     };
     let now = session.now();
-    if let Err(e) = session
-        .client
-        .login(settings.user, settings.password, settings.login, now)
-    {
+    let s = &session.settings;
+    let (user, password, login) = (s.user.clone(), s.password.clone(), s.login.clone());
+    if let Err(e) = session.client.login(user, password, login, now) {
         eprintln!("precall-client: {e}");
         return 1;
     }
@@ -146,22 +166,56 @@ struct Session {
     done: bool,
     /// Set once `logout` is sent.
     leave_by: Option<Instant>,
+    /// What the command line said (the server, the credentials, reconnection).
+    settings: Settings,
+    /// Set while the session is being taken over on a new connection.
+    recovery: Option<Recovery>,
+    /// Set when the current connection is given up; the loop drops its reader.
+    dropped: bool,
+}
+
+/// A reconnection in progress: from the drop until the table is complete again.
+struct Recovery {
+    /// The waits between attempts.
+    backoff: Backoff,
+    /// When the next attempt starts, if one is due (none while an attempt runs).
+    next: Option<Instant>,
+    /// The session is gone (`resume_failed`): the next attempt logs in with the
+    /// password.
+    login: bool,
+    /// When the connection dropped.
+    since: Instant,
+}
+
+/// Reads from the connection, if there is one (else never completes).
+async fn read_some(rd: Option<&mut Reader>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match rd {
+        Some(rd) => rd.read(buf).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
-    async fn run(&mut self, mut rd: Reader, mut lines: mpsc::Receiver<String>) {
+    async fn run(&mut self, rd: Reader, mut lines: mpsc::Receiver<String>) {
+        let mut rd = Some(rd);
         let mut buf = vec![0u8; 64 * 1024];
         let mut stdin_open = true;
         while !self.done {
             let ping_at = self.client.poll_timeout().map(|t| self.instant(t));
             let leave_by = self.leave_by;
             let commands = stdin_open && self.ready_for_commands();
+            let retry_at = self.recovery.as_ref().and_then(|r| r.next);
             tokio::select! {
-                r = rd.read(&mut buf) => match r {
+                r = read_some(rd.as_mut(), &mut buf) => match r {
                     Ok(0) => self.closed("the server closed the connection"),
                     Ok(n) => self.on_bytes(&buf[..n]).await,
                     Err(e) => self.closed(&e.to_string()),
                 },
+                () = sleep_until(retry_at.unwrap_or(self.start)), if retry_at.is_some() => {
+                    if let Some(new) = self.attempt().await {
+                        rd = Some(new);
+                    }
+                }
                 line = lines.recv(), if commands => match line {
                     Some(line) => self.on_line(&line).await,
                     None => {
@@ -178,6 +232,9 @@ impl Session {
                     warn!("no logged_out within {LOGOUT_WAIT:?}; closing");
                     self.closed("logout timed out");
                 }
+            }
+            if std::mem::take(&mut self.dropped) {
+                rd = None;
             }
         }
     }
@@ -201,24 +258,110 @@ impl Session {
         let result = self.client.receive(data, now);
         self.received_at = Instant::now();
         if let Err(e) = result {
-            // The core already ended the session; the transport goes with it.
+            // The core already ended (or detached) the session; the transport goes with
+            // it.
             warn!("closing the connection: {e}");
-            self.drain();
-            self.done = true;
+            self.closed(&e.to_string());
             return;
         }
         self.flush().await;
         self.drain();
     }
 
-    /// The transport is gone (closed, failed, or given up on).
+    /// The transport is gone (closed, failed, or given up on). A resumable session is
+    /// taken over on a new connection if reconnection is on; otherwise, or once the
+    /// session is over, the loop ends.
     fn closed(&mut self, why: &str) {
         info!("connection closed: {why}");
+        self.dropped = true;
+        self.wr = Box::new(tokio::io::sink());
         let now = self.now();
         self.client.connection_lost(now);
         self.received_at = Instant::now();
-        self.drain();
-        self.done = true;
+        if self.recovery.is_none()
+            && self.client.can_resume()
+            && self.leave_by.is_none()
+            && self.settings.reconnect.is_some()
+        {
+            self.recovery = self.settings.reconnect.map(|p| Recovery {
+                backoff: Backoff::new(p.base, p.max),
+                next: None,
+                login: false,
+                since: Instant::now(),
+            });
+        }
+        let abandon = self.recovery.is_none() && self.client.can_resume();
+        if abandon {
+            // Not reconnecting: the session is given up at once, as it always was (and
+            // its momentary detachment is not worth a line).
+            self.client.abandon(now);
+        }
+        self.drain_quiet(abandon);
+        if self.recovery.is_some() {
+            self.schedule(None);
+        } else {
+            self.done = true;
+        }
+    }
+
+    /// Plans the next reconnection attempt: a jittered wait from the back-off, never
+    /// shorter than what the server asked for.
+    fn schedule(&mut self, retry_after: Option<Duration>) {
+        let Some(r) = self.recovery.as_mut() else {
+            return;
+        };
+        let wait = r.backoff.next_delay(reconnect::random_u64(), retry_after);
+        info!(
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            attempt = r.backoff.attempts(),
+            "reconnecting"
+        );
+        r.next = Some(Instant::now() + wait);
+    }
+
+    /// One reconnection attempt: connects, then resumes the session or, if the server
+    /// no longer knows it, logs in again. Returns the new connection's reader.
+    async fn attempt(&mut self) -> Option<Reader> {
+        let login = match self.recovery.as_mut() {
+            Some(r) => {
+                r.next = None;
+                r.login
+            }
+            None => return None,
+        };
+        let connected = match tokio::time::timeout(CONNECT_WAIT, connect(&self.settings)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no connection within {CONNECT_WAIT:?}")),
+        };
+        let (rd, wr) = match connected {
+            Ok(halves) => halves,
+            Err(msg) => {
+                info!("reconnection failed: {msg}");
+                self.schedule(None);
+                return None;
+            }
+        };
+        self.wr = wr;
+        let now = self.now();
+        let result = if login && self.client.status() == Status::Idle {
+            let s = &self.settings;
+            let (user, password, with) = (s.user.clone(), s.password.clone(), s.login.clone());
+            self.client.login(user, password, with, now)
+        } else {
+            self.client.resume(now)
+        };
+        if let Err(e) = result {
+            // Cannot happen (the loop attempts only while detached or logged out).
+            warn!("cannot take the session over: {e}");
+            self.recovery = None;
+            self.done = true;
+            return None;
+        }
+        self.flush().await;
+        if std::mem::take(&mut self.dropped) {
+            return None;
+        }
+        Some(rd)
     }
 
     async fn on_line(&mut self, line: &str) {
@@ -316,6 +459,15 @@ impl Session {
             return;
         }
         let now = self.now();
+        if matches!(self.client.status(), Status::Detached | Status::Resuming) {
+            // No connection to log out on: the session is given up here and ends at
+            // the server when its grace runs out.
+            self.recovery = None;
+            self.client.abandon(now);
+            self.drain();
+            self.done = true;
+            return;
+        }
         match self.client.logout(now) {
             Ok(()) => {
                 self.leave_by = Some(Instant::now() + LOGOUT_WAIT);
@@ -349,7 +501,15 @@ impl Session {
 
     /// Prints every event the client produced, adding what the binary knows.
     fn drain(&mut self) {
+        self.drain_quiet(false);
+    }
+
+    /// As [`Session::drain`]; with `skip_detached`, a `Detached` event is not printed.
+    fn drain_quiet(&mut self, skip_detached: bool) {
         while let Some(ev) = self.client.poll_event() {
+            if skip_detached && ev == ClientEvent::Detached {
+                continue;
+            }
             let mut extra = Extra::default();
             match &ev {
                 ClientEvent::LoggedIn { .. } => self.logged_in = true,
@@ -375,7 +535,22 @@ impl Session {
                 ClientEvent::LoggedOut => {
                     self.dialing.clear();
                     self.ringing.clear();
-                    self.done = true;
+                    // While reconnecting, the end of the old session is not the end.
+                    self.done |= self.recovery.is_none();
+                }
+                ClientEvent::Synced => {
+                    if let Some(r) = self.recovery.take() {
+                        let ms = r.since.elapsed().as_millis();
+                        info!(
+                            after_ms = u64::try_from(ms).unwrap_or(u64::MAX),
+                            "back online"
+                        );
+                    }
+                }
+                ClientEvent::ServerError {
+                    code, retry_after, ..
+                } if self.recovery.is_some() && code.is_fatal() => {
+                    self.recovery_error(*code, *retry_after);
                 }
                 _ => {}
             }
@@ -383,6 +558,38 @@ impl Session {
                 Some(event) => self.printer.emit(&event),
                 None => debug!("an event this binary does not know"),
             }
+        }
+    }
+}
+
+impl Session {
+    /// A fatal error while reconnecting (the core already ended the session): the
+    /// session is gone at the server (`resume_failed`: log in again with the password
+    /// at once), the server asks to wait (`retry_after_ms`), or the attempt cannot
+    /// succeed (bad credentials, ...: give up).
+    fn recovery_error(&mut self, code: ErrorCode, retry_after: Option<Duration>) {
+        let Some(r) = self.recovery.as_mut() else {
+            return;
+        };
+        self.dropped = true;
+        self.wr = Box::new(tokio::io::sink());
+        if code == ErrorCode::ResumeFailed {
+            info!("the server no longer knows the session: logging in again");
+            r.login = true;
+            r.next = Some(Instant::now());
+        } else if code.refuses_connection() {
+            // The server refused the connection (the core keeps a resumed session
+            // detached); the next attempt waits at least as long as it asked.
+            let ms = retry_after.map_or(0, |d| d.as_millis());
+            info!(
+                ?code,
+                retry_after_ms = ms,
+                "the server refused the connection"
+            );
+            self.schedule(retry_after);
+        } else {
+            warn!(?code, "cannot reconnect");
+            self.recovery = None;
         }
     }
 }

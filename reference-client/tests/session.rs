@@ -335,6 +335,7 @@ async fn pings_keep_an_idle_session_alive_and_a_vanishing_server_logs_out() {
         "h264",
         "--ping-ms",
         "150",
+        "--no-reconnect",
     ]);
     assert!(carol.line().await.starts_with("logged in as carol"));
     assert!(carol.line().await.starts_with("synced"));

@@ -57,6 +57,7 @@ pub fn run(args: AdminArgs) -> Result<()> {
                     writeln!(out, "{c}")?;
                 }
             }
+            ContactCommand::Dump => dump_contacts(&store, &mut out)?,
         },
         AdminCommand::Terminal(cmd) => match cmd {
             TerminalCommand::Register { id, owner, caps } => {
@@ -97,6 +98,19 @@ fn password_arg(s: String) -> Result<Password> {
 fn require_user(store: &Store, user: &UserId) -> Result<()> {
     if store.phc(user)?.is_none() {
         bail!("unknown user {user}");
+    }
+    Ok(())
+}
+
+/// Writes every contact-list entry as `USER CONTACT` lines, by user then contact name
+/// (`admin contact dump`).
+fn dump_contacts(store: &Store, out: &mut impl Write) -> Result<()> {
+    for name in store.users()? {
+        let user = UserId::new(name.clone())
+            .with_context(|| format!("stored account name {name:?} is not a user id"))?;
+        for c in store.contacts(&user)? {
+            writeln!(out, "{user} {c}")?;
+        }
     }
     Ok(())
 }
@@ -275,6 +289,33 @@ mod tests {
             assert!(err.contains("f.jsonl, line 2"), "{err}");
             assert!(err.contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn contact_dump_lists_every_entry_by_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let phc =
+            hash_password(&Password::new("pw").unwrap(), HashCost { m_kib: 8, t: 1 }).unwrap();
+        let user = |n: &str| UserId::new(n).unwrap();
+        for n in ["carol", "alice", "bob"] {
+            store.add_user(&user(n), &phc).unwrap();
+        }
+        for (u, c) in [("alice", "bob"), ("alice", "carol"), ("carol", "alice")] {
+            assert!(store
+                .admin_change_contact(&user(u), &user(c), true, MAX_CONTACTS)
+                .unwrap());
+        }
+        let mut out = Vec::new();
+        dump_contacts(&store, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "alice bob\nalice carol\ncarol alice\n"
+        );
+        store.remove_user(&user("carol")).unwrap();
+        let mut out = Vec::new();
+        dump_contacts(&store, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "alice bob\n");
     }
 
     #[test]

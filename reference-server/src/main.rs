@@ -73,6 +73,9 @@ pub struct ServeArgs {
     pub cost: CostArgs,
     #[command(flatten)]
     pub limits: serve::LimitArgs,
+    /// Resumable sessions.
+    #[command(flatten)]
+    pub resume: serve::ResumeArgs,
     /// TLS (without it: plain TCP, with a warning on a non-loopback address).
     #[command(flatten)]
     pub tls: tls::TlsArgs,
@@ -196,6 +199,9 @@ pub enum ContactCommand {
         /// Whose list.
         user: UserId,
     },
+    /// Print every contact-list entry of every account as `USER CONTACT`, one per
+    /// line, by user name (for checking a whole store at once, e.g. after a crash).
+    Dump,
 }
 
 /// `admin terminal ...`
@@ -269,6 +275,10 @@ mod tests {
         );
         assert_eq!((a.queue_frames, a.admin_poll_ms), (8192, 200));
         assert_eq!((a.cost.argon2_m_kib, a.cost.argon2_t), (19456, 2));
+        assert_eq!(
+            (a.resume.resume_grace_ms, a.resume.resume_log_frames),
+            (60_000, 32)
+        );
     }
 
     #[test]

@@ -17,9 +17,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use password_hash::rand_core::{OsRng, RngCore};
 use precall_protocol::server::Limits;
 use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError};
-use precall_protocol::{ConnId, Password, Server, ServerConfig, ServerEvent, Time};
+use precall_protocol::{
+    ConnId, Password, ResumeConfig, ResumeSecret, Server, ServerConfig, ServerEvent, Time,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -115,6 +118,37 @@ impl LimitArgs {
     }
 }
 
+/// Resumable sessions (spec section 9.9): how long a dropped session stays resumable
+/// and how much of what it missed the server keeps for it.
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// How long a session whose connection dropped stays resumable (and online for
+    /// its contacts), in milliseconds; 0 disables resumption (a drop ends the session
+    /// at once).
+    #[arg(long, default_value_t = 60_000)]
+    pub resume_grace_ms: u64,
+    /// Table frames kept per session for a resume; a client that missed more gets a
+    /// full snapshot.
+    #[arg(long, default_value_t = 32)]
+    pub resume_log_frames: usize,
+}
+
+impl ResumeArgs {
+    /// The core's settings, with a secret for the resume tokens drawn from the
+    /// operating system's random source (once per process).
+    fn config(&self) -> Result<ResumeConfig> {
+        let mut secret = [0u8; 32];
+        OsRng
+            .try_fill_bytes(&mut secret)
+            .map_err(|e| anyhow::anyhow!("cannot read the OS random source: {e}"))?;
+        Ok(ResumeConfig {
+            grace: Duration::from_millis(self.resume_grace_ms),
+            log_frames: self.resume_log_frames,
+            secret: ResumeSecret(secret),
+        })
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -154,7 +188,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         writeln!(out, "listening on {local}")?;
         out.flush()?;
     }
-    tracing::info!(%local, db = %args.db.display(), tls = tls.is_some(), "listening");
+    tracing::info!(
+        %local,
+        db = %args.db.display(),
+        tls = tls.is_some(),
+        resume_grace_ms = args.resume.resume_grace_ms,
+        "listening"
+    );
 
     let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -165,6 +205,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         login_timeout: Duration::from_millis(args.login_timeout_ms),
         ring_timeout: Duration::from_millis(args.ring_timeout_ms),
         limits: args.limits.limits(),
+        resume: args.resume.config()?,
         ..ServerConfig::default()
     };
     let mut shell = Shell {
@@ -498,6 +539,18 @@ impl Shell {
             }
             ServerEvent::SessionEnded { conn, endpoint } => {
                 tracing::info!(%conn, %endpoint, "session ended");
+            }
+            ServerEvent::SessionDetached { conn, endpoint } => {
+                tracing::info!(%conn, %endpoint, "session detached");
+            }
+            ServerEvent::SessionResumed {
+                conn,
+                endpoint,
+                snapshot,
+                frames,
+            } => {
+                let peer = self.conns.get(&conn).map(|t| t.peer);
+                tracing::info!(%conn, %endpoint, ?peer, snapshot, frames, "session resumed");
             }
             other => tracing::warn!(?other, "unhandled server event"),
         }

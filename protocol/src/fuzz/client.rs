@@ -215,7 +215,11 @@ fn applied(c: &Client, before: &Client, msg: &ServerMessage) {
         M::Resumed { version, .. }
             if before.status() == Status::Resuming && *version != PROTOCOL_VERSION =>
         {
-            assert_eq!(c.status(), Status::Idle, "a resumed of another version ends it");
+            assert_eq!(
+                c.status(),
+                Status::Idle,
+                "a resumed of another version ends it"
+            );
             assert_eq!(c.peers().count(), 0);
         }
         M::Resumed {
@@ -256,6 +260,16 @@ fn applied(c: &Client, before: &Client, msg: &ServerMessage) {
                 "{user}'s entries kept"
             );
             assert!(c.contacts().all(|u| u != user));
+        }
+        M::Error { code, .. }
+            if code.refuses_connection() && before.status() == Status::Resuming =>
+        {
+            assert_eq!(
+                c.status(),
+                Status::Detached,
+                "a refused connection keeps it"
+            );
+            assert!(c.peers().eq(before.peers()));
         }
         M::Error { code, .. } if code.is_fatal() => {
             assert_eq!(c.status(), Status::Idle, "a fatal error ends the session");

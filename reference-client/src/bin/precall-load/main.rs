@@ -13,7 +13,9 @@
 //! - `login-storm`: every user of a large population logs in at once, over worker
 //!   processes ([`storm`], [`worker`]);
 //! - `churn`: logouts, logins and capability changes at a steady rate ([`churn`]);
-//! - `held`: the server's memory per idle online terminal ([`storm`]).
+//! - `held`: the server's memory per idle online terminal ([`storm`]);
+//! - `crash`: the server SIGKILLed at random points under load and restarted: nothing
+//!   acknowledged lost, every table rebuilt ([`crash`]).
 //!
 //! Every scenario verifies INV-ONLINE-EXACT on every client at its verification points
 //! ([`verify`]); a run whose verification fails exits with status 1. Results are a
@@ -24,8 +26,10 @@
 
 mod callsetup;
 mod churn;
+mod crash;
 mod phases;
 mod population;
+mod reconnect;
 mod relay;
 mod report;
 mod rng;
@@ -71,6 +75,14 @@ enum Command {
     Churn(ChurnArgs),
     /// Idle online sessions: the server's memory per online terminal at each count.
     Held(HeldArgs),
+    /// SIGKILL the server at a random point of each round of changes, restart it on the
+    /// same store: no acknowledged contact change may be lost, and every client must
+    /// rebuild a correct table.
+    Crash(CrashArgs),
+    /// Cut every session's connection at once while a few stay connected and change
+    /// things, then let all reconnect and resume against an accept-rate limit: every
+    /// session must resume (no password checked) with a correct table.
+    ReconnectStorm(ReconnectArgs),
     /// Print a population as `precall-server admin import` lines (for --connect).
     Population(PopulationArgs),
     /// A worker process of login-storm and held (started by this tool).
@@ -191,6 +203,78 @@ struct HeldArgs {
     common: Common,
 }
 
+/// Options of `crash`.
+#[derive(Debug, Args)]
+struct CrashArgs {
+    /// Users (one terminal each; all in this process).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(2..=19_000))]
+    users: u64,
+    /// Contacts per user.
+    #[arg(long, default_value_t = 10)]
+    contacts: usize,
+    /// Rounds; each ends with a SIGKILL of the server and a restart.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    rounds: u64,
+    /// Changes per second during a round (contact additions and removals, capability
+    /// changes, logouts, logins).
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Length of a round in milliseconds: the kill falls at a random point of its last
+    /// four fifths.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    round_ms: u64,
+    /// Contact changes sent at once right before each kill, so that some are in flight
+    /// when it falls.
+    #[arg(long, default_value_t = 20)]
+    burst: u64,
+    /// A deliberate defect of the verifier, to show its check can fail (`drop-ack`:
+    /// it expects an acknowledged change that never happened).
+    #[arg(long, value_enum, hide = true)]
+    seed_fault: Option<crash::Fault>,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Options of `reconnect-storm`.
+#[derive(Debug, Args)]
+struct ReconnectArgs {
+    /// Sessions whose connections are cut at once and must all resume (all in this
+    /// process, one socket each).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=18_000))]
+    sessions: u64,
+    /// Contacts per user (a random symmetric graph; about this many each).
+    #[arg(long, default_value_t = 15)]
+    contacts: usize,
+    /// Users that stay connected and make changes while the others are away, as a
+    /// percentage of --sessions (at least one).
+    #[arg(long, default_value_t = 5.0)]
+    connected_percent: f64,
+    /// `serve --max-accepts-per-second` of the server: the storm is throttled by it.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_accepts_per_second: u32,
+    /// `serve --resume-grace-ms` of the server.
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    resume_grace_ms: u64,
+    /// `serve --resume-log-frames` of the server.
+    #[arg(long, default_value_t = 32)]
+    resume_log_frames: usize,
+    /// How long the cut sessions stay away after the changes are made, in ms.
+    #[arg(long, default_value_t = 200)]
+    away_ms: u64,
+    /// Back-off of the reconnecting sessions: the ceiling of the first random wait, ms.
+    #[arg(long, default_value_t = 100)]
+    backoff_base_ms: u64,
+    /// Back-off: the largest ceiling, ms.
+    #[arg(long, default_value_t = 10_000)]
+    backoff_max_ms: u64,
+    /// A deliberate defect of the tool, to show its check can fail (`skip-catchup`:
+    /// one resumed session's catch-up never reaches its client).
+    #[arg(long, value_enum, hide = true)]
+    seed_fault: Option<reconnect::Fault>,
+    #[command(flatten)]
+    common: Common,
+}
+
 /// Options of `population`.
 #[derive(Debug, Args)]
 struct PopulationArgs {
@@ -255,6 +339,8 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
         Command::LoginStorm(a) => (login_storm(&a).await?, a.common.json),
         Command::Churn(a) => (churn_run(&a).await?, a.common.json),
         Command::Held(a) => (held(&a).await?, a.common.json),
+        Command::Crash(a) => (crash::run(&a).await?, a.common.json),
+        Command::ReconnectStorm(a) => (reconnect::run(&a).await?, a.common.json),
     };
     report.machine = report::machine();
     report.machine["loadavg_at_start"] = json!(load_at_start);
@@ -282,6 +368,7 @@ impl Common {
             idle_timeout_ms: self.idle_timeout_ms,
             queue_frames: self.queue_frames,
             log_filter: self.server_log.clone(),
+            extra_args: Vec::new(),
         }
     }
 

@@ -34,6 +34,8 @@ pub struct ServerOpts {
     pub queue_frames: Option<u32>,
     /// `RUST_LOG` for the server (its log goes to a file in the temporary directory).
     pub log_filter: String,
+    /// More `serve` options (e.g. `--max-accepts-per-second 2000`).
+    pub extra_args: Vec<String>,
 }
 
 /// The server a scenario talks to.
@@ -132,6 +134,56 @@ impl Target {
         }
     }
 
+    /// SIGKILLs a server this tool started and reaps it, keeping its temporary
+    /// directory, store and log for [`Target::restart`] (the `crash` scenario).
+    pub fn kill9(&mut self) -> Result<()> {
+        let Some(p) = self.proc.as_mut() else {
+            bail!("the server was not started by this tool: it cannot be killed");
+        };
+        // `Child::kill` is SIGKILL on Unix.
+        p.child.kill().context("cannot kill the server")?;
+        let status = p.child.wait().context("cannot reap the server")?;
+        tracing::info!(pid = p.child.id(), %status, "server killed");
+        self.pid = None;
+        Ok(())
+    }
+
+    /// Starts a server killed with [`Target::kill9`] again on the same store, on the
+    /// same address if it can still be bound (else on a new port): afterwards
+    /// [`Target::addr`] is where it listens. Returns how long it took to listen.
+    pub fn restart(&mut self) -> Result<Duration> {
+        let Some(p) = self.proc.as_mut() else {
+            bail!("the server was not started by this tool: it cannot be restarted");
+        };
+        let started = Instant::now();
+        let same = p.addr.to_string();
+        if let Err(e) = p.relaunch(&same) {
+            tracing::warn!(addr = same, error = %e, "cannot listen on the same address again; on a new port");
+            p.relaunch("127.0.0.1:0")?;
+        }
+        self.addr = p.addr;
+        self.pid = Some(p.child.id());
+        Ok(started.elapsed())
+    }
+
+    /// `precall-server admin --db STORE` for the store of a server this tool started
+    /// (append the admin subcommand).
+    pub fn admin_command(&self) -> Option<Command> {
+        let p = self.proc.as_ref()?;
+        let mut cmd = Command::new(&p.opts.bin);
+        cmd.arg("admin")
+            .arg("--db")
+            .arg(&p.db)
+            .env("RUST_LOG", &p.opts.log_filter)
+            .stdin(Stdio::null());
+        Some(cmd)
+    }
+
+    /// The server's whole log file (standard error), if this tool started it.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.proc.as_ref().map(|p| p.log.as_path())
+    }
+
     /// The last lines of the server's log, if this tool started it.
     pub fn log_tail(&self) -> String {
         self.proc
@@ -157,72 +209,33 @@ struct ServerProc {
     log: PathBuf,
     /// Holds the store and the log; deleted on drop (set `PRECALL_LOAD_KEEP=1` to keep).
     dir: Option<tempfile::TempDir>,
+    /// What it was started with (for a restart).
+    opts: ServerOpts,
+    /// The store.
+    db: PathBuf,
 }
 
 impl ServerProc {
     fn start(opts: &ServerOpts, dir: tempfile::TempDir, db: &Path) -> Result<Self> {
         let log = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let mut cmd = Command::new(&opts.bin);
-        cmd.arg("serve")
-            .arg("--db")
-            .arg(db)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(cost_args(opts))
-            .env("RUST_LOG", &opts.log_filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file);
-        if let Some(ms) = opts.idle_timeout_ms {
-            cmd.args(["--idle-timeout-ms", &ms.to_string()]);
-        }
-        if let Some(n) = opts.queue_frames {
-            cmd.args(["--queue-frames", &n.to_string()]);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", opts.bin.display()))?;
-        let Some(stdout) = child.stdout.take() else {
-            let _ = child.kill();
-            bail!("no stdout from the server");
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep the pipe open (and drained) for the server's lifetime.
-            let mut rest = String::new();
-            while reader.read_line(&mut rest).is_ok_and(|n| n > 0) {
-                rest.clear();
-            }
-        });
-        let mut proc = Self {
+        let (child, addr) = launch(opts, db, &log, "127.0.0.1:0", false)?;
+        Ok(Self {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr,
             log,
             dir: Some(dir),
-        };
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => bail!(
-                "the server printed no `listening on` line:\n{}",
-                proc.log_tail()
-            ),
-        };
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
-            bail!(
-                "unexpected first line from the server {line:?}:\n{}",
-                proc.log_tail()
-            );
-        };
-        proc.addr = addr
-            .parse()
-            .with_context(|| format!("bad address in {line:?}"))?;
-        tracing::info!(addr = %proc.addr, pid = proc.child.id(), "server started");
-        Ok(proc)
+            opts: opts.clone(),
+            db: db.to_path_buf(),
+        })
+    }
+
+    /// Starts the server again on the same store and log (appended to), listening on
+    /// `listen`. The old process must be gone.
+    fn relaunch(&mut self, listen: &str) -> Result<()> {
+        let (child, addr) = launch(&self.opts, &self.db, &self.log, listen, true)?;
+        self.child = child;
+        self.addr = addr;
+        Ok(())
     }
 
     fn kill(&mut self) {
@@ -231,9 +244,7 @@ impl ServerProc {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        tail(&self.log)
     }
 }
 
@@ -246,6 +257,90 @@ impl Drop for ServerProc {
             }
         }
     }
+}
+
+/// Starts `precall-server serve` on `db`, listening on `listen`, its log going to `log`
+/// (appended to if `append`), and waits for its `listening on` line.
+fn launch(
+    opts: &ServerOpts,
+    db: &Path,
+    log: &Path,
+    listen: &str,
+    append: bool,
+) -> Result<(Child, SocketAddr)> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .with_context(|| format!("cannot create {}", log.display()))?;
+    let mut cmd = Command::new(&opts.bin);
+    cmd.arg("serve")
+        .arg("--db")
+        .arg(db)
+        .args(["--listen", listen])
+        .args(cost_args(opts))
+        .env("RUST_LOG", &opts.log_filter)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file);
+    if let Some(ms) = opts.idle_timeout_ms {
+        cmd.args(["--idle-timeout-ms", &ms.to_string()]);
+    }
+    if let Some(n) = opts.queue_frames {
+        cmd.args(["--queue-frames", &n.to_string()]);
+    }
+    cmd.args(&opts.extra_args);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", opts.bin.display()))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("no stdout from the server");
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep the pipe open (and drained) for the server's lifetime.
+        let mut rest = String::new();
+        while reader.read_line(&mut rest).is_ok_and(|n| n > 0) {
+            rest.clear();
+        }
+    });
+    let addr = rx
+        .recv_timeout(START_TIMEOUT)
+        .map_err(|_| anyhow::anyhow!("the server printed no `listening on` line"))
+        .and_then(|line| {
+            let addr = line
+                .trim()
+                .strip_prefix("listening on ")
+                .with_context(|| format!("unexpected first line from the server {line:?}"))?;
+            addr.parse::<SocketAddr>()
+                .with_context(|| format!("bad address in {line:?}"))
+        });
+    match addr {
+        Ok(addr) => {
+            tracing::info!(%addr, pid = child.id(), "server started");
+            Ok((child, addr))
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{e:#}:\n{}", tail(log))
+        }
+    }
+}
+
+/// The last lines of a log file.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A process's memory, in KiB.

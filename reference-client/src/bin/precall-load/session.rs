@@ -399,7 +399,9 @@ fn drain(hub: &Hub, local: usize, was_online: &mut bool) -> bool {
             obs.on_event(slot.user, &slot.client, &ev, slot.in_snapshot, at);
         }
     }
-    let over = slot.client.status() == Status::Idle;
+    // The connection is over once the session ended or was detached (a resume needs
+    // a new connection).
+    let over = matches!(slot.client.status(), Status::Idle | Status::Detached);
     drop(slot);
     if presence > 0 {
         hub.deliveries.fetch_add(presence, Ordering::Relaxed);
