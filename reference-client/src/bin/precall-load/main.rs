@@ -15,7 +15,9 @@
 //! - `churn`: logouts, logins and capability changes at a steady rate ([`churn`]);
 //! - `held`: the server's memory per idle online terminal ([`storm`]);
 //! - `crash`: the server SIGKILLed at random points under load and restarted: nothing
-//!   acknowledged lost, every table rebuilt ([`crash`]).
+//!   acknowledged lost, every table rebuilt ([`crash`]);
+//! - `reconnect-storm`: every session's connection cut at once, all resumed through an
+//!   accept-rate limit with jittered back-off, every table verified ([`reconnect`]).
 //!
 //! Every scenario verifies INV-ONLINE-EXACT on every client at its verification points
 //! ([`verify`]); a run whose verification fails exits with status 1. Results are a
