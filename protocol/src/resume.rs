@@ -130,9 +130,13 @@ pub struct ResumeConfig {
     /// dropped connection ends its session at once.
     pub grace: Duration,
     /// How many of the latest table frames (`online`, `offline`, `contact_added`,
-    /// `contact_removed`) the server keeps per session for a resume. A client that
-    /// missed more gets a snapshot.
+    /// `contact_removed`) the server keeps per detached session for a resume. A client
+    /// that missed more gets a snapshot.
     pub log_frames: usize,
+    /// How many of them an attached session keeps: the frames that may still be in
+    /// flight when its connection dies (at most `log_frames`). Small, because every
+    /// idle terminal pays for it.
+    pub tail_frames: usize,
     /// What tokens are derived from.
     pub secret: ResumeSecret,
 }
@@ -142,6 +146,7 @@ impl Default for ResumeConfig {
         Self {
             grace: Duration::from_secs(60),
             log_frames: 32,
+            tail_frames: 8,
             secret: ResumeSecret::default(),
         }
     }

@@ -1100,14 +1100,18 @@ impl Server {
     /// Sends a table frame (`online`, `offline`, `contact_added`, `contact_removed`)
     /// to a session: numbered and logged for a resume, written if attached.
     fn push_table(&mut self, session: SessionId, frame: Bytes) {
-        let keep = self.config.resume.log_frames;
-        let enabled = self.config.resume.enabled();
+        let resume = &self.config.resume;
+        let enabled = resume.enabled();
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
+        let keep = match s.link {
+            Link::Attached(_) => resume.tail_frames.min(resume.log_frames),
+            Link::Detached { .. } => resume.log_frames,
+        };
         s.seq += 1;
         if enabled && keep > 0 {
-            if s.log.len() >= keep {
+            while s.log.len() >= keep {
                 s.log.pop_front();
             }
             s.log.push_back((s.seq, frame.clone()));

@@ -598,3 +598,60 @@ fn a_refused_connection_keeps_the_session_detached_and_says_when_to_retry() {
     assert_eq!(sim.client(BOB).status(), Status::Online);
     assert_eq!(sim.endpoint(BOB), Some(bob));
 }
+
+#[test]
+fn an_attached_session_keeps_only_a_short_tail() {
+    let mut s = Server::new(ServerConfig::default());
+    let tail = s.config().resume.tail_frames as u64;
+    let token = log_in(&mut s, C1, "alice", &["bob"]);
+    log_in(&mut s, C3, "bob", &["alice"]);
+    // alice's table frames: bob online (1), then 2 * tail capability updates.
+    for i in 0..2 * tail {
+        let width = 640 + u16::try_from(i).unwrap();
+        let msg = ClientMessage::UpdateCaps {
+            req: precall_protocol::ReqId(u32::try_from(i).unwrap()),
+            capabilities: caps(width),
+        };
+        s.receive(C3, &encode_frame(&msg), Time(1));
+    }
+    drain(&mut s);
+    let last = 1 + 2 * tail;
+    let catch_up = |s: &mut Server, conn: ConnId, seen: u64| {
+        s.connect(conn, Time(2)).unwrap();
+        s.receive(conn, &resume_frame(token.clone(), Some(seen)), Time(2));
+        msgs_to(&drain(s), conn)
+    };
+    // Missed frames older than the tail: a snapshot (one `online` for bob).
+    let m = catch_up(&mut s, ConnId(20), last - tail - 1);
+    assert!(matches!(
+        m[0],
+        ServerMessage::Resumed {
+            contacts: Some(_),
+            seq: 0,
+            ..
+        }
+    ));
+    assert_eq!(m.len(), 3);
+    // Within the tail (counted from the snapshot's 0): only what was missed.
+    for i in 0..3u64 {
+        let msg = ClientMessage::UpdateCaps {
+            req: precall_protocol::ReqId(100),
+            capabilities: caps(900 + u16::try_from(i).unwrap()),
+        };
+        s.receive(C3, &encode_frame(&msg), Time(3));
+    }
+    drain(&mut s);
+    let m = catch_up(&mut s, ConnId(21), 2);
+    assert!(
+        matches!(
+            m[0],
+            ServerMessage::Resumed {
+                contacts: None,
+                seq: 3,
+                ..
+            }
+        ),
+        "{m:?}"
+    );
+    assert_eq!(m.len(), 3, "resumed, the third update, synced");
+}

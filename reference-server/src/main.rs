@@ -275,9 +275,18 @@ mod tests {
         );
         assert_eq!((a.queue_frames, a.admin_poll_ms), (8192, 200));
         assert_eq!((a.cost.argon2_m_kib, a.cost.argon2_t), (19456, 2));
+        let core = precall_protocol::ResumeConfig::default();
         assert_eq!(
-            (a.resume.resume_grace_ms, a.resume.resume_log_frames),
-            (60_000, 32)
+            (
+                a.resume.resume_grace_ms,
+                a.resume.resume_log_frames,
+                a.resume.resume_tail_frames
+            ),
+            (
+                u64::try_from(core.grace.as_millis()).unwrap(),
+                core.log_frames,
+                core.tail_frames
+            )
         );
     }
 

@@ -127,10 +127,14 @@ pub struct ResumeArgs {
     /// at once).
     #[arg(long, default_value_t = 60_000)]
     pub resume_grace_ms: u64,
-    /// Table frames kept per session for a resume; a client that missed more gets a
-    /// full snapshot.
+    /// Table frames kept per detached session for a resume; a client that missed more
+    /// gets a full snapshot.
     #[arg(long, default_value_t = 32)]
     pub resume_log_frames: usize,
+    /// Table frames kept per attached session (those possibly in flight when its
+    /// connection dies; at most --resume-log-frames).
+    #[arg(long, default_value_t = 8)]
+    pub resume_tail_frames: usize,
 }
 
 impl ResumeArgs {
@@ -144,6 +148,7 @@ impl ResumeArgs {
         Ok(ResumeConfig {
             grace: Duration::from_millis(self.resume_grace_ms),
             log_frames: self.resume_log_frames,
+            tail_frames: self.resume_tail_frames,
             secret: ResumeSecret(secret),
         })
     }
