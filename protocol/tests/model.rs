@@ -3,20 +3,22 @@
 //!
 //! Timing figures are printed, never asserted.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use precall_protocol::model::{
     Fault, ModelConfig, ALWAYS, INV_CALL_AGREE, INV_LOGOUT_EMPTY, INV_ONLINE_EXACT, INV_VISIBILITY,
-    SOMETIMES,
 };
 use stateright::{Checker, HasDiscoveries, Model};
 
 /// Checks a configuration breadth-first to completion and asserts every `always`
-/// property held and every `sometimes` property was reached.
+/// property held and every `sometimes` property the configuration can reach was
+/// reached.
 // The harness reads the wall clock to print how long the check took; the core never does.
 #[allow(clippy::disallowed_methods)]
 fn check_exhaustively(name: &str, cfg: ModelConfig) {
     let started = Instant::now();
+    let sometimes = cfg.sometimes();
     let checker = cfg.into_model().checker().threads(2).spawn_bfs().join();
     println!(
         "{name}: {} unique states, max depth {}, {:.1?} (BFS, 2 threads)",
@@ -32,7 +34,7 @@ fn check_exhaustively(name: &str, cfg: ModelConfig) {
             checker.discovery(p).map(|path| path.into_actions())
         );
     }
-    for p in SOMETIMES {
+    for p in sometimes {
         assert!(checker.discovery(p).is_some(), "never reached: {p}");
     }
 }
@@ -42,19 +44,62 @@ fn default_configuration_holds_every_invariant() {
     check_exhaustively("default configuration", ModelConfig::default_check());
 }
 
-/// Ten times the default's states (carol's terminal logs in too); `.ci/run` runs it.
+/// Reconnects: resumes with a delta or a snapshot, resumes refused after the grace,
+/// sessions given up for a new login.
 #[test]
-#[ignore = "about a minute: run by .ci/run with --ignored"]
+fn resume_configuration_holds_every_invariant() {
+    check_exhaustively("resume configuration", ModelConfig::resume_check());
+}
+
+/// The default configuration on a server with resumption disabled: a drop ends the
+/// session at once.
+fn without_resumption() -> ModelConfig {
+    ModelConfig {
+        resume: None,
+        ..ModelConfig::default_check()
+    }
+}
+
+#[test]
+fn default_configuration_without_resumption_holds_every_invariant() {
+    check_exhaustively("default configuration, no resumption", without_resumption());
+}
+
+/// The extended checks take gigabytes each: they run one at a time.
+static EXTENDED: Mutex<()> = Mutex::new(());
+
+/// Eleven times the default's states (carol's terminal logs in too); `.ci/run` runs it.
+#[test]
+#[ignore = "minutes: run by .ci/run with --ignored"]
 fn extended_configuration_holds_every_invariant() {
+    let _one_at_a_time = EXTENDED.lock().unwrap_or_else(|e| e.into_inner());
     check_exhaustively("extended configuration", ModelConfig::extended());
+}
+
+/// Seven times the default's states (alice's phone reconnects amid calls, a logout,
+/// capability and roster changes); `.ci/run` runs it.
+#[test]
+#[ignore = "minutes: run by .ci/run with --ignored"]
+fn extended_resume_configuration_holds_every_invariant() {
+    let _one_at_a_time = EXTENDED.lock().unwrap_or_else(|e| e.into_inner());
+    check_exhaustively(
+        "extended resume configuration",
+        ModelConfig::extended_resume(),
+    );
 }
 
 /// Runs the default configuration with a seeded fault until the first property fails,
 /// and asserts that the property that failed is `expected`.
 fn fault_is_caught_by(fault: Fault, expected: &'static str) {
+    fault_is_caught_in(ModelConfig::default_check(), fault, expected);
+}
+
+/// Runs `cfg` with a seeded fault until the first property fails, and asserts that the
+/// property that failed is `expected`.
+fn fault_is_caught_in(cfg: ModelConfig, fault: Fault, expected: &'static str) {
     let cfg = ModelConfig {
         fault: Some(fault),
-        ..ModelConfig::default_check()
+        ..cfg
     };
     let checker = cfg
         .into_model()
@@ -79,9 +124,15 @@ fn fault_is_caught_by(fault: Fault, expected: &'static str) {
     assert!(!path.into_actions().is_empty());
 }
 
+/// With resumption the session ends when its grace runs out; without, at the drop.
 #[test]
 fn server_forgetting_offline_on_drop_breaks_online_exact() {
     fault_is_caught_by(Fault::ServerForgetsOfflineOnDrop, INV_ONLINE_EXACT);
+    fault_is_caught_in(
+        without_resumption(),
+        Fault::ServerForgetsOfflineOnDrop,
+        INV_ONLINE_EXACT,
+    );
 }
 
 #[test]
@@ -102,4 +153,15 @@ fn roster_removal_leaving_parameters_breaks_online_exact() {
 #[test]
 fn accept_losing_capabilities_breaks_call_agreement() {
     fault_is_caught_by(Fault::AcceptLosesCapabilities, INV_CALL_AGREE);
+}
+
+/// Only the resume path shows it: the login snapshot arrives whole, and only a
+/// resume's catch-up loses its frames.
+#[test]
+fn resume_catch_up_lost_breaks_online_exact() {
+    fault_is_caught_in(
+        ModelConfig::resume_check(),
+        Fault::ResumeCatchUpLost,
+        INV_ONLINE_EXACT,
+    );
 }
