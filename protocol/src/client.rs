@@ -752,14 +752,7 @@ impl Client {
             (State::LoggingIn, ServerMessage::LoginOk { version, .. })
                 if version != crate::message::PROTOCOL_VERSION =>
             {
-                self.state = State::Idle;
-                self.events.push_back(ClientEvent::ServerError {
-                    code: ErrorCode::UnsupportedVersion,
-                    req: None,
-                    call: None,
-                    retry_after: None,
-                });
-                self.events.push_back(ClientEvent::LoggedOut);
+                self.wrong_version();
             }
             (
                 State::LoggingIn,
@@ -797,14 +790,7 @@ impl Client {
                     version, session, ..
                 },
             ) if session == on.session && version != crate::message::PROTOCOL_VERSION => {
-                self.state = State::Idle;
-                self.events.push_back(ClientEvent::ServerError {
-                    code: ErrorCode::UnsupportedVersion,
-                    req: None,
-                    call: None,
-                    retry_after: None,
-                });
-                self.events.push_back(ClientEvent::LoggedOut);
+                self.wrong_version();
             }
             (
                 State::Resuming(on),
@@ -1000,6 +986,18 @@ impl Client {
         for m in msgs {
             self.send(&m, now);
         }
+    }
+
+    /// A `login_ok` or `resumed` of another protocol version: the session is over.
+    fn wrong_version(&mut self) {
+        self.state = State::Idle;
+        self.events.push_back(ClientEvent::ServerError {
+            code: ErrorCode::UnsupportedVersion,
+            req: None,
+            call: None,
+            retry_after: None,
+        });
+        self.events.push_back(ClientEvent::LoggedOut);
     }
 
     /// `resumed` for this session: online again; a snapshot replaces the table. If the
