@@ -1023,14 +1023,8 @@ impl Server {
                     .map(|(_, f)| f.clone())
                     .collect()
             });
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::Online(id);
-            self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
-            c.deadline = now.after(self.config.idle_timeout);
-            self.deadlines.insert((c.deadline, Timer::Conn(conn)));
-        }
-        let visible = self.visible_sessions(&user);
-        let snapshot: Vec<Bytes> = visible.iter().filter_map(|s| self.frame_of(*s)).collect();
+        self.conn_online(conn, id, now);
+        let snapshot = self.snapshot_frames(&user);
         let contacts: Vec<UserId> = self
             .users
             .get(&user)
@@ -1040,23 +1034,14 @@ impl Server {
             + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>();
         let missed = missed.filter(|m| m.iter().map(Bytes::len).sum::<usize>() <= snapshot_bytes);
         let is_snapshot = missed.is_none();
-        let frames = match missed {
+        let (seq, contacts, frames) = match missed {
+            // A logged `online` of a user no longer visible is left out: its
+            // capabilities may not reach this user now (INV-VISIBILITY), and a later
+            // frame in the log removes that terminal anyway.
             Some(m) => {
                 let seq = self.sessions.get(&id).map_or(0, |s| s.seq);
-                self.send(
-                    conn,
-                    &ServerMessage::Resumed {
-                        version: PROTOCOL_VERSION,
-                        session: id,
-                        capabilities: caps,
-                        seq,
-                        contacts: None,
-                    },
-                );
-                // A logged `online` of a user no longer visible is left out: its
-                // capabilities may not reach this user now (INV-VISIBILITY), and a
-                // later frame in the log removes that terminal anyway.
-                m.into_iter()
+                let frames = m
+                    .into_iter()
                     .filter(|f| {
                         let payload = f.get(HEADER_LEN..).unwrap_or_default();
                         match decode_message::<ServerMessage>(payload) {
@@ -1064,26 +1049,25 @@ impl Server {
                             _ => true,
                         }
                     })
-                    .collect()
+                    .collect();
+                (seq, None, frames)
             }
             None => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.seq = 0;
                     s.log.clear();
                 }
-                self.send(
-                    conn,
-                    &ServerMessage::Resumed {
-                        version: PROTOCOL_VERSION,
-                        session: id,
-                        capabilities: caps,
-                        seq: 0,
-                        contacts: Some(contacts),
-                    },
-                );
-                snapshot
+                (0, Some(contacts), snapshot)
             }
         };
+        let resumed = ServerMessage::Resumed {
+            version: PROTOCOL_VERSION,
+            session: id,
+            capabilities: caps,
+            seq,
+            contacts,
+        };
+        self.send(conn, &resumed);
         let count = frames.len();
         for f in frames {
             self.send_frame(conn, f);
@@ -1095,6 +1079,24 @@ impl Server {
             snapshot: is_snapshot,
             frames: count,
         });
+    }
+
+    /// A connection's session is `id` from now on; its idle timer starts.
+    fn conn_online(&mut self, conn: ConnId, id: SessionId, now: Time) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.state = ConnState::Online(id);
+            self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
+            c.deadline = now.after(self.config.idle_timeout);
+            self.deadlines.insert((c.deadline, Timer::Conn(conn)));
+        }
+    }
+
+    /// The snapshot for `user`: the shared `online` frame of every terminal it may see.
+    fn snapshot_frames(&self, user: &UserId) -> Vec<Bytes> {
+        self.visible_sessions(user)
+            .iter()
+            .filter_map(|s| self.frame_of(*s))
+            .collect()
     }
 
     /// Sends a table frame (`online`, `offline`, `contact_added`, `contact_removed`)
@@ -1315,12 +1317,7 @@ impl Server {
                 calls: BTreeSet::new(),
             },
         );
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.state = ConnState::Online(id);
-            self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
-            c.deadline = now.after(self.config.idle_timeout);
-            self.deadlines.insert((c.deadline, Timer::Conn(conn)));
-        }
+        self.conn_online(conn, id, now);
         self.send(
             conn,
             &ServerMessage::LoginOk {
@@ -1333,9 +1330,7 @@ impl Server {
             },
         );
         // The snapshot: every online terminal this user may see (C6 at login).
-        let visible = self.visible_sessions(&user);
-        let frames: Vec<Bytes> = visible.iter().filter_map(|s| self.frame_of(*s)).collect();
-        for frame in frames {
+        for frame in self.snapshot_frames(&user) {
             self.send_frame(conn, frame);
         }
         self.send(conn, &ServerMessage::Synced {});
