@@ -1436,6 +1436,171 @@ mod tests {
         assert_eq!(c.status(), Status::Online);
     }
 
+    fn drain(c: &mut Client) -> Vec<ClientEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    fn sent(c: &mut Client) -> Vec<ClientMessage> {
+        std::iter::from_fn(|| c.poll_transmit())
+            .map(|f| {
+                let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+                let payload = d.decode(&mut &f[..]).unwrap().unwrap();
+                decode_message(&payload).unwrap()
+            })
+            .collect()
+    }
+
+    /// A client logged in at `at` (its `login` queued then), with a resume token if
+    /// `resumable`; frames and events drained.
+    fn online_at(user: &UserId, resumable: bool, at: Time) -> Client {
+        let mut c = Client::new(ClientConfig::default());
+        let with = LoginWith::Capabilities(caps(&["h264"], 1280, 30));
+        c.login(user.clone(), Password::new("pw").unwrap(), with, at)
+            .unwrap();
+        let mut ok = login_ok(user);
+        if let ServerMessage::LoginOk { resume_token, .. } = &mut ok {
+            *resume_token = resumable.then(|| {
+                ResumeToken::derive(&crate::resume::ResumeSecret::default(), SessionId(7))
+            });
+        }
+        c.handle_message(ok, at);
+        c.handle_message(ServerMessage::Synced {}, at);
+        sent(&mut c);
+        drain(&mut c);
+        c
+    }
+
+    /// Section 8.9: while Online, when the time since the last queued frame reaches
+    /// `ping_interval`, the client sends `ping`, and not before; the deadline it
+    /// reports through `poll_timeout` is exactly that moment, and any frame restarts it.
+    #[test]
+    fn a_silent_client_pings_when_its_interval_elapses_and_not_before() {
+        let alice = UserId::new("alice").unwrap();
+        let start = Time(5_000);
+        let mut c = online_at(&alice, false, start);
+        let interval = ClientConfig::default().ping_interval;
+        let due = start.after(interval);
+        assert_eq!(c.poll_timeout(), Some(due));
+
+        c.handle_timeout(Time(due.0 - 1));
+        assert!(c.poll_transmit().is_none(), "pinged before the interval");
+        c.handle_timeout(due);
+        assert_eq!(sent(&mut c), vec![ClientMessage::Ping {}]);
+        assert_eq!(c.poll_timeout(), Some(due.after(interval)));
+
+        // Any frame restarts the interval.
+        let later = Time(due.0 + 7_000);
+        c.add_contact(UserId::new("bob").unwrap(), later).unwrap();
+        sent(&mut c);
+        assert_eq!(c.poll_timeout(), Some(later.after(interval)));
+        c.handle_timeout(due.after(interval));
+        assert!(c.poll_transmit().is_none(), "the add_contact restarted it");
+    }
+
+    /// Section 8.9: the client does not ping outside Online, so it reports no deadline.
+    #[test]
+    fn no_ping_deadline_outside_online() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = Client::new(ClientConfig::default());
+        assert_eq!(c.poll_timeout(), None);
+        let mut c2 = logging_in(&alice);
+        assert_eq!(c2.poll_timeout(), None);
+        c2.handle_timeout(Time(u64::MAX));
+        sent(&mut c2);
+        assert!(c2.poll_transmit().is_none());
+        c.handle_timeout(Time(u64::MAX));
+        assert!(c.poll_transmit().is_none());
+    }
+
+    /// Section 8.2, Detached row "command login": delete everything; then as in Idle.
+    #[test]
+    fn a_login_while_detached_abandons_the_session_and_logs_in_afresh() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = online_at(&alice, true, Time::ZERO);
+        c.connection_lost(Time(10));
+        assert_eq!(c.status(), Status::Detached);
+        assert_eq!(drain(&mut c), vec![ClientEvent::Detached]);
+
+        let with = LoginWith::Capabilities(caps(&["vp8"], 640, 30));
+        c.login(alice.clone(), Password::new("pw").unwrap(), with, Time(20))
+            .expect("a login from Detached is carried out");
+        assert_eq!(c.status(), Status::LoggingIn);
+        assert_eq!(drain(&mut c), vec![ClientEvent::LoggedOut]);
+        assert!(c.user().is_none() && c.session().is_none());
+        assert!(!c.can_resume());
+        assert!(matches!(
+            sent(&mut c).as_slice(),
+            [ClientMessage::Login { .. }]
+        ));
+    }
+
+    /// Section 8.2, Resuming row "`resumed` for the own session, `version` 1", and
+    /// 8.3: a `resumed` of another version ends the session, also for an embedder that
+    /// decodes frames itself and bypasses the decoder's check.
+    #[test]
+    fn decoded_resumed_of_another_version_ends_the_session() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = online_at(&alice, true, Time::ZERO);
+        c.connection_lost(Time(10));
+        c.resume(Time(20)).unwrap();
+        drain(&mut c);
+        c.handle_message(
+            ServerMessage::Resumed {
+                version: 2,
+                session: SessionId(7),
+                capabilities: caps(&["h264"], 1280, 30),
+                seq: 0,
+                contacts: None,
+            },
+            Time(30),
+        );
+        assert_eq!(c.status(), Status::Idle);
+        assert!(c.user().is_none());
+        let events = drain(&mut c);
+        assert!(matches!(
+            events.as_slice(),
+            [
+                ClientEvent::ServerError {
+                    code: ErrorCode::UnsupportedVersion,
+                    ..
+                },
+                ClientEvent::LoggedOut
+            ]
+        ));
+    }
+
+    /// Section 8.1: Online, Detached and Resuming hold the own endpoint; the other
+    /// states hold nothing.
+    #[test]
+    fn the_own_user_is_known_exactly_while_a_session_is_held() {
+        let alice = UserId::new("alice").unwrap();
+        assert_eq!(Client::new(ClientConfig::default()).user(), None);
+        assert_eq!(logging_in(&alice).user(), None);
+        let mut c = online_at(&alice, true, Time::ZERO);
+        assert_eq!(c.user(), Some(&alice));
+        c.connection_lost(Time(1));
+        assert_eq!(c.user(), Some(&alice));
+        c.resume(Time(2)).unwrap();
+        assert_eq!(c.user(), Some(&alice));
+        c.abandon(Time(3));
+        assert_eq!(c.user(), None);
+    }
+
+    /// Section 8.2, row "connection lost": nothing happens in Idle (there is no
+    /// session to end, so the application is not told one ended), for example when
+    /// the server closes the connection after `logged_out`.
+    #[test]
+    fn a_connection_lost_while_idle_reports_nothing() {
+        let alice = UserId::new("alice").unwrap();
+        let mut c = online_at(&alice, false, Time::ZERO);
+        c.logout(Time(1)).unwrap();
+        c.handle_message(ServerMessage::LoggedOut {}, Time(2));
+        assert_eq!(drain(&mut c), vec![ClientEvent::LoggedOut]);
+        c.connection_lost(Time(3));
+        assert_eq!(c.status(), Status::Idle);
+        assert_eq!(drain(&mut c), vec![], "the session was reported over twice");
+    }
+
     #[test]
     fn login_ok_out_of_the_blue_is_a_violation() {
         let mut c = Client::new(ClientConfig::default());

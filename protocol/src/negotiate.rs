@@ -147,6 +147,22 @@ mod tests {
         assert_eq!(p.bitrate_kbps, 6220);
     }
 
+    /// Section 6.4: the bits-per-pixel table, token by token.
+    #[test]
+    fn bits_per_pixel_follow_the_table() {
+        let bpp = |t: &str| milli_bits_per_pixel(&Codec::new(t).unwrap());
+        assert_eq!(bpp("av1"), 50);
+        assert_eq!([bpp("h265"), bpp("hevc"), bpp("vp9")], [65; 3]);
+        assert_eq!(bpp("vp8"), 110);
+        assert_eq!([bpp("h264"), bpp("h266"), bpp("mjpeg")], [100; 3]);
+        // And negotiation uses it: vp9 at 720p30 is 921_600*30*65/1e6 = 1797 kbit/s.
+        let a = caps(&["vp9"], 1280, 30);
+        assert_eq!(
+            negotiate(&a, &a.clone()).video().unwrap().bitrate_kbps,
+            1797
+        );
+    }
+
     #[test]
     fn sender_preference_picks_the_codec() {
         let a = caps(&["vp8", "h264"], 1280, 30);

@@ -231,6 +231,36 @@ mod tests {
         assert!(ResumeToken::new("abc").is_err());
     }
 
+    /// Sections 9.9.1 and 13.3: whoever knows the secret can forge every token, so
+    /// it never reaches a log; `Debug` (also of the config holding it) prints no byte.
+    #[test]
+    fn a_secret_is_redacted_in_debug_output() {
+        let secret = ResumeSecret([0xab; 32]);
+        let shown = format!(
+            "{secret:?} {:?}",
+            ResumeConfig {
+                secret: secret.clone(),
+                ..ResumeConfig::default()
+            }
+        );
+        assert!(shown.contains("ResumeSecret(<redacted>)"), "{shown}");
+        assert!(!shown.contains("171"), "{shown}");
+    }
+
+    /// Section 9.9.6: attempt k's ceiling is `base * 2^k`, so the back-off counts its
+    /// attempts, and starts again from 0 after a success.
+    #[test]
+    fn backoff_counts_attempts() {
+        let mut b = Backoff::default();
+        assert_eq!(b.attempts(), 0);
+        b.next_delay(1, None);
+        b.next_delay(1, None);
+        assert_eq!(b.attempts(), 2);
+        assert_eq!(b.ceiling(), b.base * 4);
+        b.reset();
+        assert_eq!((b.attempts(), b.ceiling()), (0, b.base));
+    }
+
     #[test]
     fn backoff_grows_to_its_ceiling_with_jitter_and_honours_retry_after() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));

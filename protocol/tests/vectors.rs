@@ -606,7 +606,7 @@ fn hd_desktop() -> Capabilities {
 /// The negotiation cases, each with its outcome computed by hand from the rule in
 /// `src/negotiate.rs` (budgets: encode high 124_416_000 px/s, mid 27_648_000, low
 /// 3_456_000; decode twice that; milli-bits per pixel h264 100, vp8 110, av1 50,
-/// anything else 100).
+/// h265/hevc/vp9 65, anything else 100).
 fn negotiate_cases() -> Vec<(
     &'static str,
     Capabilities,
@@ -740,6 +740,29 @@ fn negotiate_cases() -> Vec<(
             ),
             video("h266", 1280, 720, 30, 2764),
             video("av1", 1280, 720, 30, 1382),
+        ),
+        (
+            // vp9 and h265 both need 65 milli-bits per pixel: 921_600*30*65/1e6 = 1797
+            // kbit/s at 720p30 each way.
+            "vp9_and_h265_bpp",
+            caps(
+                &["vp9"],
+                &["h265"],
+                (1280, 720),
+                Some((1280, 720, 30)),
+                CpuClass::High,
+                (8000, 8000),
+            ),
+            caps(
+                &["h265"],
+                &["vp9"],
+                (1280, 720),
+                Some((1280, 720, 30)),
+                CpuClass::High,
+                (8000, 8000),
+            ),
+            video("vp9", 1280, 720, 30, 1797),
+            video("h265", 1280, 720, 30, 1797),
         ),
         (
             // Sizes compare long side with long side: a 1080x2340 portrait screen takes
@@ -884,7 +907,7 @@ fn negotiate_vectors_match_negotiate() {
     let file = bless_or_check("negotiate", &expected);
     // ... and what a third-party implementer checks against the file alone.
     let cases: Vec<NegotiateCase> = serde_json::from_str(&file).expect("negotiate.json");
-    assert_eq!(cases.len(), 8);
+    assert_eq!(cases.len(), 9);
     let names: BTreeSet<&str> = cases.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names.len(), cases.len(), "case names are unique");
     for c in &cases {
