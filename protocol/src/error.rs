@@ -152,6 +152,9 @@ pub enum ErrorCode {
     TooManyConnections,
     /// A capability document larger than the server accepts (fatal).
     CapsTooLarge,
+    /// A contact-list change could not be stored (for example the account was removed
+    /// meanwhile); nothing changed (not fatal).
+    NotStored,
     /// `resume` named no resumable session: the token is unknown, its grace ran out,
     /// or the session ended (logout, replaced). Log in again (fatal).
     ResumeFailed,

@@ -45,7 +45,7 @@ use crate::invariant::{self, Violation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage};
 use crate::negotiate::negotiate_pair;
 use crate::resume::ResumeConfig;
-use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent};
+use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent, StoreOutcome};
 use crate::sim::sample_caps;
 use crate::time::Time;
 
@@ -565,7 +565,7 @@ pub enum Resumption {
 pub struct ServerState {
     /// The real state machine.
     pub server: Server,
-    /// The stored contact lists (the embedder's store), updated on `RosterChanged`.
+    /// The stored contact lists (the embedder's store), updated on `Store` (stored at once).
     pub contacts: BTreeMap<usize, BTreeSet<UserId>>,
     /// The server's clock: zero, then the end of each grace that ran out.
     pub now: Time,
@@ -1016,19 +1016,19 @@ impl PrecallActor {
                         let _ = s.server.complete_auth(req.ticket, verdict, s.now);
                     }
                 }
-                ServerEvent::RosterChanged {
-                    user,
-                    contact,
-                    added,
-                } => {
-                    if let Some(u) = self.cfg.users.iter().position(|x| x.name == user) {
+                ServerEvent::Store(req) => {
+                    // The store commits at once: acknowledgements follow in this step.
+                    if let Some(u) = self.cfg.users.iter().position(|x| x.name == req.user) {
                         let list = s.contacts.entry(u).or_default();
-                        if added {
-                            list.insert(contact);
+                        if req.added {
+                            list.insert(req.contact.clone());
                         } else {
-                            list.remove(&contact);
+                            list.remove(&req.contact);
                         }
                     }
+                    let _ = s
+                        .server
+                        .complete_store(req.ticket, StoreOutcome::Stored, s.now);
                 }
                 _ => {}
             }

@@ -84,6 +84,10 @@ pub struct Limits {
     /// Largest capability document (its canonical JSON) at login or in `update_caps`
     /// (`caps_too_large`).
     pub max_caps_bytes: usize,
+    /// Contact-list changes of one connection that may wait for the store at once
+    /// (spec section 9.6); at the limit the server takes no more input from the
+    /// connection until one is stored. At least 1.
+    pub max_unstored_changes: usize,
 }
 
 impl Default for Limits {
@@ -97,6 +101,7 @@ impl Default for Limits {
             max_login_failures_per_source: 100,
             login_failure_window: Duration::from_secs(60),
             max_caps_bytes: 4096,
+            max_unstored_changes: 64,
         }
     }
 }
@@ -187,6 +192,36 @@ pub enum AuthVerdict {
     Failed,
 }
 
+/// Identifies one contact-list change waiting for the embedder's store.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct StoreTicket(pub u64);
+
+/// A contact-list change the embedder must make durable, then answer with
+/// [`Server::complete_store`]. Tickets are issued in increasing order; the embedder
+/// must store the changes in that order (it may commit several in one transaction).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct StoreRequest {
+    /// Echo this in [`Server::complete_store`].
+    pub ticket: StoreTicket,
+    /// Whose contact list.
+    pub user: UserId,
+    /// The contact added or removed.
+    pub contact: UserId,
+    /// `true` if added. Storing is idempotent: the list may already be as asked.
+    pub added: bool,
+}
+
+/// What the embedder's store says about a [`StoreRequest`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum StoreOutcome {
+    /// The change is durable.
+    Stored,
+    /// The change cannot be stored (for example the account was removed meanwhile):
+    /// it is not applied and the request is answered with `not_stored`.
+    Failed,
+}
+
 /// Something the embedder must do.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 #[non_exhaustive]
@@ -206,15 +241,10 @@ pub enum ServerEvent {
     },
     /// Run a credential check.
     Authenticate(AuthRequest),
-    /// A user changed their contact list; persist it.
-    RosterChanged {
-        /// Whose contact list.
-        user: UserId,
-        /// The contact added or removed.
-        contact: UserId,
-        /// `true` if added.
-        added: bool,
-    },
+    /// Store a contact-list change a user asked for, then report the outcome with
+    /// [`Server::complete_store`]. The change takes effect (and is acknowledged) only
+    /// then, so an acknowledged change is durable (spec section 9.6).
+    Store(StoreRequest),
     /// A session began (for logs and metrics).
     SessionStarted {
         /// The connection.
@@ -264,6 +294,9 @@ pub enum ServerError {
     /// [`Server::change_roster`] would exceed the user's contact-list limit.
     #[error("contact list of {0} is full")]
     RosterFull(UserId),
+    /// [`Server::complete_store`] with a ticket that is not pending.
+    #[error("no pending store request {0:?}")]
+    UnknownStoreTicket(StoreTicket),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -286,6 +319,23 @@ struct Conn {
     source: Option<IpAddr>,
     /// Complete frames received in the current second.
     frames: Window,
+    /// Contact-list changes of this connection waiting for the store.
+    unstored: usize,
+    /// A decoded message that must wait until this connection's changes are stored
+    /// (it is processed in order, after their acknowledgements).
+    stalled: Option<ClientMessage>,
+    /// Bytes received while input is paused, not yet decoded.
+    inbox: Vec<u8>,
+}
+
+/// A contact-list change waiting for the store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Unstored {
+    conn: ConnId,
+    req: ReqId,
+    user: UserId,
+    contact: UserId,
+    added: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -415,6 +465,9 @@ pub struct Server {
     /// Failed logins per account and per source, in the current window.
     failures_by_user: BTreeMap<UserId, Window>,
     failures_by_source: BTreeMap<IpAddr, Window>,
+    /// Contact-list changes waiting for the store, in the order they were asked for.
+    unstored: BTreeMap<StoreTicket, Unstored>,
+    next_store: u64,
 }
 
 impl Server {
@@ -440,6 +493,8 @@ impl Server {
             },
             failures_by_user: BTreeMap::new(),
             failures_by_source: BTreeMap::new(),
+            unstored: BTreeMap::new(),
+            next_store: 1,
         }
     }
 
@@ -480,6 +535,9 @@ impl Server {
                 deadline,
                 source,
                 frames,
+                unstored: 0,
+                stalled: None,
+                inbox: Vec::new(),
             },
         );
         if let Some(ip) = source {
@@ -508,11 +566,49 @@ impl Server {
 
     /// Bytes arrived on a connection. Bytes for a connection the server does not know
     /// (never opened, or already closed) are ignored.
-    pub fn receive(&mut self, conn: ConnId, mut data: &[u8], now: Time) {
+    ///
+    /// While the connection's input is paused ([`Server::accepts_input`] is false) the
+    /// bytes are kept, undecoded, and processed in order once it resumes. An embedder
+    /// should stop reading from a paused connection (TCP backpressure); one that goes
+    /// on past a frame's worth of bytes gets the connection closed with `rate_limited`.
+    pub fn receive(&mut self, conn: ConnId, data: &[u8], now: Time) {
+        let limit = self.config.max_frame.max(MIN_MAX_FRAME) as usize + 4;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !c.inbox.is_empty() || c.stalled.is_some() {
+            if c.inbox.len() + data.len() > limit {
+                self.fail_retry(conn, ErrorCode::RateLimited, Duration::from_secs(1));
+                return;
+            }
+            c.inbox.extend_from_slice(data);
+            return;
+        }
+        self.decode_input(conn, data, now);
+    }
+
+    /// Whether the server takes input from `conn` now. It does not while the
+    /// connection has [`Limits::max_unstored_changes`] contact-list changes waiting for
+    /// the store, or a request that must wait for them (spec section 9.6); it resumes
+    /// by itself in [`Server::complete_store`]. False for an unknown connection.
+    pub fn accepts_input(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| {
+            c.stalled.is_none() && c.inbox.is_empty() && c.unstored < self.max_unstored()
+        })
+    }
+
+    /// Decodes and handles the frames in `data`, keeping the rest in the connection's
+    /// inbox as soon as its input pauses.
+    fn decode_input(&mut self, conn: ConnId, mut data: &[u8], now: Time) {
+        let max_unstored = self.max_unstored();
         while !data.is_empty() {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
+            if c.stalled.is_some() || c.unstored >= max_unstored {
+                c.inbox.extend_from_slice(data);
+                return;
+            }
             match c.decoder.decode(&mut data) {
                 Ok(None) => return,
                 Ok(Some(payload)) => {
@@ -536,6 +632,12 @@ impl Server {
                         }
                     }
                     match decode_message::<ClientMessage>(&payload) {
+                        // Requests after a contact-list change that waits for the store
+                        // are answered after its acknowledgement: they wait too (only
+                        // further changes may queue up behind it).
+                        Ok(msg) if c.unstored > 0 && !is_roster_request(&msg) => {
+                            c.stalled = Some(msg);
+                        }
                         Ok(msg) => self.handle_message(conn, msg, now),
                         Err(e) => self.refuse(conn, &e),
                     }
@@ -550,6 +652,29 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Processes what a connection's paused input kept, as far as it may go now.
+    fn continue_input(&mut self, conn: ConnId, now: Time) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.unstored > 0 && c.stalled.is_some() {
+            return;
+        }
+        if let Some(msg) = c.stalled.take() {
+            self.handle_message(conn, msg, now);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let inbox = std::mem::take(&mut c.inbox);
+        self.decode_input(conn, &inbox, now);
+    }
+
+    /// The effective limit on a connection's contact-list changes waiting for the store.
+    fn max_unstored(&self) -> usize {
+        self.config.limits.max_unstored_changes.max(1)
     }
 
     /// The transport connection closed or failed. If resumption is enabled the
@@ -625,6 +750,45 @@ impl Server {
         Ok(())
     }
 
+    /// The outcome of a [`StoreRequest`]. A stored change takes effect now: the
+    /// requesting connection gets its acknowledgement (`contact_added` or
+    /// `contact_removed` with its `req`), the user's other terminals and the contact's
+    /// presence follow (spec section 9.6). A change that could not be stored is not
+    /// applied; the request is answered with `not_stored`. Input the connection held
+    /// back for it is processed next.
+    pub fn complete_store(
+        &mut self,
+        ticket: StoreTicket,
+        outcome: StoreOutcome,
+        now: Time,
+    ) -> Result<(), ServerError> {
+        let u = self
+            .unstored
+            .remove(&ticket)
+            .ok_or(ServerError::UnknownStoreTicket(ticket))?;
+        let open = match self.conns.get_mut(&u.conn) {
+            Some(c) => {
+                c.unstored = c.unstored.saturating_sub(1);
+                true
+            }
+            None => false,
+        };
+        match outcome {
+            StoreOutcome::Stored => {
+                let origin = open.then_some((u.conn, u.req));
+                self.apply_roster_change(&u.user, &u.contact, u.added, origin);
+            }
+            StoreOutcome::Failed if open => {
+                self.error(u.conn, ErrorCode::NotStored, Some(u.req), None);
+            }
+            StoreOutcome::Failed => {}
+        }
+        if open {
+            self.continue_input(u.conn, now);
+        }
+        Ok(())
+    }
+
     /// Fires every deadline that has passed: closes connections that did not log in
     /// in time (`login_timeout`) or went idle (`idle_timeout`), and ends calls that
     /// rang too long (reason `timeout`).
@@ -664,7 +828,7 @@ impl Server {
 
     /// A contact-list change made outside the protocol (an administrator), applied to
     /// online users as if `user` had sent it; not echoed as
-    /// [`ServerEvent::RosterChanged`]. Does nothing if `user` is offline: the change
+    /// [`ServerEvent::Store`]. Does nothing if `user` is offline: the change
     /// is in the embedder's store, read at the next login.
     ///
     /// Fails with [`ServerError::RosterFull`], changing nothing, if the addition would
@@ -677,13 +841,14 @@ impl Server {
         now: Time,
     ) -> Result<(), ServerError> {
         let _ = now;
-        let Some(u) = self.users.get(user) else {
+        // Changes waiting for the store count as made, so the limit holds once they are.
+        let Some((has, len)) = self.projected_contacts(user, contact) else {
             return Ok(());
         };
         if user == contact {
             return Ok(());
         }
-        if added && !u.contacts.contains(contact) && u.contacts.len() >= self.max_contacts() {
+        if added && !has && len >= self.max_contacts() {
             return Err(ServerError::RosterFull(user.clone()));
         }
         self.apply_roster_change(user, contact, added, None);
@@ -1439,22 +1604,58 @@ impl Server {
             self.error(conn, ErrorCode::InvalidContact, Some(req), None);
             return;
         }
-        let Some(u) = self.users.get(&user) else {
+        let Some((has, len)) = self.projected_contacts(&user, &contact) else {
             return;
         };
-        let has = u.contacts.contains(&contact);
-        if added && !has && u.contacts.len() >= self.max_contacts() {
+        if added && !has && len >= self.max_contacts() {
             self.error(conn, ErrorCode::RosterFull, Some(req), None);
             return;
         }
-        if has != added {
-            self.out.push_back(ServerEvent::RosterChanged {
+        // Stored first, applied and acknowledged once durable (`complete_store`).
+        let ticket = StoreTicket(self.next_store);
+        self.next_store += 1;
+        self.unstored.insert(
+            ticket,
+            Unstored {
+                conn,
+                req,
                 user: user.clone(),
                 contact: contact.clone(),
                 added,
-            });
+            },
+        );
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.unstored += 1;
         }
-        self.apply_roster_change(&user, &contact, added, Some((conn, req)));
+        self.out.push_back(ServerEvent::Store(StoreRequest {
+            ticket,
+            user,
+            contact,
+            added,
+        }));
+    }
+
+    /// Whether `user`'s contact list will hold `contact`, and its length, once every
+    /// change waiting for the store is applied; `None` if `user` is not online.
+    fn projected_contacts(&self, user: &UserId, contact: &UserId) -> Option<(bool, usize)> {
+        let u = self.users.get(user)?;
+        let mut changed: BTreeMap<&UserId, bool> = BTreeMap::new();
+        for p in self.unstored.values().filter(|p| &p.user == user) {
+            changed.insert(&p.contact, p.added);
+        }
+        let mut len = u.contacts.len();
+        for (c, &added) in &changed {
+            match (added, u.contacts.contains(*c)) {
+                (true, false) => len += 1,
+                (false, true) => len -= 1,
+                _ => {}
+            }
+        }
+        let has = changed
+            .get(contact)
+            .copied()
+            .unwrap_or_else(|| u.contacts.contains(contact));
+        Some((has, len))
     }
 
     /// Applies a contact-list change of an online user and the presence it implies.
@@ -1867,6 +2068,14 @@ fn over(n: usize, max: usize) -> bool {
 /// Whether a count has reached the limit `max` (0 = no limit).
 fn over_or_at(n: u32, max: u32) -> bool {
     max != 0 && n >= max
+}
+
+/// Whether a message is a contact-list change (which may queue up behind another).
+fn is_roster_request(msg: &ClientMessage) -> bool {
+    matches!(
+        msg,
+        ClientMessage::AddContact { .. } | ClientMessage::RemoveContact { .. }
+    )
 }
 
 fn request_tags(msg: &ClientMessage) -> (Option<ReqId>, Option<CallId>) {

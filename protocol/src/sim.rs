@@ -18,7 +18,9 @@ use crate::ids::{Codec, ConnId, Endpoint, Password, TerminalId, UserId};
 use crate::invariant::{self, Violation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
-use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent};
+use crate::server::{
+    AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent, StoreOutcome, StoreRequest,
+};
 use crate::time::Time;
 
 /// A capability set for tests and examples: the given codecs for both encode and
@@ -162,6 +164,11 @@ pub struct Sim {
     /// When set, credential checks wait in `pending_auth` until
     /// [`Sim::release_auth`]; otherwise they are answered at once.
     pub hold_auth: bool,
+    /// Contact-list changes not yet stored (only when `hold_store` is set).
+    pub pending_store: VecDeque<StoreRequest>,
+    /// When set, contact-list changes wait in `pending_store` until
+    /// [`Sim::release_store`]; otherwise they are stored at once.
+    pub hold_store: bool,
     /// Frames the server sent, with the connection, for checkers.
     pub sent: Vec<(ConnId, Bytes)>,
     /// Invariant violations seen while moving events (reported by [`Sim::run`]).
@@ -194,6 +201,8 @@ impl Sim {
             next_conn: 1,
             pending_auth: VecDeque::new(),
             hold_auth: false,
+            pending_store: VecDeque::new(),
+            hold_store: false,
             sent: Vec::new(),
             broken: Vec::new(),
             open: BTreeSet::new(),
@@ -327,6 +336,31 @@ impl Sim {
         true
     }
 
+    /// Stores the oldest held contact-list change (or fails it) and reports it to the
+    /// server. Returns whether there was one.
+    pub fn release_store(&mut self, outcome: StoreOutcome) -> bool {
+        let Some(req) = self.pending_store.pop_front() else {
+            return false;
+        };
+        self.store(req, outcome);
+        self.drain_server();
+        true
+    }
+
+    /// Writes a change to the directory (unless it fails) and reports it.
+    fn store(&mut self, req: StoreRequest, outcome: StoreOutcome) {
+        if outcome == StoreOutcome::Stored {
+            if let Some(acc) = self.directory.accounts.get_mut(&req.user) {
+                if req.added {
+                    acc.contacts.insert(req.contact.clone());
+                } else {
+                    acc.contacts.remove(&req.contact);
+                }
+            }
+        }
+        let _ = self.server.complete_store(req.ticket, outcome, self.now);
+    }
+
     /// Collects everything the server produced, right after each call into it, so that
     /// each transmitted frame is judged against the state the server decided it in.
     /// Credential checks are answered at once (each answer drained in turn) unless
@@ -343,6 +377,8 @@ impl Sim {
                     let verdict = self.directory.verdict(&req);
                     let _ = self.server.complete_auth(req.ticket, verdict, self.now);
                 }
+                ServerEvent::Store(req) if self.hold_store => self.pending_store.push_back(req),
+                ServerEvent::Store(req) => self.store(req, StoreOutcome::Stored),
                 ev => self.server_event(ev),
             }
         }
@@ -474,19 +510,6 @@ impl Sim {
                 }
             }
             ServerEvent::Authenticate(req) => self.pending_auth.push_back(req),
-            ServerEvent::RosterChanged {
-                user,
-                contact,
-                added,
-            } => {
-                if let Some(acc) = self.directory.accounts.get_mut(&user) {
-                    if added {
-                        acc.contacts.insert(contact);
-                    } else {
-                        acc.contacts.remove(&contact);
-                    }
-                }
-            }
             _ => {}
         }
     }

@@ -5,11 +5,14 @@
 //! fires the core's deadlines, and carries out the core's events: frames go to each
 //! connection's bounded queue (a full queue means a dead peer: the core is told the
 //! connection dropped), closes let the writer flush then shut the socket, credential
-//! checks and roster persistence go to the store thread. The loop decides nothing about
+//! checks and contact-list changes go to the store thread, and their outcomes come back
+//! to the core. A connection whose input the core paused (its contact-list changes wait
+//! for the store) is not read from until the core takes input again, so a flooding peer
+//! is slowed by TCP flow control and nobody else waits. The loop decides nothing about
 //! the protocol. With `--tls-cert`/`--tls-key` each connection's reader task first runs
 //! the TLS handshake (module `tls`), off the loop; the loop itself is the same.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use password_hash::rand_core::{OsRng, RngCore};
 use precall_protocol::server::Limits;
-use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError};
+use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError, StoreOutcome, StoreTicket};
 use precall_protocol::{
     ConnId, Password, ResumeConfig, ResumeSecret, Server, ServerConfig, ServerEvent, Time,
 };
@@ -51,8 +54,9 @@ pub enum Input {
     Verdict(AuthTicket, AuthVerdict),
     /// Administrator roster changes read from the store, and the last id read.
     Roster(Result<(Vec<RosterEvent>, i64), StoreError>),
-    /// A contact-list change made through the protocol is committed to the store.
-    Persisted,
+    /// Contact-list changes the store committed in one transaction (or could not
+    /// store), in the order they were submitted.
+    Stored(Vec<(StoreTicket, StoreOutcome)>),
 }
 
 /// Pending connections the kernel may queue before `accept`: a login storm of thousands
@@ -101,6 +105,10 @@ pub struct LimitArgs {
     /// Largest capability document (canonical JSON bytes).
     #[arg(long, default_value_t = 4096)]
     pub max_caps_bytes: usize,
+    /// Contact-list changes of one connection that may wait for the store at once;
+    /// beyond, the server stops reading from that connection until one is stored.
+    #[arg(long, default_value_t = 64)]
+    pub max_unstored_changes: usize,
 }
 
 impl LimitArgs {
@@ -114,6 +122,7 @@ impl LimitArgs {
             max_login_failures_per_source: self.max_login_failures_per_source,
             login_failure_window: Duration::from_millis(self.login_failure_window_ms),
             max_caps_bytes: self.max_caps_bytes,
+            max_unstored_changes: self.max_unstored_changes,
         }
     }
 }
@@ -224,8 +233,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         writers: JoinSet::new(),
         roster_seen,
         roster_polling: false,
-        unpersisted: 0,
-        held: VecDeque::new(),
+        storing: 0,
+        paused: HashSet::new(),
         tls,
     };
     let result = shell
@@ -262,12 +271,10 @@ struct Shell {
     writers: JoinSet<()>,
     roster_seen: i64,
     roster_polling: bool,
-    /// Contact-list changes sent to the store thread and not yet committed. While there
-    /// are any, every frame and close the core produces waits in `held`, in order: the
-    /// acknowledgement of a change (and what follows it) leaves only once the change
-    /// is durable, so a crash cannot lose a change a client was told about.
-    unpersisted: usize,
-    held: VecDeque<ServerEvent>,
+    /// Contact-list changes sent to the store thread and not yet reported back.
+    storing: usize,
+    /// Connections whose reader waits because the core does not take their input now.
+    paused: HashSet<ConnId>,
     /// TLS set-up; `None`: plain TCP.
     tls: Option<Tls>,
 }
@@ -314,27 +321,27 @@ impl Shell {
                 Some(_) = self.writers.join_next(), if !self.writers.is_empty() => {}
             }
             self.drain();
-            // The chunk's answers are queued now: its reader may read on.
-            if let Some(tasks) = released.and_then(|id| self.conns.get(&id)) {
-                tasks.gate.add_permits(1);
+            // The chunk's answers are queued now: its reader may read on, unless the core
+            // paused the connection's input.
+            if let Some(id) = released {
+                self.release(id);
             }
         }
         tracing::info!("shutting down");
         drop(listener);
-        // Contact changes still being committed reach the store before the output they
-        // hold back leaves (bounded, in case the store is stuck).
+        // Contact changes still being committed are acknowledged before the end
+        // (bounded, in case the store is stuck).
         let _ = tokio::time::timeout(LINGER, async {
-            while self.unpersisted > 0 {
+            while self.storing > 0 {
                 match inputs.recv().await {
-                    Some(Input::Persisted) => self.persisted(),
+                    Some(Input::Stored(outcomes)) => self.stored(outcomes),
                     Some(_) => {}
                     None => break,
                 }
             }
         })
         .await;
-        self.unpersisted = 1;
-        self.persisted();
+        self.drain();
         let now = self.now();
         self.server.shutdown(now);
         self.drain();
@@ -443,7 +450,7 @@ impl Shell {
                     tracing::debug!(error = %e, "verdict discarded");
                 }
             }
-            Input::Persisted => self.persisted(),
+            Input::Stored(outcomes) => self.stored(outcomes),
             Input::Roster(result) => {
                 self.roster_polling = false;
                 match result {
@@ -489,26 +496,39 @@ impl Shell {
     /// Carries out everything the core asked for.
     fn drain(&mut self) {
         while let Some(event) = self.server.poll_event() {
-            let output = matches!(
-                event,
-                ServerEvent::Transmit { .. } | ServerEvent::Close { .. }
-            );
-            if output && self.unpersisted > 0 {
-                self.held.push_back(event);
-                continue;
-            }
             self.handle(event);
         }
     }
 
-    /// A contact-list change is durable: once none is pending, the held output leaves.
-    fn persisted(&mut self) {
-        self.unpersisted = self.unpersisted.saturating_sub(1);
-        if self.unpersisted > 0 {
+    /// Lets a connection's reader read its next chunk if the core takes its input now;
+    /// otherwise remembers to, once it does.
+    fn release(&mut self, id: ConnId) {
+        let Some(tasks) = self.conns.get(&id) else {
+            self.paused.remove(&id);
             return;
+        };
+        if self.server.accepts_input(id) {
+            self.paused.remove(&id);
+            tasks.gate.add_permits(1);
+        } else {
+            self.paused.insert(id);
         }
-        while let Some(event) = self.held.pop_front() {
-            self.handle(event);
+    }
+
+    /// A batch of contact-list changes is durable (or failed): the core applies and
+    /// acknowledges them, and the connections they paused read on.
+    fn stored(&mut self, outcomes: Vec<(StoreTicket, StoreOutcome)>) {
+        let now = self.now();
+        self.storing = self.storing.saturating_sub(outcomes.len());
+        for (ticket, outcome) in outcomes {
+            if let Err(e) = self.server.complete_store(ticket, outcome, now) {
+                tracing::warn!(error = %e, "store outcome discarded");
+            }
+        }
+        self.drain();
+        let paused: Vec<ConnId> = self.paused.iter().copied().collect();
+        for id in paused {
+            self.release(id);
         }
     }
 
@@ -526,17 +546,9 @@ impl Shell {
                 tracing::debug!(conn = %req.conn, user = %req.user, "checking credentials");
                 self.worker.submit(Job::Auth(req));
             }
-            ServerEvent::RosterChanged {
-                user,
-                contact,
-                added,
-            } => {
-                self.unpersisted += 1;
-                self.worker.submit(Job::Persist {
-                    user,
-                    contact,
-                    added,
-                });
+            ServerEvent::Store(req) => {
+                self.storing += 1;
+                self.worker.submit(Job::Store(req));
             }
             ServerEvent::SessionStarted { conn, endpoint } => {
                 let peer = self.conns.get(&conn).map(|t| t.peer);

@@ -328,24 +328,42 @@ impl Store {
         Ok(out)
     }
 
-    /// Persists a change a user made through the protocol (the core already applied
-    /// it and enforced its limits). Not logged in `roster_events`. Returns whether a
-    /// row changed.
+    /// Persists a contact-list change outside the protocol's path (the import). Not
+    /// logged in `roster_events`. Returns whether a row changed.
     pub fn persist_roster(
         &self,
         user: &UserId,
         contact: &UserId,
         added: bool,
     ) -> Result<bool, StoreError> {
-        let sql = if added {
-            "INSERT INTO contacts (user, contact) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
-        } else {
-            "DELETE FROM contacts WHERE user = ?1 AND contact = ?2"
-        };
-        Ok(self
+        write_contact(&self.conn, user, contact, added)
+    }
+
+    /// Stores contact-list changes made through the protocol, in order, in one
+    /// transaction (one write to disk for the batch). Each change is idempotent and
+    /// stands alone: one that cannot be made (its user's account is gone) is rolled
+    /// back to its savepoint and reported `false`, the others still commit. An error
+    /// means the transaction itself failed and nothing was stored.
+    pub fn persist_roster_batch(
+        &mut self,
+        changes: &[(UserId, UserId, bool)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self
             .conn
-            .execute(sql, params![user.as_str(), contact.as_str()])?
-            > 0)
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut stored = Vec::with_capacity(changes.len());
+        for (user, contact, added) in changes {
+            let sp = tx.savepoint()?;
+            let made = persist_one(&sp, user, contact, *added);
+            match made {
+                Ok(()) => sp.commit()?,
+                Err(StoreError::UnknownUser(_)) => drop(sp), // rolled back
+                Err(e) => return Err(e),
+            }
+            stored.push(made.is_ok());
+        }
+        tx.commit()?;
+        Ok(stored)
     }
 
     /// An administrator change: `user` (who must exist) lists, or stops listing,
@@ -564,6 +582,33 @@ impl Store {
 
 /// Fails with [`StoreError::UnknownUser`] unless the account exists (usable inside a
 /// transaction, which dereferences to a connection).
+/// One protocol contact-list change; the account must exist (it may have been removed
+/// by an administrator while its user was online).
+fn persist_one(
+    conn: &Connection,
+    user: &UserId,
+    contact: &UserId,
+    added: bool,
+) -> Result<(), StoreError> {
+    require_user(conn, user)?;
+    write_contact(conn, user, contact, added).map(drop)
+}
+
+/// Adds or removes one contact row; returns whether a row changed.
+fn write_contact(
+    conn: &Connection,
+    user: &UserId,
+    contact: &UserId,
+    added: bool,
+) -> Result<bool, StoreError> {
+    let sql = if added {
+        "INSERT INTO contacts (user, contact) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+    } else {
+        "DELETE FROM contacts WHERE user = ?1 AND contact = ?2"
+    };
+    Ok(conn.execute(sql, params![user.as_str(), contact.as_str()])? > 0)
+}
+
 fn require_user(conn: &Connection, user: &UserId) -> Result<(), StoreError> {
     let found = conn
         .query_row(

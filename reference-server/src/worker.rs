@@ -6,11 +6,15 @@
 //! argon2id verification, does not run here: the thread hands it to tokio's blocking
 //! pool (at most `parallelism` at once, each holding its memory cost) and the verdict
 //! goes back to the server task as an [`Input::Verdict`].
+//!
+//! Contact-list changes are committed in groups: the changes queued one after another
+//! go into one transaction (one write to disk), and their outcomes go back together as
+//! one [`Input::Stored`], so a flood of changes costs one commit per batch.
 
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use precall_protocol::server::{AuthRequest, AuthVerdict};
+use precall_protocol::server::{AuthRequest, AuthVerdict, StoreOutcome, StoreRequest};
 use precall_protocol::{Password, UserId};
 use tokio::sync::Semaphore;
 
@@ -21,21 +25,18 @@ use crate::store::{verify_password, LoginRecord, Store, StoreError};
 pub enum Job {
     /// Look up and verify a login, then send [`Input::Verdict`].
     Auth(AuthRequest),
-    /// Persist a contact-list change a user made through the protocol.
-    Persist {
-        /// Whose list.
-        user: UserId,
-        /// The contact.
-        contact: UserId,
-        /// `true` if added.
-        added: bool,
-    },
+    /// Store a contact-list change a user made through the protocol, then send
+    /// [`Input::Stored`] (with the other changes committed in the same transaction).
+    Store(StoreRequest),
     /// Read the administrator changes after this id, then send [`Input::Roster`].
     PollRoster {
         /// The last id already applied.
         after: i64,
     },
 }
+
+/// Most contact-list changes committed in one transaction.
+const MAX_BATCH: usize = 1024;
 
 /// The running store thread.
 pub struct Worker {
@@ -92,20 +93,26 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn run(self, rx: mpsc::Receiver<Job>) {
-        while let Ok(job) = rx.recv() {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
+        let mut next = None;
+        while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
             match job {
                 Job::Auth(req) => self.auth(req),
-                Job::Persist {
-                    user,
-                    contact,
-                    added,
-                } => {
-                    if let Err(e) = self.store.persist_roster(&user, &contact, added) {
-                        tracing::error!(%user, %contact, added, error = %e, "cannot persist contact change");
+                Job::Store(first) => {
+                    // Every change queued right behind it joins the batch; the first
+                    // other job waits for the batch to commit (jobs stay in order).
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(Job::Store(req)) => batch.push(req),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    // Committed (or failed for good): the held output may leave.
-                    let _ = self.inputs.blocking_send(Input::Persisted);
+                    self.store(batch);
                 }
                 Job::PollRoster { after } => {
                     let result = self.store.roster_events_after(after);
@@ -114,6 +121,34 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// Commits a batch of contact-list changes and reports each outcome.
+    fn store(&mut self, batch: Vec<StoreRequest>) {
+        let changes: Vec<(UserId, UserId, bool)> = batch
+            .iter()
+            .map(|r| (r.user.clone(), r.contact.clone(), r.added))
+            .collect();
+        let stored = match self.store.persist_roster_batch(&changes) {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(changes = batch.len(), error = %e, "cannot store contact changes");
+                vec![false; batch.len()]
+            }
+        };
+        let outcomes = batch
+            .iter()
+            .zip(stored)
+            .map(|(r, ok)| {
+                if !ok {
+                    tracing::warn!(user = %r.user, contact = %r.contact, added = r.added, "contact change not stored");
+                }
+                let outcome = if ok { StoreOutcome::Stored } else { StoreOutcome::Failed };
+                (r.ticket, outcome)
+            })
+            .collect();
+        // Fails only once the server task is gone.
+        let _ = self.inputs.blocking_send(Input::Stored(outcomes));
     }
 
     fn auth(&self, req: AuthRequest) {

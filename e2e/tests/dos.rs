@@ -1,0 +1,230 @@
+//! Denial-of-service attacks against `precall-server` at its default settings, through
+//! real sockets: one attacker must not stall anybody else (issue: "close three
+//! denial-of-service holes"). Each test prints its figures; the sizes can be raised for
+//! a measurement run, for example
+//! `PRECALL_FLOOD_CHANGES=400000 cargo test --release -p precall-e2e --test dos -- --nocapture`.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use precall_e2e::*;
+use precall_protocol::codec::encode_frame;
+use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage};
+use precall_protocol::{ReqId, UserId};
+
+/// The server's resident memory, in KiB, from `/proc`.
+fn rss_kib(pid: u32) -> Res<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| Error(format!("no VmRSS for pid {pid}")))
+}
+
+/// A TCP connection to `addr` from the loopback address `source`.
+fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Res<RawConn> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(IpAddr::V4(source), 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    Ok(RawConn::from_stream(TcpStream::from(socket)))
+}
+
+/// Logs a raw connection in and waits for `synced`; returns how long that took.
+fn login_synced(c: &mut RawConn, user: &str) -> Res<Duration> {
+    let started = Instant::now();
+    c.send_msg(&login_msg(
+        user,
+        &password(user),
+        LoginWith::Capabilities(caps(&["h264"], 640, 15)),
+    )?)?;
+    loop {
+        match c.recv(Duration::from_secs(30))? {
+            ServerMessage::Synced {} => return Ok(started.elapsed()),
+            ServerMessage::Error { code, .. } => bail!("{user}: login refused with {code:?}"),
+            _ => {}
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Issue item 1: alice pipelines alternating `add_contact`/`remove_contact` of carol as
+/// fast as the socket takes them (and reads what comes back). Meanwhile bob pings every
+/// 10 ms, and dave logs in from another source address. Every change is acknowledged
+/// in order, bob's pings are answered promptly, dave's login is quick, and the server's
+/// memory stays bounded.
+#[test]
+fn contact_change_flood_stalls_nobody_else() -> Res<()> {
+    let changes = env_usize("PRECALL_FLOOD_CHANGES", 100_000);
+    let sb = Sandbox::with_cast()?;
+    sb.add_user("dave")?;
+    let server = sb.start_server(&[])?;
+    let addr = server.addr;
+
+    let mut bob = RawConn::connect(addr)?;
+    login_synced(&mut bob, "bob")?;
+    let mut alice = RawConn::connect(addr)?;
+    login_synced(&mut alice, "alice")?;
+    std::thread::sleep(Duration::from_millis(200));
+    let baseline = rss_kib(server.pid())?;
+
+    // The flood: one writer thread, the acknowledgements read here.
+    let mut bytes = Vec::new();
+    for i in 0..changes {
+        let req = ReqId(i as u32 + 1);
+        let user = UserId::new("carol")?;
+        let msg = if i % 2 == 0 {
+            ClientMessage::AddContact { req, user }
+        } else {
+            ClientMessage::RemoveContact { req, user }
+        };
+        bytes.extend_from_slice(&encode_frame(&msg));
+    }
+    let mut writer = alice.try_clone_stream()?;
+    let started = Instant::now();
+    let flooding = Arc::new(AtomicBool::new(true));
+    let write = std::thread::spawn(move || writer.write_all(&bytes));
+    let reader = {
+        let flooding = flooding.clone();
+        std::thread::spawn(move || -> Res<(usize, u32)> {
+            let mut acks = 0usize;
+            let mut last = 0u32;
+            while acks < changes {
+                match alice.recv(Duration::from_secs(60))? {
+                    ServerMessage::ContactAdded { req: Some(r), .. }
+                    | ServerMessage::ContactRemoved { req: Some(r), .. } => {
+                        ensure!(r.0 == last + 1, "ack {} after {last}", r.0);
+                        last = r.0;
+                        acks += 1;
+                    }
+                    ServerMessage::Error { code, .. } => bail!("flood answered with {code:?}"),
+                    _ => {}
+                }
+            }
+            flooding.store(false, Ordering::SeqCst);
+            Ok((acks, last))
+        })
+    };
+
+    // Bob's pings, and the peak memory, while the flood lasts.
+    let mut rtts = Vec::new();
+    let mut peak = baseline;
+    let mut dave_login = None;
+    while flooding.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(240) {
+        let t = Instant::now();
+        bob.send_msg(&ClientMessage::Ping {})?;
+        loop {
+            match bob.recv(Duration::from_secs(60))? {
+                ServerMessage::Pong {} => break,
+                _ => continue, // carol's presence, if any
+            }
+        }
+        rtts.push(t.elapsed());
+        peak = peak.max(rss_kib(server.pid())?);
+        if dave_login.is_none() && rtts.len() == 20 {
+            let mut dave = connect_from(Ipv4Addr::new(127, 0, 0, 2), addr)?;
+            dave_login = Some(login_synced(&mut dave, "dave")?);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let flood_time = started.elapsed();
+    let (acks, last) = reader
+        .join()
+        .map_err(|_| Error("reader panicked".into()))??;
+    let _ = write.join();
+    rtts.sort();
+    let (p50, p99, max) = (
+        percentile(&rtts, 0.5),
+        percentile(&rtts, 0.99),
+        percentile(&rtts, 1.0),
+    );
+    let grown = peak.saturating_sub(baseline);
+    println!(
+        "contact-change flood: {changes} changes acknowledged in {:.2} s ({:.0}/s); \
+         bob's ping RTT over {} pings: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+         dave's login from 127.0.0.2: {:?}; server RSS {} KiB -> peak {} KiB (+{} KiB)",
+        flood_time.as_secs_f64(),
+        changes as f64 / flood_time.as_secs_f64(),
+        rtts.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        dave_login,
+        baseline,
+        peak,
+        grown
+    );
+    ensure!(acks == changes && last as usize == changes, "{acks} acks");
+    ensure!(
+        rtts.len() >= 20,
+        "only {} pings during the flood",
+        rtts.len()
+    );
+    // Before the fix: pongs waited 23-31 s and a login 21-29 s. The bounds leave room
+    // for a loaded CI machine; the issue's figures (100 ms p99, 1 s) are measured with
+    // the release build above.
+    ensure!(p99 < Duration::from_millis(500), "bob's ping p99 {p99:?}");
+    let dave_login = dave_login.ok_or_else(|| Error("dave never logged in".into()))?;
+    ensure!(
+        dave_login < Duration::from_secs(2),
+        "dave's login took {dave_login:?}"
+    );
+    ensure!(grown < 32 * 1024, "server RSS grew by {grown} KiB");
+    Ok(())
+}
+
+/// Issue item 1, last paragraph: a contact change whose commit fails for good (the
+/// account was removed by `admin` while its user was online) is answered `not_stored`
+/// and not applied: the user's table does not change and nothing is stored.
+#[test]
+fn a_contact_change_of_a_removed_account_is_not_stored_and_not_acknowledged() -> Res<()> {
+    let sb = Sandbox::with_cast()?;
+    let server = sb.start_server(&[])?;
+    let mut bob = RawConn::connect(server.addr)?;
+    login_synced(&mut bob, "bob")?;
+    sb.admin(&["user", "remove", "bob"])?;
+    bob.send_msg(&ClientMessage::AddContact {
+        req: ReqId(7),
+        user: UserId::new("carol")?,
+    })?;
+    // The administrator's removal may reach bob's session first (contact_removed).
+    let answer = loop {
+        match bob.recv(Duration::from_secs(10))? {
+            ServerMessage::ContactRemoved { req: None, .. } | ServerMessage::Offline(_) => {}
+            other => break other,
+        }
+    };
+    ensure!(
+        matches!(
+            &answer,
+            ServerMessage::Error {
+                code: precall_protocol::ErrorCode::NotStored,
+                req: Some(ReqId(7)),
+                ..
+            }
+        ),
+        "a change of a removed account was answered {answer:?}"
+    );
+    // Not fatal: the session goes on.
+    bob.send_msg(&ClientMessage::Ping {})?;
+    let pong = bob.recv(Duration::from_secs(10))?;
+    ensure!(matches!(pong, ServerMessage::Pong {}), "ping -> {pong:?}");
+    Ok(())
+}
