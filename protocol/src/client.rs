@@ -1601,6 +1601,112 @@ mod tests {
         assert_eq!(drain(&mut c), vec![], "the session was reported over twice");
     }
 
+    /// Alice online with bob listed and bob's terminal (session 2) in her table.
+    fn alice_with_bob() -> (Client, Endpoint) {
+        let alice = UserId::new("alice").unwrap();
+        let bob = UserId::new("bob").unwrap();
+        let mut c = logging_in(&alice);
+        let mut ok = login_ok(&alice);
+        if let ServerMessage::LoginOk { contacts, .. } = &mut ok {
+            *contacts = vec![bob.clone()];
+        }
+        c.handle_message(ok, Time::ZERO);
+        c.handle_message(
+            ServerMessage::Online(Presence {
+                user: bob.clone(),
+                session: SessionId(2),
+                capabilities: caps(&["h264"], 1280, 30),
+            }),
+            Time::ZERO,
+        );
+        c.handle_message(ServerMessage::Synced {}, Time::ZERO);
+        sent(&mut c);
+        drain(&mut c);
+        let endpoint = Endpoint {
+            user: bob,
+            session: SessionId(2),
+        };
+        (c, endpoint)
+    }
+
+    /// Section 8.3, unexpected call: `call_accepted` for a call that is not this
+    /// client's call as caller in state ringing, here one already established.
+    #[test]
+    fn a_second_call_accepted_for_an_established_call_is_a_violation() {
+        let (mut c, bob) = alice_with_bob();
+        let req = c.place_call(&bob, Time(1)).unwrap();
+        let call = CallId(40);
+        c.handle_message(ServerMessage::CallRinging { req, call }, Time(2));
+        let accepted = ServerMessage::CallAccepted {
+            call,
+            capabilities: None,
+        };
+        c.handle_message(accepted.clone(), Time(3));
+        assert!(matches!(
+            drain(&mut c).last(),
+            Some(ClientEvent::CallEstablished { .. })
+        ));
+        c.handle_message(accepted, Time(4));
+        assert_eq!(
+            drain(&mut c),
+            vec![ClientEvent::Violation(Violation::UnexpectedCall {
+                what: "call_accepted",
+                call
+            })]
+        );
+    }
+
+    /// Sections 8.3 and 8.6.2: a `call_incoming` for a call the callee already has is a
+    /// violation, except the retry that carries the capabilities it asked for.
+    #[test]
+    fn a_repeated_call_incoming_without_the_capabilities_asked_for_is_a_violation() {
+        let (mut c, bob) = alice_with_bob();
+        let call = CallId(41);
+        // The digest names caller capabilities alice does not hold: she asks for them.
+        let digest = CallDigest {
+            caller: Fingerprint([9; 16]),
+            callee: c.capabilities().unwrap().fingerprint(),
+        };
+        let incoming = |capabilities| ServerMessage::CallIncoming {
+            call,
+            from: bob.clone(),
+            digest: digest.clone(),
+            capabilities,
+        };
+        c.handle_message(incoming(None), Time(1));
+        assert_eq!(sent(&mut c), vec![ClientMessage::NeedCaps { call }]);
+        assert!(drain(&mut c).is_empty());
+        c.handle_message(incoming(None), Time(2));
+        assert_eq!(
+            drain(&mut c),
+            vec![ClientEvent::Violation(Violation::UnexpectedCall {
+                what: "call_incoming",
+                call
+            })]
+        );
+        // The retry with the capabilities is taken.
+        c.handle_message(incoming(Some(caps(&["h264"], 640, 30))), Time(3));
+        assert!(matches!(
+            drain(&mut c).as_slice(),
+            [ClientEvent::IncomingCall { .. }]
+        ));
+    }
+
+    /// The fuzz oracle's comparison ignores only the count of table frames seen.
+    #[cfg(feature = "arbitrary")]
+    #[test]
+    fn eq_but_seen_ignores_only_the_seen_count() {
+        let (a, _) = alice_with_bob();
+        let mut b = a.clone();
+        if let State::Online(on) = &mut b.state {
+            on.seen = Some(99);
+        }
+        assert!(a.eq_but_seen(&b) && a != b);
+        let mut d = a.clone();
+        d.next_req += 1;
+        assert!(!a.eq_but_seen(&d));
+    }
+
     #[test]
     fn login_ok_out_of_the_blue_is_a_violation() {
         let mut c = Client::new(ClientConfig::default());
