@@ -493,9 +493,23 @@ impl Sandbox {
     /// `listening on ADDR` line. An unspecified address (`0.0.0.0`, `::`) is reported as
     /// the loopback address of its family in [`ServerProc::addr`], for connecting to it.
     pub fn start_server_on(&self, listen: &str, extra: &[&str]) -> Res<ServerProc> {
+        self.spawn_server(Command::new(server_bin()), listen, extra)
+    }
+
+    /// [`Sandbox::start_server`] with the open-file limit (soft and hard) set to
+    /// `nofile`, through util-linux's `prlimit`.
+    pub fn start_server_with_nofile(&self, nofile: u64, extra: &[&str]) -> Res<ServerProc> {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(server_bin());
+        self.spawn_server(cmd, "127.0.0.1:0", extra)
+    }
+
+    fn spawn_server(&self, mut cmd: Command, listen: &str, extra: &[&str]) -> Res<ServerProc> {
         let n = self.next();
         let log = self.path.join(format!("server-{n}.log"));
-        let mut child = Command::new(server_bin())
+        let mut child = cmd
             .arg("serve")
             .arg("--db")
             .arg(&self.db)
@@ -505,7 +519,7 @@ impl Sandbox {
             .stdout(Stdio::piped())
             .stderr(File::create(&log)?)
             .spawn()
-            .map_err(|e| Error(format!("spawning {}: {e}", server_bin().display())))?;
+            .map_err(|e| Error(format!("spawning {cmd:?}: {e}")))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel::<String>();
         thread::spawn(move || {

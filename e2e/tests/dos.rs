@@ -228,3 +228,85 @@ fn a_contact_change_of_a_removed_account_is_not_stored_and_not_acknowledged() ->
     ensure!(matches!(pong, ServerMessage::Pong {}), "ping -> {pong:?}");
     Ok(())
 }
+
+/// Issue item 3: with an open-file limit of 1,024 (a common default), one source opening
+/// 1,100 idle connections. The server caps connections below what its descriptors allow
+/// and says so at start; every connection beyond the cap is answered
+/// `too_many_connections` and closed (before: no answer at all, about 90 "accept failed"
+/// lines a second); accept failures are logged at most about once a second; once the
+/// idle connections go, a real login works.
+#[test]
+fn running_out_of_descriptors_answers_too_many_connections() -> Res<()> {
+    // This process holds the 1,100 sockets itself.
+    rlimit::increase_nofile_limit(4096)?;
+    let sb = Sandbox::with_cast()?;
+    let server = sb.start_server_with_nofile(1024, &[])?;
+    let addr = server.addr;
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    let mut refused = 0usize;
+    for _ in 0..1_100 {
+        idle.push(RawConn::connect(addr)?);
+    }
+    // Those beyond the cap were answered at once; read what each got.
+    for c in &mut idle {
+        match c.recv_payload(Duration::from_millis(20))? {
+            Recv::Payload(p) => {
+                let m = precall_protocol::codec::decode_message::<ServerMessage>(&p)
+                    .map_err(|e| Error(e.to_string()))?;
+                ensure!(
+                    matches!(
+                        m,
+                        ServerMessage::Error {
+                            code: precall_protocol::ErrorCode::TooManyConnections,
+                            ..
+                        }
+                    ),
+                    "an idle connection got {m:?}"
+                );
+                refused += 1;
+            }
+            Recv::Closed | Recv::Timeout => {}
+        }
+    }
+    // A real client now: answered, not left waiting.
+    let mut late = RawConn::connect(addr)?;
+    let answer = late.recv(Duration::from_secs(5))?;
+    ensure!(
+        matches!(
+            answer,
+            ServerMessage::Error {
+                code: precall_protocol::ErrorCode::TooManyConnections,
+                ..
+            }
+        ),
+        "a connection beyond the cap got {answer:?}"
+    );
+    let elapsed = started.elapsed();
+    let log = server.log();
+    let failures = log.matches("accept failed").count();
+    println!(
+        "1,100 idle connections with 1,024 open files: {refused} refused with \
+         too_many_connections, {failures} accept-failure lines in {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    ensure!(
+        log.contains("exceeds what the open-file limit allows"),
+        "the server did not say its cap at start:\n{}",
+        server.log_tail()
+    );
+    ensure!(
+        (60..=200).contains(&refused),
+        "{refused} of 1,100 refused (the cap is 960)"
+    );
+    ensure!(
+        failures as f64 <= elapsed.as_secs_f64() + 2.0,
+        "{failures} accept-failure lines in {elapsed:?}"
+    );
+    drop(idle);
+    drop(late);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut alice = RawConn::connect(addr)?;
+    login_synced(&mut alice, "alice")?;
+    Ok(())
+}

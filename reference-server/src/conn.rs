@@ -106,12 +106,13 @@ pub async fn read_loop<R: AsyncRead + Unpin>(
 
 /// Writes queued frames until the queue's sender is dropped, then shuts the write side
 /// down. Every wake-up writes all frames queued so far with one write call (more only
-/// if the kernel accepts part of it).
+/// if the kernel accepts part of it). Returns `true` if it ended because the server
+/// closed the connection (everything queued was written), `false` on a write error.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut socket: W,
     mut queue: mpsc::Receiver<Bytes>,
     batch: usize,
-) {
+) -> bool {
     let mut frames: Vec<Bytes> = Vec::with_capacity(batch.min(64));
     let mut buf: Vec<u8> = Vec::new();
     while queue.recv_many(&mut frames, batch).await > 0 {
@@ -132,7 +133,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         frames.clear();
         if let Err(e) = result {
             tracing::debug!(error = %e, "write failed");
-            return;
+            return false;
         }
         // Do not keep the buffer of a burst (a login snapshot) for the connection's
         // lifetime: an idle terminal should cost little memory.
@@ -141,6 +142,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let _ = socket.shutdown().await;
+    true
 }
 
 /// The write half of a TLS connection, handed from the reader to the writer once the

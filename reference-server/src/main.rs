@@ -13,6 +13,7 @@
 
 mod admin;
 mod conn;
+mod fds;
 mod serve;
 mod store;
 mod tls;

@@ -33,6 +33,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::fds::{self, AcceptFailures};
 use crate::store::{hash_password, RosterEvent, Store, StoreError};
 use crate::tls::{self, Tls};
 use crate::worker::{Job, Worker};
@@ -189,6 +190,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })
     .await??;
 
+    // Connections beyond what the process can open would wait unanswered in the listen
+    // queue: the cap follows the descriptors available, less a reserve for refusals.
+    let nofile = fds::raise_nofile_limit();
+    let flag = args.limits.max_connections;
+    let max_connections = fds::connection_cap(flag, nofile);
+    if flag == 0 || max_connections < flag {
+        tracing::warn!(
+            max_connections = flag,
+            open_files = nofile,
+            serving_at_most = max_connections,
+            "--max-connections exceeds what the open-file limit allows; the rest are answered too_many_connections"
+        );
+    }
     let listener = listen(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -218,7 +232,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         login_timeout: Duration::from_millis(args.login_timeout_ms),
         ring_timeout: Duration::from_millis(args.ring_timeout_ms),
-        limits: args.limits.limits(),
+        limits: Limits {
+            max_connections,
+            ..args.limits.limits()
+        },
         resume: args.resume.config()?,
         ..ServerConfig::default()
     };
@@ -233,6 +250,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         writers: JoinSet::new(),
         roster_seen,
         roster_polling: false,
+        accept_failures: AcceptFailures::new(),
         storing: 0,
         paused: HashSet::new(),
         tls,
@@ -271,6 +289,8 @@ struct Shell {
     writers: JoinSet<()>,
     roster_seen: i64,
     roster_polling: bool,
+    /// Failed `accept`s, logged at most once a second.
+    accept_failures: AcceptFailures,
     /// Contact-list changes sent to the store thread and not yet reported back.
     storing: usize,
     /// Connections whose reader waits because the core does not take their input now.
@@ -308,7 +328,7 @@ impl Shell {
                     Ok((socket, peer)) => self.accept(socket, peer),
                     Err(e) => {
                         // Typically out of file descriptors: back off a little.
-                        tracing::warn!(error = %e, "accept failed");
+                        self.accept_failures.failed(&e);
                         sleep(Duration::from_millis(10)).await;
                     }
                 },
@@ -384,8 +404,16 @@ impl Shell {
                     queue.downgrade(),
                     headroom,
                 ));
-                let writer = self.writers.spawn(conn::write_loop(wr, rx, batch));
-                (reader.abort_handle(), writer)
+                let reader = reader.abort_handle();
+                let stop_reader = reader.clone();
+                let writer = self.writers.spawn(async move {
+                    if conn::write_loop(wr, rx, batch).await {
+                        // The server closed the connection and everything is written:
+                        // free the socket now (a refused peer may never close it).
+                        stop_reader.abort();
+                    }
+                });
+                (reader, writer)
             }
             Some(tls) => {
                 // The handshake runs in the reader task; the writer waits for its half
@@ -401,12 +429,16 @@ impl Shell {
                     queue.downgrade(),
                     headroom,
                 ));
+                let reader = reader.abort_handle();
+                let stop_reader = reader.clone();
                 let writer = self.writers.spawn(async move {
                     if let Ok(wr) = wr_rx.await {
-                        conn::write_loop(wr, rx, batch).await;
+                        if conn::write_loop(wr, rx, batch).await {
+                            stop_reader.abort();
+                        }
                     }
                 });
-                (reader.abort_handle(), writer)
+                (reader, writer)
             }
         };
         tracing::debug!(conn = %id, %peer, "connection opened");
