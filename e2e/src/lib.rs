@@ -448,9 +448,11 @@ impl Sandbox {
             .collect())
     }
 
-    /// `user add NAME --password <password(NAME)>`.
+    /// `user add NAME --password-file F`, F holding [`password`]`(NAME)`.
     pub fn add_user(&self, name: &str) -> Res<()> {
-        self.admin(&["user", "add", name, "--password", &password(name)])
+        let file = self.write(&format!("{name}.password"), &password(name))?;
+        let file = file.to_string_lossy();
+        self.admin(&["user", "add", name, "--password-file", &file])
             .map(drop)
     }
 
@@ -558,8 +560,8 @@ impl Sandbox {
         Ok(server)
     }
 
-    /// Spawns `precall-client --server ADDR --user USER --password PW <login> --json
-    /// EXTRA…`, the password being [`password`]`(user)`.
+    /// Spawns `precall-client --server ADDR --user USER <login> --json EXTRA…` with
+    /// `PRECALL_PASSWORD` = [`password`]`(user)`.
     pub fn client(
         &self,
         addr: SocketAddr,
@@ -582,9 +584,12 @@ impl Sandbox {
         let n = self.next();
         let log = self.path.join(format!("client-{user}-{n}.log"));
         let mut cmd = Command::new(client_bin());
+        // The password from the environment, as a script would give it (not on the
+        // command line, where every local user sees it).
         cmd.arg("--server")
             .arg(addr.to_string())
-            .args(["--user", user, "--password", pw]);
+            .args(["--user", user])
+            .env(precall_cli::PASSWORD_ENV, pw);
         match with {
             With::CapsFile(p) => {
                 cmd.arg("--caps").arg(p);

@@ -1670,7 +1670,7 @@ mod tests {
         let incoming = |capabilities| ServerMessage::CallIncoming {
             call,
             from: bob.clone(),
-            digest: digest.clone(),
+            digest,
             capabilities,
         };
         c.handle_message(incoming(None), Time(1));

@@ -215,6 +215,50 @@ mod tests {
         v
     }
 
+    /// Section 3.3: unknown members are ignored whatever their values, but a number
+    /// beyond an IEEE 754 double's range makes any payload malformed.
+    #[test]
+    fn unknown_members_are_ignored_within_the_number_range() {
+        let ok = decode_message::<ClientMessage>(br#"{"type":"ping","x":1e300}"#);
+        assert_eq!(ok, Ok(ClientMessage::Ping {}));
+        let big = decode_message::<ClientMessage>(br#"{"type":"ping","x":1e400}"#);
+        assert!(matches!(big, Err(DecodeError::Malformed(_))), "{big:?}");
+        let nested = br#"{"type":"ping","x":{"y":[1,"z",null,{"w":-2.5e10}]}}"#;
+        assert_eq!(
+            decode_message::<ClientMessage>(nested),
+            Ok(ClientMessage::Ping {})
+        );
+    }
+
+    /// Sections 3.3 and 4.2.4: `login.with` is the one nested object that is not
+    /// extensible; an extra member there is malformed.
+    #[test]
+    fn login_with_takes_exactly_one_member() {
+        let caps = r#"{"encode":["h264"],"decode":["h264"],"screen":{"width":640,"height":360},"cpu":"low","bandwidth":{"up_kbps":500,"down_kbps":500}}"#;
+        let login = |with: &str| {
+            format!(
+                r#"{{"type":"login","version":1,"user":"alice","password":"pw","with":{with}}}"#
+            )
+        };
+        let one = login(&format!(r#"{{"capabilities":{caps}}}"#));
+        assert!(
+            decode_message::<ClientMessage>(one.as_bytes()).is_ok(),
+            "{one}"
+        );
+        let extra = login(&format!(r#"{{"capabilities":{caps},"x":1}}"#));
+        assert!(matches!(
+            decode_message::<ClientMessage>(extra.as_bytes()),
+            Err(DecodeError::Malformed(_))
+        ));
+        // An unknown member inside the capabilities object is ignored, as anywhere else.
+        let inner = caps.replacen('{', r#"{"future":[1,2],"#, 1);
+        let nested = login(&format!(r#"{{"capabilities":{inner}}}"#));
+        assert!(
+            decode_message::<ClientMessage>(nested.as_bytes()).is_ok(),
+            "{nested}"
+        );
+    }
+
     #[test]
     fn decodes_byte_by_byte() {
         let mut stream = frame(b"abc");

@@ -1572,6 +1572,20 @@ fn bad_input_login_with_version_2_is_unsupported_and_closes() {
         [ErrorCode::UnsupportedVersion]
     );
     assert!(closed(&ev, C3));
+    // `resume` is versioned too (sections 3.5, 4.3.15, 5).
+    let c10 = ConnId(10);
+    s.connect(c10, T0).unwrap();
+    s.receive(
+        c10,
+        &raw_frame(br#"{"type":"resume","version":2,"token":"00000000000000000000000000000000"}"#),
+        T0,
+    );
+    let ev = drain(&mut s);
+    assert_eq!(
+        error_code(&msgs_to(&ev, c10)),
+        [ErrorCode::UnsupportedVersion]
+    );
+    assert!(closed(&ev, c10));
     assert_alive(&mut s, C1, T0);
 }
 

@@ -30,6 +30,9 @@ pub enum Command {
         /// Whether to use the prior-art call.
         prior_art: bool,
     },
+    /// Ask a contact terminal for its capabilities (the query-first baseline): the
+    /// answer is shown with the parameters negotiated from it; the table is not changed.
+    Query(Target),
     /// Accept (`answer`) or reject (`reject`) an incoming call.
     Answer {
         /// The call.
@@ -76,7 +79,7 @@ impl CommandError {
 
 /// A one-line summary of the text form.
 pub const USAGE: &str = "commands: table | call USER[/SESSION] | call-prior-art USER[/SESSION] | \
-answer CALL | reject CALL | hangup CALL | caps FILE | caps codecs=LIST [width=N] [fps=N] \
+query USER[/SESSION] | answer CALL | reject CALL | hangup CALL | caps FILE | caps codecs=LIST [width=N] [fps=N] \
 [cpu=CLASS] [up_kbps=N] [down_kbps=N] | add USER | remove USER | logout | quit";
 
 /// Parses a line of the text form. A blank line is no command.
@@ -106,6 +109,7 @@ pub fn parse_text(line: &str) -> Result<Option<Command>, CommandError> {
             to: target(one()?)?,
             prior_art: true,
         },
+        "query" => Command::Query(target(one()?)?),
         "answer" | "reject" => Command::Answer {
             call: call_id(one()?)?,
             accept: word == "answer",
@@ -152,6 +156,7 @@ pub fn parse_json(line: &str) -> Result<Option<Command>, CommandError> {
                 accept,
             }
         }
+        "query" => Command::Query(target(str_member(&obj, &["to"])?)?),
         "hangup" => Command::Hangup(call_member(&obj)?),
         "caps" => Command::Caps(caps_json(&obj)?),
         "add" => Command::Add(user(str_member(&obj, &["user", "contact"])?)?),

@@ -39,9 +39,9 @@ struct Args {
     /// Account name.
     #[arg(long, value_name = "NAME")]
     user: String,
-    /// Password.
-    #[arg(long, value_name = "PW")]
-    password: String,
+    /// The password (asked on the terminal if no other source is given).
+    #[command(flatten)]
+    password: precall_cli::PasswordArgs,
     /// Log in with the capabilities in FILE (the wire JSON of a capabilities object).
     #[arg(long, value_name = "FILE")]
     caps: Option<PathBuf>,
@@ -97,7 +97,11 @@ impl Args {
     /// Checks the arguments the way the protocol does; the message says what is wrong.
     fn settings(self) -> Result<session::Settings, String> {
         let user = UserId::new(self.user.as_str()).map_err(|e| format!("--user: {e}"))?;
-        let password = Password::new(self.password).map_err(|e| format!("--password: {e}"))?;
+        let password = self
+            .password
+            .read(&format!("password for {user}: "))
+            .map_err(|e| e.to_string())?;
+        let password = Password::new(password).map_err(|e| format!("password: {e}"))?;
         let login = if let Some(id) = self.terminal {
             LoginWith::TerminalId(TerminalId::new(id).map_err(|e| format!("--terminal: {e}"))?)
         } else {

@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use precall_protocol::client::SetupPath;
 use precall_protocol::message::EndReason;
 use precall_protocol::{
-    CallId, CallParams, Client, ClientEvent, Direction, Endpoint, ErrorCode, SessionId, UserId,
+    CallId, CallParams, Capabilities, Client, ClientEvent, Direction, Endpoint, ErrorCode,
+    SessionId, UserId,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -32,6 +33,16 @@ pub enum Row {
 /// Something to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
+    /// The answer to `query`: a contact terminal's capabilities and the parameters a
+    /// call with it would use (the table is not changed).
+    CapsResult {
+        /// The terminal that answered.
+        from: Endpoint,
+        /// Its capabilities.
+        capabilities: Capabilities,
+        /// The parameters, from this end.
+        params: CallParams,
+    },
     /// Login succeeded.
     LoggedIn {
         /// The user.
@@ -219,6 +230,16 @@ impl Event {
                     detail,
                 }
             }
+            ClientEvent::CapsResult {
+                from,
+                capabilities,
+                params,
+                ..
+            } => Event::CapsResult {
+                from,
+                capabilities,
+                params,
+            },
             ClientEvent::LoggedOut => Event::LoggedOut,
             ClientEvent::Detached => Event::Detached,
             ClientEvent::Resumed { session, snapshot } => Event::Resumed { session, snapshot },
@@ -298,6 +319,14 @@ impl Event {
             }
             Event::Violation { detail } => json!({"event": "violation", "detail": detail}),
             Event::Detached => json!({"event": "detached"}),
+            Event::CapsResult {
+                from,
+                capabilities,
+                params,
+            } => json!({
+                "event": "caps_result", "from": from.to_string(),
+                "capabilities": capabilities, "params": params
+            }),
             Event::Resumed { session, snapshot } => {
                 json!({"event": "resumed", "session": session, "snapshot": snapshot})
             }
@@ -328,6 +357,9 @@ impl Event {
             Event::ContactsChanged { user, added: true } => format!("contact {user} added"),
             Event::ContactsChanged { user, added: false } => format!("contact {user} removed"),
             Event::CapsAcknowledged => "capabilities acknowledged".to_owned(),
+            Event::CapsResult { from, params, .. } => {
+                format!("{from} answered the query: {}", params_human(params))
+            }
             Event::CallRinging { call, to: Some(to) } => format!("call {call} ringing at {to}"),
             Event::CallRinging { call, to: None } => format!("call {call} ringing"),
             Event::IncomingCall { call, from, params } => format!(

@@ -391,11 +391,7 @@ impl Session {
             }
             Command::Call { to, prior_art } => {
                 let Some(endpoint) = self.resolve(&to) else {
-                    let detail = match to {
-                        Target::User(u) => format!("{u} has no online terminal in the table"),
-                        Target::Endpoint(e) => format!("{e} is not in the table"),
-                    };
-                    self.printer.emit(&Event::error("not_in_table", detail));
+                    self.printer.emit(&not_in_table(&to));
                     return;
                 };
                 let placed = if prior_art {
@@ -413,6 +409,13 @@ impl Session {
                         },
                     );
                 })
+            }
+            Command::Query(to) => {
+                let Some(endpoint) = self.resolve(&to) else {
+                    self.printer.emit(&not_in_table(&to));
+                    return;
+                };
+                self.client.query_caps(&endpoint, now).map(drop)
             }
             Command::Answer { call, accept } => self.client.answer(call, accept, now),
             Command::Hangup(call) => {
@@ -670,4 +673,13 @@ fn stdin_lines() -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// The answer to a call or query naming a terminal the table does not hold.
+fn not_in_table(to: &Target) -> Event {
+    let detail = match to {
+        Target::User(u) => format!("{u} has no online terminal in the table"),
+        Target::Endpoint(e) => format!("{e} is not in the table"),
+    };
+    Event::error("not_in_table", detail)
 }

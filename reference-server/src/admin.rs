@@ -26,11 +26,11 @@ pub fn run(args: AdminArgs) -> Result<()> {
     match args.command {
         AdminCommand::User(cmd) => match cmd {
             UserCommand::Add { name, password } => {
-                let phc = hash_password(&password_arg(password)?, cost)?;
+                let phc = hash_password(&password_arg(&password, &name)?, cost)?;
                 store.add_user(&name, &phc)?;
             }
             UserCommand::Passwd { name, password } => {
-                let phc = hash_password(&password_arg(password)?, cost)?;
+                let phc = hash_password(&password_arg(&password, &name)?, cost)?;
                 store.set_password(&name, &phc)?;
             }
             UserCommand::Remove { name } => store.remove_user(&name)?,
@@ -91,8 +91,9 @@ pub fn run(args: AdminArgs) -> Result<()> {
     Ok(())
 }
 
-fn password_arg(s: String) -> Result<Password> {
-    Password::new(s).context("invalid password")
+fn password_arg(args: &precall_cli::PasswordArgs, user: &UserId) -> Result<Password> {
+    let pw = args.read(&format!("password for {user}: "))?;
+    Password::new(pw).context("invalid password")
 }
 
 fn require_user(store: &Store, user: &UserId) -> Result<()> {

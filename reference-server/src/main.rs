@@ -158,8 +158,8 @@ pub enum UserCommand {
         /// Account name.
         name: UserId,
         /// Its password.
-        #[arg(long)]
-        password: String,
+        #[command(flatten)]
+        password: precall_cli::PasswordArgs,
     },
     /// Delete an account, its contact list, its terminals and every listing of it.
     Remove {
@@ -171,8 +171,8 @@ pub enum UserCommand {
         /// Account name.
         name: UserId,
         /// The new password.
-        #[arg(long)]
-        password: String,
+        #[command(flatten)]
+        password: precall_cli::PasswordArgs,
     },
     /// Print every account name, one per line.
     List,
