@@ -5,7 +5,7 @@
 //! changes may queue up (at most `max_unstored_changes` per connection), and nothing
 //! of this holds back another connection.
 
-use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN};
+use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN, MIN_MAX_FRAME};
 use precall_protocol::message::{
     ClientMessage, LoginWith, ServerMessage, WireMessage, PROTOCOL_VERSION,
 };
@@ -373,4 +373,37 @@ fn bytes_pushed_into_a_paused_connection_are_bounded() {
     )));
     w.send(bob, &[ClientMessage::Ping {}]);
     assert_eq!(types(&w.take(bob)), ["pong"]);
+}
+
+#[test]
+fn at_the_limit_of_waiting_changes_input_pauses_with_nothing_buffered() {
+    let (mut w, dave, _bob) = dave_and_bob(2);
+    w.send(dave, &[add(1, "bob"), remove(2, "bob")]);
+    assert_eq!(w.stores.len(), 2);
+    assert!(!w.server.accepts_input(dave), "two of two changes wait");
+    w.complete(StoreOutcome::Stored);
+    assert!(w.server.accepts_input(dave));
+    // The configured limit is the one the server reports.
+    assert_eq!(w.server.config().limits.max_unstored_changes, 2);
+}
+
+/// Section 9.6: a paused connection's unread bytes are kept up to `max_frame` + 4
+/// (one frame's worth), not one byte more.
+#[test]
+fn a_paused_connection_keeps_exactly_one_frame_of_bytes() {
+    // The ping waits for the change (decoded, held); nothing else is buffered.
+    let (mut w, dave, _bob) = dave_and_bob(2);
+    w.send(dave, &[add(1, "bob"), ClientMessage::Ping {}]);
+    assert!(!w.server.accepts_input(dave));
+    let limit = w.server.config().max_frame.max(MIN_MAX_FRAME) as usize + 4;
+    w.server.receive(dave, &vec![0u8; limit - 1], w.now);
+    w.server.receive(dave, &[0u8], w.now);
+    w.pump();
+    assert!(!w.closed.contains(&dave), "{limit} bytes are kept");
+    w.server.receive(dave, &[0u8], w.now);
+    w.pump();
+    assert!(
+        w.closed.contains(&dave),
+        "one byte more closes the connection"
+    );
 }
