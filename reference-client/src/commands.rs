@@ -345,6 +345,23 @@ mod tests {
         Command::Caps(CapsSource::Flags(flags))
     }
 
+    /// Every command example of `JSON.md` is a command.
+    #[test]
+    fn the_documented_commands_parse() {
+        let examples: Vec<&str> = include_str!("../JSON.md")
+            .lines()
+            .filter(|l| l.starts_with("{\"cmd\""))
+            .collect();
+        assert!(examples.len() >= 10, "{examples:?}");
+        for line in examples {
+            assert!(
+                matches!(parse_json(line), Ok(Some(_))),
+                "{line}: {:?}",
+                parse_json(line)
+            );
+        }
+    }
+
     #[test]
     fn text_commands_parse() {
         assert_eq!(text("table"), Command::Table);

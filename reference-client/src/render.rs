@@ -531,12 +531,32 @@ mod tests {
         })
     }
 
+    thread_local! {
+        /// Every event [`render`] produced on this thread, for the documentation check.
+        static RENDERED: std::cell::RefCell<Vec<Value>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
     /// Renders a core event through a client that is not logged in.
     fn render(ev: ClientEvent, extra: Extra) -> Value {
         let client = Client::new(ClientConfig::default());
-        Event::from_client(ev, &client, &u("alice"), extra)
+        let v = Event::from_client(ev, &client, &u("alice"), extra)
             .unwrap()
-            .to_json()
+            .to_json();
+        RENDERED.with(|r| r.borrow_mut().push(v.clone()));
+        v
+    }
+
+    /// The event examples of `JSON.md`, one JSON object per line.
+    fn documented_events() -> Vec<Value> {
+        include_str!("../JSON.md")
+            .lines()
+            .filter(|l| l.starts_with("{\"event\""))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+
+    fn keys(v: &Value) -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
     }
 
     #[test]
@@ -701,6 +721,42 @@ mod tests {
             ),
             json!({"event": "resumed", "session": 4, "snapshot": false})
         );
+        render(
+            ClientEvent::CapsResult {
+                req: precall_protocol::ReqId(2),
+                from: bob3(),
+                capabilities: precall_protocol::sim::sample_caps(&["h264"], 1280, 30),
+                params: params(),
+            },
+            none(),
+        );
+        // Every event the client prints is documented in JSON.md with the same members
+        // (`to` and `setup_us` may be left out where they do not apply), and every
+        // documented event is one the client prints.
+        let mut rendered = RENDERED.with(|r| r.borrow().clone());
+        rendered.push(Event::Table { table: vec![] }.to_json());
+        let documented = documented_events();
+        let optional: std::collections::BTreeSet<String> =
+            ["to", "setup_us"].map(String::from).into();
+        for v in &rendered {
+            let doc = documented
+                .iter()
+                .find(|d| d["event"] == v["event"])
+                .unwrap_or_else(|| panic!("{} is not documented in JSON.md", v["event"]));
+            let (have, shown) = (keys(v), keys(doc));
+            assert!(
+                have.is_subset(&shown) && shown.difference(&have).all(|k| optional.contains(k)),
+                "JSON.md shows {} with {shown:?}, the client prints {have:?}",
+                v["event"]
+            );
+        }
+        for d in &documented {
+            assert!(
+                rendered.iter().any(|v| v["event"] == d["event"]),
+                "JSON.md documents {} that the client never prints",
+                d["event"]
+            );
+        }
     }
 
     #[test]
