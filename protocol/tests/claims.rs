@@ -1989,3 +1989,45 @@ fn a_server_frame_limit_below_the_minimum_acts_as_the_minimum() {
         [ServerEvent::Authenticate(_)]
     ));
 }
+
+/// Section 11.1: a login by registered terminal identifier replaces only a session of
+/// the *same* identifier; the user's other terminals (another identifier, or
+/// capabilities sent inline) stay online.
+#[test]
+fn only_the_same_registered_terminal_replaces_a_session() {
+    let mut sim = world();
+    sim.directory
+        .register(&tid("alice-phone"), &u("alice"), caps_b());
+    sim.login(
+        0,
+        &u("alice"),
+        "pw",
+        LoginWith::TerminalId(tid("alice-tablet")),
+    );
+    sim.run().unwrap();
+    login_caps(&mut sim, 1, "alice", caps_a());
+    sim.run().unwrap();
+    sim.login(
+        2,
+        &u("alice"),
+        "pw",
+        LoginWith::TerminalId(tid("alice-phone")),
+    );
+    sim.run().unwrap();
+    for i in 0..3 {
+        assert_eq!(sim.client(i).status(), Status::Online, "terminal {i}");
+    }
+    // The tablet again, on another connection: only the old tablet session goes.
+    sim.login(
+        3,
+        &u("alice"),
+        "pw",
+        LoginWith::TerminalId(tid("alice-tablet")),
+    );
+    sim.run().unwrap();
+    let online: Vec<Status> = (0..4).map(|i| sim.client(i).status()).collect();
+    assert_eq!(
+        online,
+        [Status::Idle, Status::Online, Status::Online, Status::Online]
+    );
+}

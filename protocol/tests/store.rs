@@ -407,3 +407,22 @@ fn a_paused_connection_keeps_exactly_one_frame_of_bytes() {
         "one byte more closes the connection"
     );
 }
+
+/// A request behind two changes waits for both, not only the first.
+#[test]
+fn a_request_behind_several_changes_waits_for_all_of_them() {
+    let (mut w, dave, _bob) = dave_and_bob(64);
+    w.send(
+        dave,
+        &[add(1, "bob"), add(2, "carol"), ClientMessage::Ping {}],
+    );
+    assert_eq!(w.stores.len(), 2);
+    w.complete(StoreOutcome::Stored);
+    let first = types(&w.take(dave));
+    assert!(
+        !first.contains(&"pong"),
+        "the pong overtook a change: {first:?}"
+    );
+    w.complete(StoreOutcome::Stored);
+    assert_eq!(types(&w.take(dave)), ["contact_added", "pong"]);
+}
