@@ -426,3 +426,22 @@ fn a_request_behind_several_changes_waits_for_all_of_them() {
     w.complete(StoreOutcome::Stored);
     assert_eq!(types(&w.take(dave)), ["contact_added", "pong"]);
 }
+
+/// A change that fails after its connection closed answers nobody: no frame goes to a
+/// connection the server forgot.
+#[test]
+fn a_failed_change_of_a_closed_connection_sends_nothing() {
+    let (mut w, dave, bob) = dave_and_bob(64);
+    w.send(dave, &[add(1, "bob")]);
+    w.server.disconnect(dave, w.now);
+    w.pump();
+    w.msgs.clear();
+    w.complete(StoreOutcome::Failed);
+    assert!(w.msgs.is_empty(), "{:?}", w.msgs);
+    assert!(!w
+        .server
+        .contacts_of(&u("dave"))
+        .unwrap()
+        .contains(&u("bob")));
+    let _ = bob;
+}
