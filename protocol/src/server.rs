@@ -84,6 +84,9 @@ pub struct Limits {
     /// Largest capability document (its canonical JSON) at login or in `update_caps`
     /// (`caps_too_large`).
     pub max_caps_bytes: usize,
+    /// Credential checks from one source address queued or running at once; a login
+    /// beyond it is refused with `rate_limited` before any check (0: no limit).
+    pub max_auth_checks_per_source: usize,
     /// Contact-list changes of one connection that may wait for the store at once
     /// (spec section 9.6); at the limit the server takes no more input from the
     /// connection until one is stored. At least 1.
@@ -101,6 +104,7 @@ impl Default for Limits {
             max_login_failures_per_source: 100,
             login_failure_window: Duration::from_secs(60),
             max_caps_bytes: 4096,
+            max_auth_checks_per_source: 8,
             max_unstored_changes: 64,
         }
     }
@@ -241,6 +245,9 @@ pub enum ServerEvent {
     },
     /// Run a credential check.
     Authenticate(AuthRequest),
+    /// The connection of a pending credential check closed: skip the check if it has not
+    /// run yet (its verdict would be discarded anyway).
+    AuthCancelled(AuthTicket),
     /// Store a contact-list change a user asked for, then report the outcome with
     /// [`Server::complete_store`]. The change takes effect (and is acknowledged) only
     /// then, so an acknowledged change is durable (spec section 9.6).
@@ -451,6 +458,8 @@ pub struct Server {
     users: BTreeMap<UserId, OnlineUser>,
     calls: BTreeMap<CallId, Call>,
     tickets: BTreeMap<AuthTicket, ConnId>,
+    /// Credential checks pending per source address.
+    checks_per_source: BTreeMap<IpAddr, usize>,
     /// Resume tokens of live sessions.
     tokens: BTreeMap<ResumeToken, SessionId>,
     deadlines: BTreeSet<(Time, Timer)>,
@@ -480,6 +489,7 @@ impl Server {
             users: BTreeMap::new(),
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),
+            checks_per_source: BTreeMap::new(),
             tokens: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             next_session: 1,
@@ -693,9 +703,13 @@ impl Server {
         verdict: AuthVerdict,
         now: Time,
     ) -> Result<(), ServerError> {
-        let conn = self
+        let source = self
             .tickets
-            .remove(&ticket)
+            .get(&ticket)
+            .and_then(|c| self.conns.get(c))
+            .and_then(|c| c.source);
+        let conn = self
+            .end_check(ticket, source)
             .ok_or(ServerError::UnknownTicket(ticket))?;
         let Some(c) = self.conns.get(&conn) else {
             return Err(ServerError::UnknownTicket(ticket));
@@ -743,6 +757,10 @@ impl Server {
         }
         let online = self.users.get(&user).map_or(0, |u| u.sessions.len());
         if online >= self.config.max_sessions_per_user {
+            // Counted as a failed login, so a flood of valid logins over the limit is
+            // throttled like one of wrong passwords.
+            let source = self.conns.get(&conn).and_then(|c| c.source);
+            self.count_failure(Some(user), source, now);
             self.fail(conn, ErrorCode::TooManySessions, String::new());
             return Ok(());
         }
@@ -1108,7 +1126,8 @@ impl Server {
         match c.state {
             ConnState::AwaitingLogin => {}
             ConnState::Authenticating { ticket, .. } => {
-                self.tickets.remove(&ticket);
+                self.end_check(ticket, c.source);
+                self.out.push_back(ServerEvent::AuthCancelled(ticket));
             }
             ConnState::Online(session) => match detach_at {
                 Some(now) if self.config.resume.enabled() => self.detach(session, now),
@@ -1318,6 +1337,17 @@ impl Server {
                     self.fail_retry(conn, ErrorCode::LoginThrottled, wait);
                     return;
                 }
+                // One source cannot fill the credential checker ahead of everyone else.
+                let checks = source
+                    .and_then(|ip| self.checks_per_source.get(&ip))
+                    .copied();
+                if over_or_at_usize(
+                    checks.unwrap_or(0),
+                    self.config.limits.max_auth_checks_per_source,
+                ) {
+                    self.fail_retry(conn, ErrorCode::RateLimited, Duration::from_secs(1));
+                    return;
+                }
                 if let LoginWith::Capabilities(caps) = &with {
                     if self.caps_too_large(caps) {
                         self.fail(conn, ErrorCode::CapsTooLarge, String::new());
@@ -1423,6 +1453,9 @@ impl Server {
             };
         }
         self.tickets.insert(ticket, conn);
+        if let Some(ip) = self.conns.get(&conn).and_then(|c| c.source) {
+            *self.checks_per_source.entry(ip).or_default() += 1;
+        }
         self.out.push_back(ServerEvent::Authenticate(AuthRequest {
             ticket,
             conn,
@@ -1430,6 +1463,21 @@ impl Server {
             password,
             terminal,
         }));
+    }
+
+    /// Forgets a pending credential check of a connection from `source`; returns its
+    /// connection.
+    fn end_check(&mut self, ticket: AuthTicket, source: Option<IpAddr>) -> Option<ConnId> {
+        let conn = self.tickets.remove(&ticket)?;
+        if let Some(ip) = source {
+            if let Some(n) = self.checks_per_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.checks_per_source.remove(&ip);
+                }
+            }
+        }
+        Some(conn)
     }
 
     fn start_session(
@@ -2067,6 +2115,11 @@ fn over(n: usize, max: usize) -> bool {
 
 /// Whether a count has reached the limit `max` (0 = no limit).
 fn over_or_at(n: u32, max: u32) -> bool {
+    max != 0 && n >= max
+}
+
+/// [`over_or_at`] for sizes.
+fn over_or_at_usize(n: usize, max: usize) -> bool {
     max != 0 && n >= max
 }
 

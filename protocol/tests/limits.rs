@@ -333,3 +333,108 @@ fn oversized_capability_documents_are_refused() {
     pump(&mut s, Time(0), &mut seen);
     assert_eq!(error_of(&seen, d), Some((ErrorCode::CapsTooLarge, None)));
 }
+
+/// Section 13.4: one source cannot queue more than `max_auth_checks_per_source`
+/// credential checks at once; the next login from it is refused `rate_limited` (with a
+/// retry hint) before any check, another source is not affected, and a finished or
+/// abandoned check frees its place.
+#[test]
+fn credential_checks_per_source_are_capped() {
+    let limits = Limits {
+        max_auth_checks_per_source: 2,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut held = Vec::new();
+    for i in 0..3u64 {
+        let c = ConnId(i);
+        s.connect_from(c, Some(A), Time(0)).unwrap();
+        s.receive(c, &login_frame("alice", "pw", caps()), Time(0));
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                ServerEvent::Authenticate(req) => held.push(req),
+                ServerEvent::Transmit { conn, frame } => {
+                    let m = decode_message::<ServerMessage>(&frame[HEADER_LEN..]).unwrap();
+                    assert_eq!(conn, ConnId(2), "only the third is answered");
+                    assert!(matches!(
+                        m,
+                        ServerMessage::Error {
+                            code: ErrorCode::RateLimited,
+                            retry_after_ms: Some(1000),
+                            ..
+                        }
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(held.len(), 2, "two checks from source A at once");
+    // Source B is not held back by A.
+    s.connect_from(ConnId(10), Some(B), Time(0)).unwrap();
+    s.receive(ConnId(10), &login_frame("bob", "pw", caps()), Time(0));
+    assert!(
+        std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, ServerEvent::Authenticate(_)))
+    );
+    // A's first client leaves before its check ran: the embedder is told to skip it,
+    // and the place is free again.
+    s.disconnect(ConnId(0), Time(1));
+    let events: Vec<ServerEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert!(events.contains(&ServerEvent::AuthCancelled(held[0].ticket)));
+    s.connect_from(ConnId(3), Some(A), Time(1)).unwrap();
+    s.receive(ConnId(3), &login_frame("alice", "pw", caps()), Time(1));
+    assert!(
+        std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, ServerEvent::Authenticate(_)))
+    );
+    // A finished check frees its place too.
+    let verdict = AuthVerdict::Accepted {
+        contacts: vec![],
+        registered: None,
+    };
+    s.complete_auth(held[1].ticket, verdict, Time(2)).unwrap();
+    let _ = std::iter::from_fn(|| s.poll_event()).count();
+    s.connect_from(ConnId(4), Some(A), Time(2)).unwrap();
+    s.receive(ConnId(4), &login_frame("carol", "pw", caps()), Time(2));
+    assert!(
+        std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, ServerEvent::Authenticate(_)))
+    );
+}
+
+/// Section 13.6: a login over the session limit counts as a failed login, so a flood of
+/// valid logins over the limit is throttled like one of wrong passwords.
+#[test]
+fn logins_over_the_session_limit_are_throttled() {
+    let limits = Limits {
+        max_login_failures_per_account: 3,
+        ..Limits::default()
+    };
+    let mut s = Server::new(ServerConfig {
+        limits,
+        max_sessions_per_user: 1,
+        ..ServerConfig::default()
+    });
+    let mut seen = Seen::default();
+    for i in 0..5u64 {
+        let c = ConnId(i);
+        s.connect_from(c, Some(A), Time(0)).unwrap();
+        s.receive(c, &login_frame("alice", "pw", caps()), Time(0));
+        pump(&mut s, Time(0), &mut seen);
+    }
+    let codes: Vec<Option<ErrorCode>> = (0..5u64)
+        .map(|i| error_of(&seen, ConnId(i)).map(|(c, _)| c))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            Some(ErrorCode::TooManySessions),
+            Some(ErrorCode::TooManySessions),
+            Some(ErrorCode::TooManySessions),
+            Some(ErrorCode::LoginThrottled),
+        ]
+    );
+    assert_eq!(
+        seen.checks, 4,
+        "the throttled login got no credential check"
+    );
+}

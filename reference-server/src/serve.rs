@@ -106,6 +106,10 @@ pub struct LimitArgs {
     /// Largest capability document (canonical JSON bytes).
     #[arg(long, default_value_t = 4096)]
     pub max_caps_bytes: usize,
+    /// Credential checks from one source address queued or running at once; more
+    /// logins from it are answered rate_limited (0: no limit).
+    #[arg(long, default_value_t = 8)]
+    pub max_auth_checks_per_source: usize,
     /// Contact-list changes of one connection that may wait for the store at once;
     /// beyond, the server stops reading from that connection until one is stored.
     #[arg(long, default_value_t = 64)]
@@ -124,6 +128,7 @@ impl LimitArgs {
             login_failure_window: Duration::from_millis(self.login_failure_window_ms),
             max_caps_bytes: self.max_caps_bytes,
             max_unstored_changes: self.max_unstored_changes,
+            max_auth_checks_per_source: self.max_auth_checks_per_source,
         }
     }
 }
@@ -477,6 +482,8 @@ impl Shell {
                 }
             }
             Input::Verdict(ticket, verdict) => {
+                // A check cancelled after it ran: forget the cancellation.
+                crate::worker::take(&self.worker.cancelled, ticket);
                 if let Err(e) = self.server.complete_auth(ticket, verdict, now) {
                     // The connection went away during the check.
                     tracing::debug!(error = %e, "verdict discarded");
@@ -577,6 +584,11 @@ impl Shell {
             ServerEvent::Authenticate(req) => {
                 tracing::debug!(conn = %req.conn, user = %req.user, "checking credentials");
                 self.worker.submit(Job::Auth(req));
+            }
+            ServerEvent::AuthCancelled(ticket) => {
+                if let Ok(mut set) = self.worker.cancelled.lock() {
+                    set.insert(ticket);
+                }
             }
             ServerEvent::Store(req) => {
                 self.storing += 1;

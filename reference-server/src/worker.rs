@@ -11,10 +11,11 @@
 //! go into one transaction (one write to disk), and their outcomes go back together as
 //! one [`Input::Stored`], so a flood of changes costs one commit per batch.
 
-use std::sync::{mpsc, Arc};
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
-use precall_protocol::server::{AuthRequest, AuthVerdict, StoreOutcome, StoreRequest};
+use precall_protocol::server::{AuthRequest, AuthTicket, AuthVerdict, StoreOutcome, StoreRequest};
 use precall_protocol::{Password, UserId};
 use tokio::sync::Semaphore;
 
@@ -38,10 +39,16 @@ pub enum Job {
 /// Most contact-list changes committed in one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Credential checks whose connection closed before they ran: skipped when their turn
+/// comes. Shared between the server task, which adds them, and the checks.
+pub type Cancelled = Arc<Mutex<HashSet<AuthTicket>>>;
+
 /// The running store thread.
 pub struct Worker {
     jobs: mpsc::Sender<Job>,
     thread: JoinHandle<()>,
+    /// Checks to skip.
+    pub cancelled: Cancelled,
 }
 
 impl Worker {
@@ -55,7 +62,9 @@ impl Worker {
     ) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel();
         let rt = tokio::runtime::Handle::current();
+        let cancelled = Cancelled::default();
         let ctx = Ctx {
+            cancelled: cancelled.clone(),
             store,
             inputs,
             rt,
@@ -65,7 +74,11 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name("precall-store".into())
             .spawn(move || ctx.run(rx))?;
-        Ok(Self { jobs, thread })
+        Ok(Self {
+            jobs,
+            thread,
+            cancelled,
+        })
     }
 
     /// Queues a job; never blocks.
@@ -85,6 +98,7 @@ impl Worker {
 }
 
 struct Ctx {
+    cancelled: Cancelled,
     store: Store,
     inputs: tokio::sync::mpsc::Sender<Input>,
     rt: tokio::runtime::Handle,
@@ -153,10 +167,11 @@ impl Ctx {
 
     fn auth(&self, req: AuthRequest) {
         let record = self.store.login_record(&req.user, req.terminal.as_ref());
-        let (inputs, hashing, dummy) = (
+        let (inputs, hashing, dummy, cancelled) = (
             self.inputs.clone(),
             self.hashing.clone(),
             self.dummy_phc.clone(),
+            self.cancelled.clone(),
         );
         let AuthRequest {
             ticket,
@@ -166,6 +181,8 @@ impl Ctx {
         } = req;
         self.rt.spawn(async move {
             let verdict = match hashing.acquire_owned().await {
+                // The client left while the check waited: nobody needs its verdict.
+                Ok(_) if take(&cancelled, ticket) => return,
                 Ok(_permit) => {
                     tokio::task::spawn_blocking(move || verdict(&user, record, &password, &dummy))
                         .await
@@ -176,6 +193,14 @@ impl Ctx {
             let _ = inputs.send(Input::Verdict(ticket, verdict)).await;
         });
     }
+}
+
+/// Whether `ticket` was cancelled; forgets it either way.
+pub fn take(cancelled: &Cancelled, ticket: AuthTicket) -> bool {
+    cancelled
+        .lock()
+        .map(|mut set| set.remove(&ticket))
+        .unwrap_or(false)
 }
 
 /// The verdict on a login, from the stored record. Slow: verifies a password hash.

@@ -291,6 +291,15 @@ fn launch(
     if let Some(n) = opts.queue_frames {
         cmd.args(["--queue-frames", &n.to_string()]);
     }
+    // Every simulated terminal connects from loopback, one source address: the
+    // per-source cap on credential checks would turn a login storm away.
+    if !opts
+        .extra_args
+        .iter()
+        .any(|a| a == "--max-auth-checks-per-source")
+    {
+        cmd.args(["--max-auth-checks-per-source", "0"]);
+    }
     cmd.args(&opts.extra_args);
     let mut child = cmd
         .spawn()
