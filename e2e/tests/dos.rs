@@ -240,7 +240,8 @@ fn running_out_of_descriptors_answers_too_many_connections() -> Res<()> {
     // This process holds the 1,100 sockets itself.
     rlimit::increase_nofile_limit(4096)?;
     let sb = Sandbox::with_cast()?;
-    let server = sb.start_server_with_nofile(1024, &[])?;
+    // The flag asks for more than 1,024 open files allow: the server says so.
+    let server = sb.start_server_with_nofile(1024, &["--max-connections", "50000"])?;
     let addr = server.addr;
     let started = Instant::now();
     let mut idle = Vec::new();
@@ -308,5 +309,88 @@ fn running_out_of_descriptors_answers_too_many_connections() -> Res<()> {
     std::thread::sleep(Duration::from_millis(500));
     let mut alice = RawConn::connect(addr)?;
     login_synced(&mut alice, "alice")?;
+    Ok(())
+}
+
+/// Issue item 2: 1,000 connections from one source each send one `login` (first for an
+/// unknown user, then for a valid user already at the session limit). A login from
+/// another source still completes quickly: the flooder can hold at most
+/// `max_auth_checks_per_source` (8) checks, the rest are answered `rate_limited` at
+/// once; once it closes its sockets, nothing of it is left to check.
+#[test]
+fn a_login_burst_from_one_source_does_not_lock_out_others() -> Res<()> {
+    rlimit::increase_nofile_limit(4096)?;
+    let sb = Sandbox::with_cast()?;
+    // The users who log in from elsewhere (one login each: detached sessions count).
+    for u in ["dave", "erin", "fay", "gus"] {
+        sb.add_user(u)?;
+    }
+    let server = sb.start_server(&["--max-sessions-per-user", "1"])?;
+    let addr = server.addr;
+    // Bob is online once: his own logins are over the session limit.
+    let mut bob = RawConn::connect(addr)?;
+    login_synced(&mut bob, "bob")?;
+    for (what, user, pw, others) in [
+        (
+            "unknown user",
+            "nobody",
+            "guess".to_string(),
+            ["dave", "erin"],
+        ),
+        (
+            "valid user over the session limit",
+            "bob",
+            password("bob"),
+            ["fay", "gus"],
+        ),
+    ] {
+        let started = Instant::now();
+        let mut flood = Vec::new();
+        for _ in 0..1_000 {
+            let mut c = RawConn::connect(addr)?;
+            c.send_msg(&login_msg(
+                user,
+                &pw,
+                LoginWith::Capabilities(caps(&["h264"], 640, 15)),
+            )?)?;
+            flood.push(c);
+        }
+        let mut dave = connect_from(Ipv4Addr::new(127, 0, 0, 2), addr)?;
+        let during = login_synced(&mut dave, others[0])?;
+        drop(dave);
+        let mut limited = 0;
+        for c in &mut flood {
+            if let Ok(ServerMessage::Error {
+                code: precall_protocol::ErrorCode::RateLimited,
+                ..
+            }) = c.recv(Duration::from_millis(5))
+            {
+                limited += 1;
+            }
+        }
+        drop(flood);
+        std::thread::sleep(Duration::from_secs(1));
+        let mut again = connect_from(Ipv4Addr::new(127, 0, 0, 3), addr)?;
+        let after = login_synced(&mut again, others[1])?;
+        println!(
+            "1,000 logins ({what}) from one source in {:.2} s: {limited} answered rate_limited; \
+             a login from another source took {:.0} ms during the burst, {:.0} ms 1 s after it",
+            started.elapsed().as_secs_f64(),
+            during.as_secs_f64() * 1e3,
+            after.as_secs_f64() * 1e3
+        );
+        ensure!(
+            limited >= 900,
+            "only {limited} of 1,000 refused before a check"
+        );
+        ensure!(
+            during < Duration::from_secs(2),
+            "{what}: login took {during:?}"
+        );
+        ensure!(
+            after < Duration::from_secs(1),
+            "{what}: login after took {after:?}"
+        );
+    }
     Ok(())
 }

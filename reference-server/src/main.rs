@@ -63,6 +63,9 @@ pub struct ServeArgs {
     /// End a call not accepted within this long.
     #[arg(long, default_value_t = 60_000)]
     pub ring_timeout_ms: u64,
+    /// Terminals one user may have online at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_sessions_per_user: u64,
     /// Frames queued for one connection before it is considered dead. The default holds
     /// the largest login snapshot (500 contacts with 8 terminals each) with room to spare.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]

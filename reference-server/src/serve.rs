@@ -82,9 +82,10 @@ async fn listen(addr: &str) -> std::io::Result<TcpListener> {
 /// Abuse limits of the core (spec section 13.6); 0 disables a count limit.
 #[derive(Debug, clap::Args)]
 pub struct LimitArgs {
-    /// Connections open at once, in total.
-    #[arg(long, default_value_t = 50_000)]
-    pub max_connections: usize,
+    /// Connections open at once, in total [default: what the open-file limit allows,
+    /// less a reserve for refusals; a higher value is lowered to that, with a warning].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Connections open at once from one source address (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub max_connections_per_source: usize,
@@ -119,7 +120,7 @@ pub struct LimitArgs {
 impl LimitArgs {
     fn limits(&self) -> Limits {
         Limits {
-            max_connections: self.max_connections,
+            max_connections: self.max_connections.unwrap_or(0),
             max_connections_per_source: self.max_connections_per_source,
             max_accepts_per_second: self.max_accepts_per_second,
             max_frames_per_second: self.max_frames_per_second,
@@ -199,14 +200,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // queue: the cap follows the descriptors available, less a reserve for refusals.
     let nofile = fds::raise_nofile_limit();
     let flag = args.limits.max_connections;
-    let max_connections = fds::connection_cap(flag, nofile);
-    if flag == 0 || max_connections < flag {
-        tracing::warn!(
-            max_connections = flag,
+    let max_connections = fds::connection_cap(flag.unwrap_or(0), nofile);
+    match flag {
+        Some(n) if n == 0 || max_connections < n => tracing::warn!(
+            max_connections = n,
             open_files = nofile,
             serving_at_most = max_connections,
             "--max-connections exceeds what the open-file limit allows; the rest are answered too_many_connections"
-        );
+        ),
+        _ => tracing::info!(
+            open_files = nofile,
+            max_connections,
+            "connection cap (beyond it: too_many_connections)"
+        ),
     }
     let listener = listen(&args.listen)
         .await
@@ -237,6 +243,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         login_timeout: Duration::from_millis(args.login_timeout_ms),
         ring_timeout: Duration::from_millis(args.ring_timeout_ms),
+        max_sessions_per_user: usize::try_from(args.max_sessions_per_user).unwrap_or(8),
         limits: Limits {
             max_connections,
             ..args.limits.limits()
