@@ -15,6 +15,14 @@ use precall_protocol::codec::encode_frame;
 use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage};
 use precall_protocol::{ReqId, UserId};
 
+/// The attacks run one at a time: each measures latency on a 2-core machine, and two
+/// floods at once would measure each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The server's resident memory, in KiB, from `/proc`.
 fn rss_kib(pid: u32) -> Res<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -72,6 +80,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// memory stays bounded.
 #[test]
 fn contact_change_flood_stalls_nobody_else() -> Res<()> {
+    let _serial = one_at_a_time();
     let changes = env_usize("PRECALL_FLOOD_CHANGES", 100_000);
     let sb = Sandbox::with_cast()?;
     sb.add_user("dave")?;
@@ -237,6 +246,7 @@ fn a_contact_change_of_a_removed_account_is_not_stored_and_not_acknowledged() ->
 /// idle connections go, a real login works.
 #[test]
 fn running_out_of_descriptors_answers_too_many_connections() -> Res<()> {
+    let _serial = one_at_a_time();
     // This process holds the 1,100 sockets itself.
     rlimit::increase_nofile_limit(4096)?;
     let sb = Sandbox::with_cast()?;
@@ -319,6 +329,7 @@ fn running_out_of_descriptors_answers_too_many_connections() -> Res<()> {
 /// once; once it closes its sockets, nothing of it is left to check.
 #[test]
 fn a_login_burst_from_one_source_does_not_lock_out_others() -> Res<()> {
+    let _serial = one_at_a_time();
     rlimit::increase_nofile_limit(4096)?;
     let sb = Sandbox::with_cast()?;
     // The users who log in from elsewhere (one login each: detached sessions count).
