@@ -267,6 +267,24 @@ impl fmt::Display for Endpoint {
 mod tests {
     use super::*;
 
+    /// Section 13.3: passwords stay out of logs; `Debug` says it is redacted and
+    /// prints nothing of it.
+    #[test]
+    fn a_password_is_redacted_in_debug_output() {
+        let p = Password::new("hunter2").unwrap();
+        assert_eq!(format!("{p:?}"), "Password(<redacted>)");
+    }
+
+    /// An endpoint is written `USER/SESSION` (the reference client's `to`, `from`).
+    #[test]
+    fn an_endpoint_displays_as_user_slash_session() {
+        let e = Endpoint {
+            user: UserId::new("alice").unwrap(),
+            session: SessionId(3),
+        };
+        assert_eq!(e.to_string(), "alice/3");
+    }
+
     #[test]
     fn user_ids_are_validated() {
         assert!(UserId::new("alice").is_ok());

@@ -502,3 +502,45 @@ impl WireMessage for ServerMessage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::CallDigest;
+    use crate::ids::{CallId, SessionId};
+    use crate::testing::caps;
+
+    /// The capabilities a server message carries at call time (what the fast path
+    /// avoids, INV-FAST-PATH): present exactly on the fallback and baseline messages.
+    #[test]
+    fn server_messages_report_the_capabilities_they_carry_at_call_time() {
+        let c = caps(&["h264"], 640, 30);
+        let from = Endpoint {
+            user: UserId::new("bob").unwrap(),
+            session: SessionId(2),
+        };
+        let incoming = |capabilities| ServerMessage::CallIncoming {
+            call: CallId(1),
+            from: from.clone(),
+            digest: CallDigest {
+                caller: c.fingerprint(),
+                callee: c.fingerprint(),
+            },
+            capabilities,
+        };
+        assert_eq!(incoming(Some(c.clone())).call_capabilities(), Some(&c));
+        assert_eq!(incoming(None).call_capabilities(), None);
+        let accepted = ServerMessage::CallAccepted {
+            call: CallId(1),
+            capabilities: Some(c.clone()),
+        };
+        assert_eq!(accepted.call_capabilities(), Some(&c));
+        let result = ServerMessage::CapsResult {
+            req: ReqId(3),
+            from,
+            capabilities: c.clone(),
+        };
+        assert_eq!(result.call_capabilities(), Some(&c));
+        assert_eq!(ServerMessage::Pong {}.call_capabilities(), None);
+    }
+}
