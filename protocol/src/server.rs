@@ -335,6 +335,14 @@ struct Conn {
     inbox: Vec<u8>,
 }
 
+impl Conn {
+    /// Whether this connection's input waits for the store: a request stalled behind
+    /// its changes, or `max_unstored` changes waiting.
+    fn paused(&self, max_unstored: usize) -> bool {
+        self.stalled.is_some() || self.unstored >= max_unstored
+    }
+}
+
 /// A contact-list change waiting for the store.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Unstored {
@@ -583,10 +591,11 @@ impl Server {
     /// on past a frame's worth of bytes gets the connection closed with `rate_limited`.
     pub fn receive(&mut self, conn: ConnId, data: &[u8], now: Time) {
         let limit = self.config.max_frame.max(MIN_MAX_FRAME) as usize + 4;
+        let max_unstored = self.max_unstored();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if !c.inbox.is_empty() || c.stalled.is_some() {
+        if c.paused(max_unstored) || !c.inbox.is_empty() {
             if c.inbox.len() + data.len() > limit {
                 self.fail_retry(conn, ErrorCode::RateLimited, Duration::from_secs(1));
                 return;
@@ -602,9 +611,9 @@ impl Server {
     /// the store, or a request that must wait for them (spec section 9.6); it resumes
     /// by itself in [`Server::complete_store`]. False for an unknown connection.
     pub fn accepts_input(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| {
-            c.stalled.is_none() && c.inbox.is_empty() && c.unstored < self.max_unstored()
-        })
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| !c.paused(self.max_unstored()) && c.inbox.is_empty())
     }
 
     /// Decodes and handles the frames in `data`, keeping the rest in the connection's
@@ -615,7 +624,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
-            if c.stalled.is_some() || c.unstored >= max_unstored {
+            if c.paused(max_unstored) {
                 c.inbox.extend_from_slice(data);
                 return;
             }
@@ -1115,14 +1124,7 @@ impl Server {
             return false;
         };
         self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
-        if let Some(ip) = c.source {
-            if let Some(n) = self.per_source.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_source.remove(&ip);
-                }
-            }
-        }
+        count_down(&mut self.per_source, c.source);
         match c.state {
             ConnState::AwaitingLogin => {}
             ConnState::Authenticating { ticket, .. } => {
@@ -1341,7 +1343,7 @@ impl Server {
                 let checks = source
                     .and_then(|ip| self.checks_per_source.get(&ip))
                     .copied();
-                if over_or_at_usize(
+                if over_or_at(
                     checks.unwrap_or(0),
                     self.config.limits.max_auth_checks_per_source,
                 ) {
@@ -1469,14 +1471,7 @@ impl Server {
     /// connection.
     fn end_check(&mut self, ticket: AuthTicket, source: Option<IpAddr>) -> Option<ConnId> {
         let conn = self.tickets.remove(&ticket)?;
-        if let Some(ip) = source {
-            if let Some(n) = self.checks_per_source.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.checks_per_source.remove(&ip);
-                }
-            }
-        }
+        count_down(&mut self.checks_per_source, source);
         Some(conn)
     }
 
@@ -2114,13 +2109,20 @@ fn over(n: usize, max: usize) -> bool {
 }
 
 /// Whether a count has reached the limit `max` (0 = no limit).
-fn over_or_at(n: u32, max: u32) -> bool {
-    max != 0 && n >= max
+fn over_or_at<T: PartialOrd + Default>(n: T, max: T) -> bool {
+    max != T::default() && n >= max
 }
 
-/// [`over_or_at`] for sizes.
-fn over_or_at_usize(n: usize, max: usize) -> bool {
-    max != 0 && n >= max
+/// Takes one off a per-source count, forgetting the source at zero.
+fn count_down(counts: &mut BTreeMap<IpAddr, usize>, source: Option<IpAddr>) {
+    if let Some(ip) = source {
+        if let Some(n) = counts.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Whether a message is a contact-list change (which may queue up behind another).

@@ -265,9 +265,8 @@ fn changes_queue_up_to_the_limit_then_input_pauses() {
     assert!(!w.server.accepts_input(alice));
     let mut acks = Vec::new();
     while !w.stores.is_empty() {
-        let r = w.complete(StoreOutcome::Stored);
+        w.complete(StoreOutcome::Stored);
         assert!(w.stores.len() <= 2);
-        let _ = r;
         for m in w.take(alice) {
             match m {
                 ServerMessage::ContactAdded { req: Some(r), .. }
@@ -431,7 +430,7 @@ fn a_request_behind_several_changes_waits_for_all_of_them() {
 /// connection the server forgot.
 #[test]
 fn a_failed_change_of_a_closed_connection_sends_nothing() {
-    let (mut w, dave, bob) = dave_and_bob(64);
+    let (mut w, dave, _bob) = dave_and_bob(64);
     w.send(dave, &[add(1, "bob")]);
     w.server.disconnect(dave, w.now);
     w.pump();
@@ -443,5 +442,4 @@ fn a_failed_change_of_a_closed_connection_sends_nothing() {
         .contacts_of(&u("dave"))
         .unwrap()
         .contains(&u("bob")));
-    let _ = bob;
 }
