@@ -168,6 +168,9 @@ struct Online {
     seen_at_sync: u64,
     /// Tags of `update_caps` requests not yet acknowledged.
     caps_in_flight: BTreeSet<ReqId>,
+    /// When to send the own capabilities again, after the server refused an
+    /// `update_caps` with `caps_throttled` (section 8.5).
+    caps_retry: Option<Time>,
     dialing: BTreeMap<ReqId, Dialing>,
     /// Tags of capability queries (query-first baseline) not yet answered.
     queries: BTreeSet<ReqId>,
@@ -473,6 +476,7 @@ impl Client {
                 // What was in flight may or may not have reached the server; `resumed`
                 // tells which capabilities it holds.
                 on.caps_in_flight.clear();
+                on.caps_retry = None;
                 on.queries.clear();
                 on.outbox.clear();
                 self.state = State::Detached(on);
@@ -537,6 +541,8 @@ impl Client {
         on.fingerprint = caps.fingerprint();
         on.caps = caps.clone();
         on.caps_in_flight.insert(req);
+        // This request carries the newest capabilities: a pending retry is superseded.
+        on.caps_retry = None;
         let own = on.caps.clone();
         for peer in on.peers.values_mut() {
             peer.params = negotiate_pair(&own, &peer.capabilities);
@@ -735,11 +741,29 @@ impl Client {
         Ok(())
     }
 
-    /// Sends a `ping` if the client has been silent for the ping interval.
+    /// Sends the own capabilities again if a `caps_throttled` refusal's wait is over
+    /// (section 8.5), and a `ping` if the client has been silent for the ping interval.
     pub fn handle_timeout(&mut self, now: Time) {
-        if let Some(t) = self.poll_timeout() {
+        let retry = self.online().and_then(|o| o.caps_retry);
+        if retry.is_some_and(|t| now >= t) {
+            self.retry_caps(now);
+        }
+        if let Some(t) = self.ping_deadline() {
             if now >= t {
                 self.send(&ClientMessage::Ping {}, now);
+            }
+        }
+    }
+
+    /// Sends the own current capabilities again after a `caps_throttled`; while a call
+    /// is being set up (when `update_caps` is not allowed) tries again a second later.
+    fn retry_caps(&mut self, now: Time) {
+        let Some(own) = self.online().map(|o| o.caps.clone()) else {
+            return;
+        };
+        if self.update_caps(own, now).is_err() {
+            if let State::Online(on) = &mut self.state {
+                on.caps_retry = Some(now.after(Duration::from_secs(1)));
             }
         }
     }
@@ -777,6 +801,7 @@ impl Client {
                     seen: None,
                     seen_at_sync: 0,
                     caps_in_flight: BTreeSet::new(),
+                    caps_retry: None,
                     dialing: BTreeMap::new(),
                     queries: BTreeSet::new(),
                     calls: BTreeMap::new(),
@@ -821,7 +846,7 @@ impl Client {
                 },
             ) => {
                 let retry_after = retry_after_ms.map(Duration::from_millis);
-                self.server_error(code, req, call, retry_after)
+                self.server_error(code, req, call, retry_after, now)
             }
             // Anything else in flight when the user logged out is dropped: the client
             // holds nothing after logout (C5).
@@ -848,8 +873,18 @@ impl Client {
         self.events.pop_front()
     }
 
-    /// When [`Client::handle_timeout`] must next be called (the next ping), if logged in.
+    /// When [`Client::handle_timeout`] must next be called (the next ping, or the
+    /// retry of a throttled `update_caps`, whichever comes first), if logged in.
     pub fn poll_timeout(&self) -> Option<Time> {
+        let retry = self.online().and_then(|o| o.caps_retry);
+        match (self.ping_deadline(), retry) {
+            (Some(ping), Some(retry)) => Some(ping.min(retry)),
+            (ping, retry) => ping.or(retry),
+        }
+    }
+
+    /// When the next `ping` is due, if logged in.
+    fn ping_deadline(&self) -> Option<Time> {
         matches!(self.state, State::Online(_))
             .then(|| self.last_sent.after(self.config.ping_interval))
     }
@@ -926,9 +961,11 @@ impl Client {
         matches!(&self.state, State::Detached(on) if on.token.is_some())
     }
 
-    /// Whether a capability change is not yet acknowledged.
+    /// Whether a capability change is not yet acknowledged (sent, or refused with
+    /// `caps_throttled` and waiting to be sent again).
     pub fn caps_in_flight(&self) -> bool {
-        self.online().is_some_and(|o| !o.caps_in_flight.is_empty())
+        self.online()
+            .is_some_and(|o| !o.caps_in_flight.is_empty() || o.caps_retry.is_some())
     }
 
     /// The calls, in call order.
@@ -1037,6 +1074,7 @@ impl Client {
         req: Option<ReqId>,
         call: Option<CallId>,
         retry_after: Option<Duration>,
+        now: Time,
     ) {
         let event = ClientEvent::ServerError {
             code,
@@ -1071,7 +1109,11 @@ impl Client {
                     .push_back(ClientEvent::CallFailed { req: r, code });
                 return;
             }
-            on.caps_in_flight.remove(&r);
+            if on.caps_in_flight.remove(&r) && code == ErrorCode::CapsThrottled {
+                // Not applied: the same (or newer) capabilities go again when allowed.
+                let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                on.caps_retry = Some(now.after(wait));
+            }
             on.queries.remove(&r);
         }
         if let (State::Online(on), Some(c)) = (&mut self.state, call) {

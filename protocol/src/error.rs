@@ -144,8 +144,10 @@ pub enum ErrorCode {
     /// Too many failed logins for this account or from this source address; the
     /// error's `retry_after_ms` says when to try again (fatal).
     LoginThrottled,
-    /// The connection sent frames faster than the server's per-connection limit, or
-    /// connected while the server's accept rate was exceeded (fatal; `retry_after_ms`).
+    /// The connection was opened while the server's accept rate was exceeded, or its
+    /// login came while its source had the maximum of credential checks pending, or it
+    /// sent more than a frame's worth of bytes while its input was paused (fatal;
+    /// `retry_after_ms`).
     RateLimited,
     /// The server or this source address has the maximum number of connections
     /// (fatal; `retry_after_ms`).
@@ -155,6 +157,11 @@ pub enum ErrorCode {
     /// A contact-list change could not be stored (for example the account was removed
     /// meanwhile); nothing changed (not fatal).
     NotStored,
+    /// An `update_caps` came when the session had already made the server's maximum
+    /// within its window; nothing changed, and `retry_after_ms` says when one will be
+    /// taken again (not fatal; spec section 13.6). The reference client sends its
+    /// current capabilities again then by itself.
+    CapsThrottled,
     /// `resume` named no resumable session: the token is unknown, its grace ran out,
     /// or the session ended (logout, replaced). Log in again (fatal).
     ResumeFailed,

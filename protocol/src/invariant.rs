@@ -160,7 +160,9 @@ pub fn online_exact<'a>(
                 format!("{me} is logged in but the server has no such session"),
             );
         };
-        if *record != own {
+        // A client that waits to send its capabilities again after `caps_throttled`
+        // is not quiescent (spec section 12): its own record is not yet the server's.
+        if *record != own && !client.caps_in_flight() {
             return fail(
                 "INV-ONLINE-EXACT",
                 format!("{me}: own capabilities differ from the server's record"),

@@ -61,32 +61,50 @@ pub struct ServerConfig {
     pub resume: ResumeConfig,
 }
 
-/// Abuse limits (spec section 13.6). Each refusal is a fatal error with its own code
-/// and, where waiting helps, `retry_after_ms`. Zero disables a count limit.
+/// Abuse limits (spec section 13.6). A refusal is an error with its own code and, where
+/// waiting helps, `retry_after_ms`; the frame rate and unstored changes pause the
+/// connection's input instead. Zero disables a count limit.
+///
+/// The defaults are the ones spec section 13.6 lists with the reason for each: safe for
+/// a server on a real network. A load test or a deployment behind a proxy that needs
+/// more sets its own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Limits {
     /// Connections open at once, in total (`too_many_connections`).
     pub max_connections: usize,
-    /// Connections open at once from one source address (`too_many_connections`).
+    /// Connections open at once from one source (`too_many_connections`): an IPv4
+    /// address, or the /64 prefix of an IPv6 address.
     pub max_connections_per_source: usize,
     /// New connections accepted per second, in total: a reconnect storm beyond it is
     /// told to come back later (`rate_limited`).
     pub max_accepts_per_second: u32,
-    /// Complete frames per second one connection may send (`rate_limited`).
+    /// Complete frames per second the server takes from one connection; beyond, it
+    /// takes no more until the second is over (the connection's input pauses, as with
+    /// [`Limits::max_unstored_changes`]).
     pub max_frames_per_second: u32,
     /// Failed logins per account within `login_failure_window` before further
     /// attempts for it are refused without a credential check (`login_throttled`).
     pub max_login_failures_per_account: u32,
-    /// Failed logins per source address within `login_failure_window`.
+    /// Failed logins per source within `login_failure_window`.
     pub max_login_failures_per_source: u32,
     /// The window failed logins are counted in, and how long a throttle lasts.
     pub login_failure_window: Duration,
     /// Largest capability document (its canonical JSON) at login or in `update_caps`
     /// (`caps_too_large`).
     pub max_caps_bytes: usize,
-    /// Credential checks from one source address queued or running at once; a login
-    /// beyond it is refused with `rate_limited` before any check (0: no limit).
+    /// `update_caps` one session may make within `caps_update_window`; one more is
+    /// refused, not applied, with the non-fatal `caps_throttled` and `retry_after_ms`.
+    pub max_caps_updates: u32,
+    /// The window `update_caps` are counted in.
+    pub caps_update_window: Duration,
+    /// Credential checks from one source queued or running at once; a login beyond it
+    /// is refused with `rate_limited` before any check (0: no limit).
     pub max_auth_checks_per_source: usize,
+    /// Credential checks handed to the embedder at once ([`ServerEvent::Authenticate`]
+    /// not yet answered); more wait in the server and are handed out one source at a
+    /// time, in turn, so that one source cannot queue ahead of the others (0: every
+    /// check at once, first come first served).
+    pub max_auth_checks_running: usize,
     /// Contact-list changes of one connection that may wait for the store at once
     /// (spec section 9.6); at the limit the server takes no more input from the
     /// connection until one is stored. At least 1.
@@ -97,14 +115,17 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 50_000,
-            max_connections_per_source: 0,
-            max_accepts_per_second: 0,
-            max_frames_per_second: 0,
+            max_connections_per_source: 256,
+            max_accepts_per_second: 1_000,
+            max_frames_per_second: 100,
             max_login_failures_per_account: 10,
             max_login_failures_per_source: 100,
             login_failure_window: Duration::from_secs(60),
             max_caps_bytes: 4096,
+            max_caps_updates: 6,
+            caps_update_window: Duration::from_secs(60),
             max_auth_checks_per_source: 8,
+            max_auth_checks_running: 4,
             max_unstored_changes: 64,
         }
     }
@@ -333,13 +354,16 @@ struct Conn {
     stalled: Option<ClientMessage>,
     /// Bytes received while input is paused, not yet decoded.
     inbox: Vec<u8>,
+    /// Until when input is paused because the connection sent
+    /// [`Limits::max_frames_per_second`] frames in the current second.
+    throttled: Option<Time>,
 }
 
 impl Conn {
-    /// Whether this connection's input waits for the store: a request stalled behind
-    /// its changes, or `max_unstored` changes waiting.
+    /// Whether this connection's input waits: for the store (a request stalled behind
+    /// its changes, or `max_unstored` changes waiting), or for its frame rate.
     fn paused(&self, max_unstored: usize) -> bool {
-        self.stalled.is_some() || self.unstored >= max_unstored
+        self.stalled.is_some() || self.unstored >= max_unstored || self.throttled.is_some()
     }
 }
 
@@ -370,6 +394,8 @@ struct Session {
     /// and every snapshot.
     online_frame: Bytes,
     calls: BTreeSet<CallId>,
+    /// `update_caps` applied in the current `caps_update_window`.
+    caps_updates: Window,
 }
 
 /// Whether a session has a connection.
@@ -442,6 +468,8 @@ enum Timer {
     Call(CallId),
     /// End of a detached session's grace.
     Detached(SessionId),
+    /// End of the second in which a connection sent its maximum of frames.
+    Throttle(ConnId),
 }
 
 /// A read-only view of one session, for embedders' status pages and for checkers.
@@ -466,8 +494,14 @@ pub struct Server {
     users: BTreeMap<UserId, OnlineUser>,
     calls: BTreeMap<CallId, Call>,
     tickets: BTreeMap<AuthTicket, ConnId>,
-    /// Credential checks pending per source address.
+    /// Credential checks pending (waiting or running) per source address.
     checks_per_source: BTreeMap<IpAddr, usize>,
+    /// Credential checks not yet handed to the embedder, per source, in order.
+    auth_waiting: BTreeMap<Option<IpAddr>, VecDeque<AuthRequest>>,
+    /// The sources with waiting checks, in the order their turn comes.
+    auth_turns: VecDeque<Option<IpAddr>>,
+    /// Checks handed to the embedder and not yet answered.
+    auth_running: BTreeSet<AuthTicket>,
     /// Resume tokens of live sessions.
     tokens: BTreeMap<ResumeToken, SessionId>,
     deadlines: BTreeSet<(Time, Timer)>,
@@ -498,6 +532,9 @@ impl Server {
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),
             checks_per_source: BTreeMap::new(),
+            auth_waiting: BTreeMap::new(),
+            auth_turns: VecDeque::new(),
+            auth_running: BTreeSet::new(),
             tokens: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             next_session: 1,
@@ -529,14 +566,16 @@ impl Server {
     }
 
     /// A transport connection opened from `source` (the peer's address), which the
-    /// per-source limits and login throttling count by. A connection over a limit is
-    /// answered with its fatal error and closed at once (spec section 13.6).
+    /// per-source limits and login throttling count by ([`source_key`]: an IPv6 peer
+    /// counts by its /64). A connection over a limit is answered with its fatal error
+    /// and closed at once (spec section 13.6).
     pub fn connect_from(
         &mut self,
         conn: ConnId,
         source: Option<IpAddr>,
         now: Time,
     ) -> Result<(), ServerError> {
+        let source = source.map(source_key);
         if self.conns.contains_key(&conn) {
             return Err(ServerError::DuplicateConn(conn));
         }
@@ -556,6 +595,7 @@ impl Server {
                 unstored: 0,
                 stalled: None,
                 inbox: Vec::new(),
+                throttled: None,
             },
         );
         if let Some(ip) = source {
@@ -608,8 +648,10 @@ impl Server {
 
     /// Whether the server takes input from `conn` now. It does not while the
     /// connection has [`Limits::max_unstored_changes`] contact-list changes waiting for
-    /// the store, or a request that must wait for them (spec section 9.6); it resumes
-    /// by itself in [`Server::complete_store`]. False for an unknown connection.
+    /// the store, or a request that must wait for them (spec section 9.6), nor for the
+    /// rest of a second in which it sent [`Limits::max_frames_per_second`] frames (spec
+    /// section 13.6); it resumes by itself in [`Server::complete_store`] and
+    /// [`Server::handle_timeout`]. False for an unknown connection.
     pub fn accepts_input(&self, conn: ConnId) -> bool {
         self.conns
             .get(&conn)
@@ -628,18 +670,20 @@ impl Server {
                 c.inbox.extend_from_slice(data);
                 return;
             }
+            // At the frame rate limit, the rest waits for the next second.
+            let second = Duration::from_secs(1);
+            let (frames, left) = c.frames.current(now, second);
+            if over_or_at(frames, self.config.limits.max_frames_per_second) {
+                let until = now.after(left);
+                c.throttled = Some(until);
+                c.inbox.extend_from_slice(data);
+                self.deadlines.insert((until, Timer::Throttle(conn)));
+                return;
+            }
             match c.decoder.decode(&mut data) {
                 Ok(None) => return,
                 Ok(Some(payload)) => {
-                    let max = self.config.limits.max_frames_per_second;
-                    if over(
-                        c.frames.hit(now, Duration::from_secs(1)) as usize,
-                        max as usize,
-                    ) {
-                        let (_, left) = c.frames.current(now, Duration::from_secs(1));
-                        self.fail_retry(conn, ErrorCode::RateLimited, left);
-                        return;
-                    }
+                    c.frames.hit(now, second);
                     // Only a complete frame counts as activity: a peer trickling a
                     // partial frame cannot hold its session open.
                     if matches!(c.state, ConnState::Online(_)) {
@@ -712,14 +756,19 @@ impl Server {
         verdict: AuthVerdict,
         now: Time,
     ) -> Result<(), ServerError> {
+        // Only a check handed out in an `Authenticate` can be answered.
+        if !self.auth_running.contains(&ticket) {
+            return Err(ServerError::UnknownTicket(ticket));
+        }
         let source = self
             .tickets
             .get(&ticket)
             .and_then(|c| self.conns.get(c))
             .and_then(|c| c.source);
-        let conn = self
+        let (conn, _) = self
             .end_check(ticket, source)
             .ok_or(ServerError::UnknownTicket(ticket))?;
+        self.dispatch_auth();
         let Some(c) = self.conns.get(&conn) else {
             return Err(ServerError::UnknownTicket(ticket));
         };
@@ -817,8 +866,10 @@ impl Server {
     }
 
     /// Fires every deadline that has passed: closes connections that did not log in
-    /// in time (`login_timeout`) or went idle (`idle_timeout`), and ends calls that
-    /// rang too long (reason `timeout`).
+    /// in time (`login_timeout`) or went idle (`idle_timeout`), ends calls that rang
+    /// too long (reason `timeout`), ends detached sessions whose grace is over, and
+    /// processes the held input of connections whose frame-rate pause is over (ask
+    /// [`Server::accepts_input`] again for paused connections afterwards).
     pub fn handle_timeout(&mut self, now: Time) {
         while let Some(&(deadline, timer)) = self.deadlines.first() {
             if deadline > now {
@@ -847,6 +898,12 @@ impl Server {
                         .is_some_and(|s| s.link.conn().is_none())
                     {
                         self.end_session(session);
+                    }
+                }
+                Timer::Throttle(conn) => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.throttled = None;
+                        self.continue_input(conn, now);
                     }
                 }
             }
@@ -1015,7 +1072,7 @@ impl Server {
             req: None,
             call: None,
             detail: String::new(),
-            retry_after_ms: Some(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX)),
+            retry_after_ms: Some(millis(retry)),
         };
         self.send(conn, &msg);
         self.close(conn);
@@ -1124,12 +1181,17 @@ impl Server {
             return false;
         };
         self.deadlines.remove(&(c.deadline, Timer::Conn(conn)));
+        if let Some(until) = c.throttled {
+            self.deadlines.remove(&(until, Timer::Throttle(conn)));
+        }
         count_down(&mut self.per_source, c.source);
         match c.state {
             ConnState::AwaitingLogin => {}
             ConnState::Authenticating { ticket, .. } => {
-                self.end_check(ticket, c.source);
-                self.out.push_back(ServerEvent::AuthCancelled(ticket));
+                if let Some((_, true)) = self.end_check(ticket, c.source) {
+                    self.out.push_back(ServerEvent::AuthCancelled(ticket));
+                    self.dispatch_auth();
+                }
             }
             ConnState::Online(session) => match detach_at {
                 Some(now) if self.config.resume.enabled() => self.detach(session, now),
@@ -1386,11 +1448,23 @@ impl Server {
             }
         };
         let (session, msg) = session;
-        let _ = now;
         match msg {
             ClientMessage::UpdateCaps { req, capabilities } => {
                 if self.caps_too_large(&capabilities) {
                     self.fail(conn, ErrorCode::CapsTooLarge, String::new());
+                    return;
+                }
+                if let Some(wait) = self.caps_throttle(session, now) {
+                    self.send(
+                        conn,
+                        &ServerMessage::Error {
+                            code: ErrorCode::CapsThrottled,
+                            req: Some(req),
+                            call: None,
+                            detail: String::new(),
+                            retry_after_ms: Some(millis(wait)),
+                        },
+                    );
                     return;
                 }
                 self.update_caps(session, capabilities);
@@ -1455,24 +1529,66 @@ impl Server {
             };
         }
         self.tickets.insert(ticket, conn);
-        if let Some(ip) = self.conns.get(&conn).and_then(|c| c.source) {
+        let source = self.conns.get(&conn).and_then(|c| c.source);
+        if let Some(ip) = source {
             *self.checks_per_source.entry(ip).or_default() += 1;
         }
-        self.out.push_back(ServerEvent::Authenticate(AuthRequest {
+        let queue = self.auth_waiting.entry(source).or_default();
+        if queue.is_empty() {
+            self.auth_turns.push_back(source);
+        }
+        queue.push_back(AuthRequest {
             ticket,
             conn,
             user,
             password,
             terminal,
-        }));
+        });
+        self.dispatch_auth();
     }
 
-    /// Forgets a pending credential check of a connection from `source`; returns its
-    /// connection.
-    fn end_check(&mut self, ticket: AuthTicket, source: Option<IpAddr>) -> Option<ConnId> {
+    /// Hands waiting credential checks to the embedder while fewer than
+    /// `max_auth_checks_running` are running: one from each source in turn (spec
+    /// section 13.4).
+    fn dispatch_auth(&mut self) {
+        let max = self.config.limits.max_auth_checks_running;
+        while !over_or_at(self.auth_running.len(), max) {
+            let Some(source) = self.auth_turns.pop_front() else {
+                return;
+            };
+            let Some(queue) = self.auth_waiting.get_mut(&source) else {
+                continue;
+            };
+            let Some(req) = queue.pop_front() else {
+                continue;
+            };
+            if queue.is_empty() {
+                self.auth_waiting.remove(&source);
+            } else {
+                self.auth_turns.push_back(source);
+            }
+            self.auth_running.insert(req.ticket);
+            self.out.push_back(ServerEvent::Authenticate(req));
+        }
+    }
+
+    /// Forgets a pending credential check of a connection from `source`. Returns its
+    /// connection and whether the embedder was running it; one that was still waiting
+    /// is dropped from its queue.
+    fn end_check(&mut self, ticket: AuthTicket, source: Option<IpAddr>) -> Option<(ConnId, bool)> {
         let conn = self.tickets.remove(&ticket)?;
         count_down(&mut self.checks_per_source, source);
-        Some(conn)
+        let running = self.auth_running.remove(&ticket);
+        if !running {
+            if let Some(queue) = self.auth_waiting.get_mut(&source) {
+                queue.retain(|r| r.ticket != ticket);
+                if queue.is_empty() {
+                    self.auth_waiting.remove(&source);
+                    self.auth_turns.retain(|s| *s != source);
+                }
+            }
+        }
+        Some((conn, running))
     }
 
     fn start_session(
@@ -1523,6 +1639,10 @@ impl Server {
                 terminal,
                 online_frame: online_frame.clone(),
                 calls: BTreeSet::new(),
+                caps_updates: Window {
+                    start: now,
+                    count: 0,
+                },
             },
         );
         self.conn_online(conn, id, now);
@@ -1620,6 +1740,20 @@ impl Server {
             conn: s.link.last(),
             endpoint,
         });
+    }
+
+    /// Counts an `update_caps` of session `id` at `now`; if the session already made
+    /// `max_caps_updates` in the current window, counts nothing and returns how long
+    /// until the window ends (spec section 13.6).
+    fn caps_throttle(&mut self, id: SessionId, now: Time) -> Option<Duration> {
+        let l = &self.config.limits;
+        let s = self.sessions.get_mut(&id)?;
+        let (count, left) = s.caps_updates.current(now, l.caps_update_window);
+        if over_or_at(count, l.max_caps_updates) {
+            return Some(left);
+        }
+        s.caps_updates.hit(now, l.caps_update_window);
+        None
     }
 
     fn update_caps(&mut self, id: SessionId, caps: Capabilities) {
@@ -2106,6 +2240,28 @@ fn online_frame(user: &UserId, session: SessionId, caps: &Capabilities) -> Bytes
 /// Whether `n` exceeds the limit `max` (0 = no limit).
 fn over(n: usize, max: usize) -> bool {
     max != 0 && n > max
+}
+
+/// A duration in whole milliseconds, as `retry_after_ms` carries it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The source a per-source limit counts a peer address by (spec section 13.6): an IPv4
+/// address as it is (also one mapped into IPv6), an IPv6 address by its /64 prefix (the
+/// rest zero), because one host or site is typically given a whole /64 and could
+/// otherwise open every connection from another address.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
 }
 
 /// Whether a count has reached the limit `max` (0 = no limit).

@@ -259,42 +259,6 @@ fn accept_rate_limit_turns_a_reconnect_storm_away_until_the_next_second() {
 }
 
 #[test]
-fn frame_rate_limit_closes_a_flooding_connection_only() {
-    let limits = Limits {
-        max_frames_per_second: 50,
-        ..Limits::default()
-    };
-    let mut s = server(limits);
-    let mut seen = Seen::default();
-    let by = bystander(&mut s, &mut seen);
-    let c = ConnId(1);
-    s.connect_from(c, Some(A), Time(10)).unwrap();
-    let ping = encode_frame(&ClientMessage::Ping {});
-    let flood: Vec<u8> = std::iter::repeat_n(ping.to_vec(), 200).flatten().collect();
-    s.receive(c, &flood, Time(10));
-    pump(&mut s, Time(10), &mut seen);
-    let pongs = seen
-        .msgs
-        .iter()
-        .filter(|(k, m)| *k == c && *m == ServerMessage::Pong {})
-        .count();
-    assert_eq!(pongs, 50, "the frames within the limit were served");
-    assert_eq!(
-        error_of(&seen, c).map(|e| e.0),
-        Some(ErrorCode::RateLimited)
-    );
-    assert!(seen.closed.contains(&c));
-    still_served(&mut s, by, Time(10));
-    // Off: the same flood is answered in full.
-    let mut s = server(Limits::default());
-    let mut seen = Seen::default();
-    s.connect_from(c, Some(A), Time(10)).unwrap();
-    s.receive(c, &flood, Time(10));
-    pump(&mut s, Time(10), &mut seen);
-    assert_eq!(seen.msgs.len(), 200);
-}
-
-#[test]
 fn oversized_capability_documents_are_refused() {
     let limits = Limits {
         max_caps_bytes: 300,

@@ -469,6 +469,16 @@ fn messages() -> Vec<(&'static str, Msg)> {
             }),
         ),
         (
+            "error_caps_throttled",
+            S(ServerMessage::Error {
+                code: ErrorCode::CapsThrottled,
+                req: Some(ReqId(7)),
+                call: None,
+                detail: String::new(),
+                retry_after_ms: Some(12_500),
+            }),
+        ),
+        (
             "error_resume_failed",
             S(ServerMessage::Error {
                 code: ErrorCode::ResumeFailed,

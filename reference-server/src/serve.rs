@@ -79,46 +79,66 @@ async fn listen(addr: &str) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Abuse limits of the core (spec section 13.6); 0 disables a count limit.
+/// Abuse limits of the core (spec section 13.6, which gives the reason for each
+/// default); 0 disables a count limit. The defaults are the core's [`Limits::default`].
 #[derive(Debug, clap::Args)]
 pub struct LimitArgs {
     /// Connections open at once, in total [default: what the open-file limit allows,
     /// less a reserve for refusals; a higher value is lowered to that, with a warning].
     #[arg(long)]
     pub max_connections: Option<usize>,
-    /// Connections open at once from one source address (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    /// Connections open at once from one source (an IPv4 address, an IPv6 /64).
+    #[arg(long, default_value_t = Limits::default().max_connections_per_source)]
     pub max_connections_per_source: usize,
-    /// New connections accepted per second, in total (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    /// New connections accepted per second, in total.
+    #[arg(long, default_value_t = Limits::default().max_accepts_per_second)]
     pub max_accepts_per_second: u32,
-    /// Complete frames per second one connection may send (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    /// Complete frames per second taken from one connection; beyond, the server stops
+    /// reading from it until the second is over.
+    #[arg(long, default_value_t = Limits::default().max_frames_per_second)]
     pub max_frames_per_second: u32,
     /// Failed logins per account within the failure window before it is throttled.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = Limits::default().max_login_failures_per_account)]
     pub max_login_failures_per_account: u32,
-    /// Failed logins per source address within the failure window.
-    #[arg(long, default_value_t = 100)]
+    /// Failed logins per source within the failure window.
+    #[arg(long, default_value_t = Limits::default().max_login_failures_per_source)]
     pub max_login_failures_per_source: u32,
     /// The window failed logins are counted in, and how long a throttle lasts.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = millis(Limits::default().login_failure_window))]
     pub login_failure_window_ms: u64,
     /// Largest capability document (canonical JSON bytes).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = Limits::default().max_caps_bytes)]
     pub max_caps_bytes: usize,
-    /// Credential checks from one source address queued or running at once; more
-    /// logins from it are answered rate_limited (0: no limit).
-    #[arg(long, default_value_t = 8)]
+    /// Capability changes (update_caps) one session may make within the window; more
+    /// are answered caps_throttled.
+    #[arg(long, default_value_t = Limits::default().max_caps_updates)]
+    pub max_caps_updates: u32,
+    /// The window capability changes are counted in.
+    #[arg(long, default_value_t = millis(Limits::default().caps_update_window))]
+    pub caps_update_window_ms: u64,
+    /// Credential checks from one source queued or running at once; more logins from
+    /// it are answered rate_limited.
+    #[arg(long, default_value_t = Limits::default().max_auth_checks_per_source)]
     pub max_auth_checks_per_source: usize,
+    /// Credential checks running at once; more wait, taken one source at a time in
+    /// turn [default: twice the number of CPUs].
+    #[arg(long)]
+    pub max_auth_checks_running: Option<usize>,
     /// Contact-list changes of one connection that may wait for the store at once;
     /// beyond, the server stops reading from that connection until one is stored.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = Limits::default().max_unstored_changes)]
     pub max_unstored_changes: usize,
 }
 
+/// A duration as whole milliseconds, for a flag's default.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl LimitArgs {
-    fn limits(&self) -> Limits {
+    /// The core's limits; `parallelism` is the number of CPUs, the default for the
+    /// credential checks running at once is twice that.
+    fn limits(&self, parallelism: usize) -> Limits {
         Limits {
             max_connections: self.max_connections.unwrap_or(0),
             max_connections_per_source: self.max_connections_per_source,
@@ -128,8 +148,13 @@ impl LimitArgs {
             max_login_failures_per_source: self.max_login_failures_per_source,
             login_failure_window: Duration::from_millis(self.login_failure_window_ms),
             max_caps_bytes: self.max_caps_bytes,
+            max_caps_updates: self.max_caps_updates,
+            caps_update_window: Duration::from_millis(self.caps_update_window_ms),
             max_unstored_changes: self.max_unstored_changes,
             max_auth_checks_per_source: self.max_auth_checks_per_source,
+            max_auth_checks_running: self
+                .max_auth_checks_running
+                .unwrap_or(2 * parallelism.max(1)),
         }
     }
 }
@@ -246,7 +271,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         max_sessions_per_user: usize::try_from(args.max_sessions_per_user).unwrap_or(8),
         limits: Limits {
             max_connections,
-            ..args.limits.limits()
+            ..args.limits.limits(parallelism)
         },
         resume: args.resume.config()?,
         ..ServerConfig::default()
@@ -314,7 +339,7 @@ struct Shell {
 impl Shell {
     /// The core's clock: milliseconds since the server started.
     fn now(&self) -> Time {
-        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+        Time(millis(self.start.elapsed()))
     }
 
     async fn run(
@@ -348,6 +373,9 @@ impl Shell {
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let now = self.now();
                     self.server.handle_timeout(now);
+                    // A frame-rate pause may be over: those connections read on.
+                    self.drain();
+                    self.release_paused();
                 }
                 _ = poll.tick() => self.poll_roster(),
                 Some(_) = self.writers.join_next(), if !self.writers.is_empty() => {}
@@ -572,6 +600,11 @@ impl Shell {
             }
         }
         self.drain();
+        self.release_paused();
+    }
+
+    /// Lets every paused connection whose input the core takes again read on.
+    fn release_paused(&mut self) {
         let paused: Vec<ConnId> = self.paused.iter().copied().collect();
         for id in paused {
             self.release(id);

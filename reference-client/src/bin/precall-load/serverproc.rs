@@ -291,14 +291,19 @@ fn launch(
     if let Some(n) = opts.queue_frames {
         cmd.args(["--queue-frames", &n.to_string()]);
     }
-    // Every simulated terminal connects from loopback, one source address: the
-    // per-source cap on credential checks would turn a login storm away.
-    if !opts
-        .extra_args
-        .iter()
-        .any(|a| a == "--max-auth-checks-per-source")
-    {
-        cmd.args(["--max-auth-checks-per-source", "0"]);
+    // Every simulated terminal connects from loopback, one source address, and a load
+    // test measures capacity: the abuse limits a server on a real network keeps on by
+    // default (spec 13.6) would turn the load away. Off unless the scenario sets them.
+    for flag in [
+        "--max-auth-checks-per-source",
+        "--max-connections-per-source",
+        "--max-accepts-per-second",
+        "--max-frames-per-second",
+        "--max-caps-updates",
+    ] {
+        if !opts.extra_args.iter().any(|a| a == flag) {
+            cmd.args([flag, "0"]);
+        }
     }
     cmd.args(&opts.extra_args);
     let mut child = cmd
