@@ -971,6 +971,13 @@ impl Server {
 
     // ----- read-only views -------------------------------------------------------
 
+    /// How many accounts and sources the failed-login counters track now (for a
+    /// status page): only those that failed within the current window, since ended
+    /// windows are forgotten at the next failure (spec section 13.6).
+    pub fn failure_counters(&self) -> usize {
+        self.failures_by_user.len() + self.failures_by_source.len()
+    }
+
     /// Every session, in session order.
     pub fn sessions(&self) -> impl Iterator<Item = SessionView<'_>> {
         self.sessions.iter().map(|(id, s)| SessionView {
@@ -1278,8 +1285,7 @@ impl Server {
             .get(&user)
             .map(|u| u.contacts.iter().cloned().collect())
             .unwrap_or_default();
-        let snapshot_bytes: usize = snapshot.iter().map(Bytes::len).sum::<usize>()
-            + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>();
+        let snapshot_bytes = snapshot_cost(&snapshot, &contacts);
         let missed = missed.filter(|m| m.iter().map(Bytes::len).sum::<usize>() <= snapshot_bytes);
         let is_snapshot = missed.is_none();
         let (seq, contacts, frames) = match missed {
@@ -2242,6 +2248,14 @@ fn over(n: usize, max: usize) -> bool {
     max != 0 && n > max
 }
 
+/// The bytes a resume's snapshot is weighed by against a delta (spec section 9.9.4):
+/// its `online` frames whole, plus each contact's name with its quotes and comma in
+/// `resumed.contacts` (3 bytes).
+fn snapshot_cost(frames: &[Bytes], contacts: &[UserId]) -> usize {
+    frames.iter().map(Bytes::len).sum::<usize>()
+        + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>()
+}
+
 /// A duration in whole milliseconds, as `retry_after_ms` carries it.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -2302,5 +2316,19 @@ fn request_tags(msg: &ClientMessage) -> (Option<ReqId>, Option<CallId>) {
         | ClientMessage::NeedCaps { call }
         | ClientMessage::Hangup { call } => (None, Some(*call)),
         _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_weighs_its_frames_and_its_contact_list() {
+        let frames = [Bytes::from_static(&[0; 10]), Bytes::from_static(&[0; 7])];
+        let contacts = [UserId::new("bob").unwrap(), UserId::new("carol").unwrap()];
+        // 17 bytes of frames; `"bob",` and `"carol",`: 6 + 8.
+        assert_eq!(snapshot_cost(&frames, &contacts), 17 + 6 + 8);
+        assert_eq!(snapshot_cost(&[], &[]), 0);
     }
 }

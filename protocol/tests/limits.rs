@@ -402,3 +402,30 @@ fn logins_over_the_session_limit_are_throttled() {
         "the throttled login got no credential check"
     );
 }
+
+/// Spec 13.6: failed-login counters are kept only for the current window, so their
+/// memory is bounded by the accounts and sources that failed within one window.
+#[test]
+fn failure_counters_are_forgotten_when_their_window_ends() {
+    let mut s = server(Limits::default());
+    let mut seen = Seen::default();
+    let window = Limits::default().login_failure_window;
+    let fail = |s: &mut Server, seen: &mut Seen, i: u8, now: Time| {
+        let c = ConnId(u64::from(i) + 100 * now.0);
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 1, 0, i));
+        s.connect_from(c, Some(ip), now).unwrap();
+        s.receive(c, &login_frame(&format!("user{i}"), "wrong", caps()), now);
+        pump(s, now, seen);
+    };
+    for i in 0..3 {
+        fail(&mut s, &mut seen, i, Time(0));
+    }
+    assert_eq!(s.failure_counters(), 6, "three accounts, three sources");
+    // Within the window they stay.
+    let late = u64::try_from(window.as_millis()).unwrap() - 1;
+    fail(&mut s, &mut seen, 3, Time(late));
+    assert_eq!(s.failure_counters(), 8);
+    // Once the first three windows have ended, they go at the next failure.
+    fail(&mut s, &mut seen, 4, Time(late + 1));
+    assert_eq!(s.failure_counters(), 4, "only the two recent ones");
+}

@@ -658,3 +658,95 @@ fn an_attached_session_keeps_only_a_short_tail() {
     );
     assert_eq!(m.len(), 3, "resumed, the third update, synced");
 }
+
+/// Spec 9.9.4 step 5: a delta needs every frame after `seen` in the log. With no tail
+/// kept while attached (`tail_frames` 0), a client that saw all but the last frame
+/// before its connection dropped gets a snapshot, not an empty delta that would lose
+/// that frame; one that saw every frame gets an empty delta.
+#[test]
+fn without_a_tail_a_resume_that_missed_a_frame_gets_a_snapshot() {
+    let mut config = ServerConfig::default();
+    config.resume.tail_frames = 0;
+    let mut s = Server::new(config);
+    let token = log_in(&mut s, C1, "alice", &["bob"]);
+    log_in(&mut s, C3, "bob", &["alice"]);
+    // alice's table frames: bob online (1), bob's change (2); nothing logged.
+    let msg = ClientMessage::UpdateCaps {
+        req: precall_protocol::ReqId(1),
+        capabilities: caps(700),
+    };
+    s.receive(C3, &encode_frame(&msg), Time(1));
+    drain(&mut s);
+    s.disconnect(C1, Time(2));
+    s.connect(ConnId(20), Time(2)).unwrap();
+    s.receive(ConnId(20), &resume_frame(token.clone(), Some(1)), Time(2));
+    let m = msgs_to(&drain(&mut s), ConnId(20));
+    assert!(
+        matches!(
+            m[0],
+            ServerMessage::Resumed {
+                contacts: Some(_),
+                seq: 0,
+                ..
+            }
+        ),
+        "{m:?}"
+    );
+    assert!(
+        m.iter()
+            .any(|m| matches!(m, ServerMessage::Online(p) if p.capabilities == caps(700))),
+        "the snapshot holds bob's latest: {m:?}"
+    );
+    // Having seen everything (the snapshot restarted the count at 0): an empty delta.
+    s.disconnect(ConnId(20), Time(3));
+    s.connect(ConnId(21), Time(3)).unwrap();
+    s.receive(ConnId(21), &resume_frame(token, Some(0)), Time(3));
+    let m = msgs_to(&drain(&mut s), ConnId(21));
+    assert!(
+        matches!(
+            m.as_slice(),
+            [
+                ServerMessage::Resumed {
+                    contacts: None,
+                    seq: 0,
+                    ..
+                },
+                ServerMessage::Synced {}
+            ]
+        ),
+        "{m:?}"
+    );
+}
+
+/// `Server::shutdown`: every connection, logged in or not, gets `server_shutdown` and is
+/// closed; every session ends, detached ones included.
+#[test]
+fn shutdown_ends_every_connection_and_session() {
+    let mut s = Server::new(ServerConfig::default());
+    log_in(&mut s, C1, "alice", &["bob"]);
+    log_in(&mut s, C2, "bob", &["alice"]);
+    log_in(&mut s, C3, "carol", &[]);
+    s.disconnect(C3, Time(1));
+    s.connect(ConnId(9), Time(1)).unwrap();
+    drain(&mut s);
+    assert_eq!(s.sessions().count(), 3, "carol's is detached, still there");
+    s.shutdown(Time(2));
+    let ev = drain(&mut s);
+    for conn in [C1, C2, ConnId(9)] {
+        assert!(
+            msgs_to(&ev, conn).iter().any(|m| matches!(
+                m,
+                ServerMessage::Error {
+                    code: ErrorCode::ServerShutdown,
+                    ..
+                }
+            )),
+            "{conn} told"
+        );
+        assert!(ev
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Close { conn: c } if *c == conn)));
+    }
+    assert_eq!(s.sessions().count(), 0);
+    assert_eq!(s.poll_timeout(), None, "no timer is left");
+}
