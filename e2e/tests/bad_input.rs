@@ -435,7 +435,9 @@ const FLOOD: usize = 10_000;
 /// served meanwhile.
 #[test]
 fn bad_input_flood_of_ten_thousand_pings_leaves_the_server_up_and_others_served() -> Res<()> {
-    let mut w = world(&[])?;
+    // The frame rate (100/s by default) would spread the flood over 100 s: off, the
+    // whole flood meets the output queue at once.
+    let mut w = world(&["--max-frames-per-second", "0"])?;
     let (pongs, closed, elapsed) = flood(w.server.addr, FLOOD)?;
     report(
         &format!(
@@ -454,7 +456,7 @@ fn bad_input_flood_of_ten_thousand_pings_leaves_the_server_up_and_others_served(
 /// A tiny queue (40 frames): the same flood is still answered in full, in order.
 #[test]
 fn bad_input_flood_with_a_tiny_queue_is_throttled_not_dropped() -> Res<()> {
-    let mut w = world(&["--queue-frames", "40"])?;
+    let mut w = world(&["--queue-frames", "40", "--max-frames-per-second", "0"])?;
     let (pongs, closed, elapsed) = flood(w.server.addr, 2_000)?;
     report(
         "2000 pings in one write, --queue-frames 40",
@@ -471,7 +473,7 @@ fn bad_input_flood_with_a_tiny_queue_is_throttled_not_dropped() -> Res<()> {
 /// is answered, in order, on the same connection.
 #[test]
 fn bad_input_flood_of_ten_thousand_pings_is_answered_in_full() -> Res<()> {
-    let mut w = world(&["--queue-frames", "20000"])?;
+    let mut w = world(&["--queue-frames", "20000", "--max-frames-per-second", "0"])?;
     let (pongs, closed, elapsed) = flood(w.server.addr, FLOOD)?;
     report(
         &format!("{FLOOD} pings in one write, --queue-frames 20000"),

@@ -76,8 +76,12 @@ pub struct Limits {
     /// address, or the /64 prefix of an IPv6 address.
     pub max_connections_per_source: usize,
     /// New connections accepted per second, in total: a reconnect storm beyond it is
-    /// told to come back later (`rate_limited`).
+    /// told to come back later (`rate_limited`). Off by default: one flooding source
+    /// could spend it and keep everyone else out (spec section 13.6).
     pub max_accepts_per_second: u32,
+    /// New connections accepted per second from one source; beyond, they are told to
+    /// come back later (`rate_limited`).
+    pub max_accepts_per_second_per_source: u32,
     /// Complete frames per second the server takes from one connection; beyond, it
     /// takes no more until the second is over (the connection's input pauses, as with
     /// [`Limits::max_unstored_changes`]).
@@ -116,7 +120,8 @@ impl Default for Limits {
         Self {
             max_connections: 50_000,
             max_connections_per_source: 256,
-            max_accepts_per_second: 1_000,
+            max_accepts_per_second: 0,
+            max_accepts_per_second_per_source: 64,
             max_frames_per_second: 100,
             max_login_failures_per_account: 10,
             max_login_failures_per_source: 100,
@@ -513,6 +518,9 @@ pub struct Server {
     per_source: BTreeMap<IpAddr, usize>,
     /// Connections accepted in the current second.
     accepts: Window,
+    /// Connections accepted in the current second per source; emptied when the second
+    /// ends, so it holds at most the sources that connected within one second.
+    accepts_by_source: BTreeMap<IpAddr, u32>,
     /// Failed logins per account and per source, in the current window.
     failures_by_user: BTreeMap<UserId, Window>,
     failures_by_source: BTreeMap<IpAddr, Window>,
@@ -546,6 +554,7 @@ impl Server {
                 start: Time::ZERO,
                 count: 0,
             },
+            accepts_by_source: BTreeMap::new(),
             failures_by_user: BTreeMap::new(),
             failures_by_source: BTreeMap::new(),
             unstored: BTreeMap::new(),
@@ -604,13 +613,27 @@ impl Server {
         self.deadlines.insert((deadline, Timer::Conn(conn)));
         let limits = &self.config.limits;
         let second = Duration::from_secs(1);
+        let second_began = self.accepts.start;
         let accepted = self.accepts.hit(now, second);
+        if self.accepts.start != second_began {
+            self.accepts_by_source.clear();
+        }
+        let from_source_now = source.map_or(0, |ip| {
+            let n = self.accepts_by_source.entry(ip).or_default();
+            *n = n.saturating_add(1);
+            *n
+        });
         let from_source = source.and_then(|ip| self.per_source.get(&ip)).copied();
         let crowded = over(self.conns.len(), limits.max_connections)
             || over(from_source.unwrap_or(0), limits.max_connections_per_source);
         let refusal = if crowded {
             Some((ErrorCode::TooManyConnections, second))
-        } else if over(accepted as usize, limits.max_accepts_per_second as usize) {
+        } else if over(accepted as usize, limits.max_accepts_per_second as usize)
+            || over(
+                from_source_now as usize,
+                limits.max_accepts_per_second_per_source as usize,
+            )
+        {
             let (_, left) = self.accepts.current(now, second);
             Some((ErrorCode::RateLimited, left))
         } else {

@@ -259,6 +259,35 @@ fn accept_rate_limit_turns_a_reconnect_storm_away_until_the_next_second() {
 }
 
 #[test]
+fn accept_rate_per_source_turns_one_source_away_and_not_the_others() {
+    let limits = Limits {
+        max_accepts_per_second_per_source: 3,
+        ..Limits::default()
+    };
+    assert_eq!(Limits::default().max_accepts_per_second, 0, "no total cap");
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    for i in 0..5 {
+        s.connect_from(ConnId(i), Some(A), Time(400)).unwrap();
+        // Each closes at once: open connections are not what is counted.
+        s.disconnect(ConnId(i), Time(400));
+    }
+    s.connect_from(ConnId(5), Some(B), Time(400)).unwrap();
+    pump(&mut s, Time(400), &mut seen);
+    let refused: Vec<_> = (0..6).filter_map(|i| error_of(&seen, ConnId(i))).collect();
+    assert_eq!(refused, vec![(ErrorCode::RateLimited, Some(600)); 2]);
+    assert_eq!(error_of(&seen, ConnId(5)), None, "another source gets in");
+    for i in 6..9 {
+        s.connect_from(ConnId(i), Some(A), Time(1_400)).unwrap();
+    }
+    pump(&mut s, Time(1_400), &mut seen);
+    assert!(
+        (6..9).all(|i| error_of(&seen, ConnId(i)).is_none()),
+        "the next second admits three again"
+    );
+}
+
+#[test]
 fn oversized_capability_documents_are_refused() {
     let limits = Limits {
         max_caps_bytes: 300,

@@ -90,9 +90,12 @@ pub struct LimitArgs {
     /// Connections open at once from one source (an IPv4 address, an IPv6 /64).
     #[arg(long, default_value_t = Limits::default().max_connections_per_source)]
     pub max_connections_per_source: usize,
-    /// New connections accepted per second, in total.
+    /// New connections accepted per second, in total (reconnect storms).
     #[arg(long, default_value_t = Limits::default().max_accepts_per_second)]
     pub max_accepts_per_second: u32,
+    /// New connections accepted per second from one source.
+    #[arg(long, default_value_t = Limits::default().max_accepts_per_second_per_source)]
+    pub max_accepts_per_second_per_source: u32,
     /// Complete frames per second taken from one connection; beyond, the server stops
     /// reading from it until the second is over.
     #[arg(long, default_value_t = Limits::default().max_frames_per_second)]
@@ -143,6 +146,7 @@ impl LimitArgs {
             max_connections: self.max_connections.unwrap_or(0),
             max_connections_per_source: self.max_connections_per_source,
             max_accepts_per_second: self.max_accepts_per_second,
+            max_accepts_per_second_per_source: self.max_accepts_per_second_per_source,
             max_frames_per_second: self.max_frames_per_second,
             max_login_failures_per_account: self.max_login_failures_per_account,
             max_login_failures_per_source: self.max_login_failures_per_source,

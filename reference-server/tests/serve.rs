@@ -375,8 +375,20 @@ fn a_peer_that_stops_reading_is_dropped() {
     let f = fixture(&[("alice", "pw"), ("bob", "pw")]);
     admin_ok(&f.db, &["contact", "add", "alice", "bob"]);
     admin_ok(&f.db, &["contact", "add", "bob", "alice"]);
-    // One read of alice's requests yields a burst of answers: the queue holds it.
-    let server = Serve::start(&f.db, "127.0.0.1:0", &["--queue-frames", "256"]);
+    // One read of alice's requests yields a burst of answers: the queue holds it. Her
+    // flood of capability changes is what this test needs: their limits are off.
+    let server = Serve::start(
+        &f.db,
+        "127.0.0.1:0",
+        &[
+            "--queue-frames",
+            "256",
+            "--max-caps-updates",
+            "0",
+            "--max-frames-per-second",
+            "0",
+        ],
+    );
     let mut bob = connect(&server.addr);
     send(&mut bob, &login_caps("bob", "pw"));
     recv_type(&mut bob, "login_ok");

@@ -297,7 +297,7 @@ fn launch(
     for flag in [
         "--max-auth-checks-per-source",
         "--max-connections-per-source",
-        "--max-accepts-per-second",
+        "--max-accepts-per-second-per-source",
         "--max-frames-per-second",
         "--max-caps-updates",
     ] {
