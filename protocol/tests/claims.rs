@@ -2031,3 +2031,163 @@ fn only_the_same_registered_terminal_replaces_a_session() {
         [Status::Idle, Status::Online, Status::Online, Status::Online]
     );
 }
+
+// ----- calls: who may do what (spec 9.8), found by mutation testing ----------------------
+
+/// alice, bob and carol, mutual contacts, all with `caps_a`, on C1, C2, C3.
+fn three_online(config: ServerConfig) -> (Server, [SessionId; 3]) {
+    let mut s = Server::new(config);
+    let (a, _) = log_in(&mut s, C1, "alice", caps_a(), &["bob", "carol"], T0);
+    let (b, _) = log_in(&mut s, C2, "bob", caps_a(), &["alice", "carol"], T0);
+    let (c, _) = log_in(&mut s, C3, "carol", caps_a(), &["alice", "bob"], T0);
+    (s, [a, b, c])
+}
+
+/// `from` (on `conn`) calls `to`; returns the server's answers to `conn`.
+fn dial(s: &mut Server, conn: ConnId, to: &str, session: SessionId) -> Vec<ServerMessage> {
+    let fp = caps_a().fingerprint();
+    let call = ClientMessage::Call {
+        req: ReqId(7),
+        to: ep(to, session.0),
+        digest: CallDigest {
+            caller: fp,
+            callee: fp,
+        },
+        capabilities: None,
+    };
+    s.receive(conn, &encode_frame(&call), T0);
+    msgs_to(&drain(s), conn)
+}
+
+fn rung(answers: &[ServerMessage]) -> CallId {
+    match answers {
+        [ServerMessage::CallRinging { call, .. }] => *call,
+        other => panic!("expected call_ringing, got {other:?}"),
+    }
+}
+
+fn send(s: &mut Server, conn: ConnId, msg: ClientMessage) -> Vec<ServerMessage> {
+    s.receive(conn, &encode_frame(&msg), T0);
+    msgs_to(&drain(s), conn)
+}
+
+#[test]
+fn removing_a_contact_ends_exactly_the_calls_between_the_two_users() {
+    let (mut s, [a, b, c]) = three_online(ServerConfig::default());
+    let alice_bob = rung(&dial(&mut s, C1, "bob", b));
+    let bob_alice = rung(&dial(&mut s, C2, "alice", a));
+    rung(&dial(&mut s, C1, "carol", c));
+    rung(&dial(&mut s, C2, "carol", c));
+    rung(&dial(&mut s, C3, "alice", a));
+    assert_eq!(s.call_count(), 5);
+    // alice removes bob: the two calls between them end, either way round; alice's and
+    // bob's calls with carol, in either direction, go on.
+    s.change_roster(&u("alice"), &u("bob"), false, T0).unwrap();
+    let ev = drain(&mut s);
+    for call in [alice_bob, bob_alice] {
+        let ended = ServerMessage::CallEnded {
+            call,
+            reason: EndReason::NotReachable,
+        };
+        assert!(msgs_to(&ev, C1).contains(&ended), "{call} ended for alice");
+        assert!(msgs_to(&ev, C2).contains(&ended), "{call} ended for bob");
+    }
+    assert_eq!(s.call_count(), 3, "the calls with carol go on");
+    assert!(msgs_to(&ev, C3).is_empty(), "carol hears nothing");
+}
+
+#[test]
+fn a_call_is_busy_when_either_end_is_at_its_limit() {
+    let config = ServerConfig {
+        max_calls_per_session: 1,
+        ..ServerConfig::default()
+    };
+    let (mut s, [_, b, c]) = three_online(config);
+    rung(&dial(&mut s, C1, "bob", b));
+    // Only the callee (bob) is at the limit.
+    assert_eq!(error_code(&dial(&mut s, C3, "bob", b)), [ErrorCode::Busy]);
+    // Only the caller (alice) is.
+    assert_eq!(error_code(&dial(&mut s, C1, "carol", c)), [ErrorCode::Busy]);
+    assert_eq!(s.call_count(), 1);
+}
+
+#[test]
+fn only_the_two_parties_may_act_on_a_call() {
+    let (mut s, [_, b, _]) = three_online(ServerConfig::default());
+    let call = rung(&dial(&mut s, C1, "bob", b));
+    let unknown = ServerMessage::Error {
+        code: ErrorCode::UnknownCall,
+        req: None,
+        call: Some(call),
+        detail: String::new(),
+        retry_after_ms: None,
+    };
+    // carol is neither caller nor callee: to her the call does not exist.
+    for msg in [
+        ClientMessage::Hangup { call },
+        ClientMessage::Accept {
+            call,
+            capabilities: None,
+        },
+        ClientMessage::Reject { call },
+    ] {
+        assert_eq!(send(&mut s, C3, msg), [unknown.clone()]);
+    }
+    assert_eq!(s.call_count(), 1, "the call is untouched");
+}
+
+#[test]
+fn the_caller_cannot_accept_or_reject_its_own_call_nor_the_callee_reject_an_established_one() {
+    let (mut s, [_, b, _]) = three_online(ServerConfig::default());
+    let call = rung(&dial(&mut s, C1, "bob", b));
+    let accept = ClientMessage::Accept {
+        call,
+        capabilities: None,
+    };
+    assert_eq!(
+        error_code(&send(&mut s, C1, accept.clone())),
+        [ErrorCode::InvalidState],
+        "the caller accepting"
+    );
+    assert_eq!(
+        error_code(&send(&mut s, C1, ClientMessage::Reject { call })),
+        [ErrorCode::InvalidState],
+        "the caller rejecting"
+    );
+    assert_eq!(s.call_count(), 1, "still ringing");
+    assert_eq!(
+        error_code(&send(&mut s, C2, accept)),
+        [],
+        "the callee accepts"
+    );
+    assert_eq!(
+        error_code(&send(&mut s, C2, ClientMessage::Reject { call })),
+        [ErrorCode::InvalidState],
+        "the callee rejecting an established call"
+    );
+    assert_eq!(s.call_count(), 1, "still established");
+}
+
+#[test]
+fn a_call_request_before_login_is_refused_with_its_call_echoed() {
+    let (mut s, _, _) = two_online();
+    s.connect(C9, T0).unwrap();
+    drain(&mut s);
+    let call = CallId(5);
+    for msg in [
+        ClientMessage::Hangup { call },
+        ClientMessage::Reject { call },
+        ClientMessage::NeedCaps { call },
+    ] {
+        assert_eq!(
+            send(&mut s, C9, msg),
+            [ServerMessage::Error {
+                code: ErrorCode::NotLoggedIn,
+                req: None,
+                call: Some(call),
+                detail: String::new(),
+                retry_after_ms: None,
+            }]
+        );
+    }
+}

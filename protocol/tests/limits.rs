@@ -458,3 +458,28 @@ fn failure_counters_are_forgotten_when_their_window_ends() {
     fail(&mut s, &mut seen, 4, Time(late + 1));
     assert_eq!(s.failure_counters(), 4, "only the two recent ones");
 }
+
+/// The per-source count goes down by one as each connection closes, not to nothing.
+#[test]
+fn a_closed_connection_frees_one_slot_of_its_source() {
+    let limits = Limits {
+        max_connections_per_source: 2,
+        ..Limits::default()
+    };
+    let mut s = server(limits);
+    let mut seen = Seen::default();
+    for i in 1..=2 {
+        s.connect_from(ConnId(i), Some(A), Time(0)).unwrap();
+    }
+    s.disconnect(ConnId(1), Time(0));
+    // One slot is free again: the first newcomer gets it, the second does not.
+    for i in 3..=4 {
+        s.connect_from(ConnId(i), Some(A), Time(0)).unwrap();
+    }
+    pump(&mut s, Time(0), &mut seen);
+    assert_eq!(seen.closed, [ConnId(4)]);
+    assert_eq!(
+        error_of(&seen, ConnId(4)).map(|e| e.0),
+        Some(ErrorCode::TooManyConnections)
+    );
+}
