@@ -309,6 +309,34 @@ mod tests {
         assert!(d.reserved() < 64, "reserved {}", d.reserved());
     }
 
+    /// A frame trickled in a byte at a time grows its buffer geometrically (a
+    /// reallocation per doubling, so the copying stays linear in the frame), never past
+    /// the announced length (INV-FRAME-BOUND).
+    #[test]
+    fn a_trickled_frame_grows_its_buffer_geometrically() {
+        let payload = vec![b'x'; 10_000];
+        let bytes = frame(&payload);
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        let mut sizes = Vec::new();
+        let mut done = None;
+        for b in &bytes {
+            let mut one: &[u8] = std::slice::from_ref(b);
+            if let Some(p) = d.decode(&mut one).unwrap() {
+                done = Some(p);
+            } else if sizes.last() != Some(&d.reserved()) {
+                sizes.push(d.reserved());
+            }
+        }
+        assert_eq!(done.as_deref(), Some(payload.as_slice()));
+        // 1, 2, 4, … 8192, then the announced 10,000: 15 sizes.
+        assert!(
+            sizes.len() <= 16,
+            "{} reallocations: {sizes:?}",
+            sizes.len()
+        );
+        assert_eq!(sizes.last(), Some(&(HEADER_LEN + 10_000)));
+    }
+
     #[test]
     fn empty_frame_is_an_error() {
         let mut d = FrameDecoder::new(16);
