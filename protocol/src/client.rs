@@ -1539,6 +1539,38 @@ mod tests {
         assert!(c.poll_transmit().is_none(), "the add_contact restarted it");
     }
 
+    /// Sections 8.5 step 4 and 8.7 step 2: only `caps_throttled` for an unacknowledged
+    /// `update_caps` schedules the resend; the same code for a tag the client never
+    /// sent, or another error for an unacknowledged tag, schedules nothing.
+    #[test]
+    fn only_a_throttled_update_caps_schedules_a_resend() {
+        let alice = UserId::new("alice").unwrap();
+        let start = Time(5_000);
+        let mut c = online_at(&alice, false, start);
+        let ping = c.poll_timeout();
+        let error = |code, req| ServerMessage::Error {
+            code,
+            req: Some(req),
+            call: None,
+            detail: String::new(),
+            retry_after_ms: Some(1_000),
+        };
+        c.handle_message(error(ErrorCode::CapsThrottled, ReqId(99)), start);
+        assert_eq!(c.poll_timeout(), ping, "a tag never sent");
+        assert!(!c.caps_in_flight());
+        let own = c.capabilities().unwrap().clone();
+        let req = c.update_caps(own.clone(), start).unwrap();
+        sent(&mut c);
+        c.handle_message(error(ErrorCode::Unknown, req), start);
+        assert_eq!(c.poll_timeout(), ping, "another error");
+        assert!(!c.caps_in_flight());
+        let req = c.update_caps(own, start).unwrap();
+        sent(&mut c);
+        c.handle_message(error(ErrorCode::CapsThrottled, req), start);
+        assert_eq!(c.poll_timeout(), Some(Time(6_000)), "throttled: resend at the hint");
+        assert!(c.caps_in_flight());
+    }
+
     /// Section 8.9: the client does not ping outside Online, so it reports no deadline.
     #[test]
     fn no_ping_deadline_outside_online() {

@@ -337,6 +337,23 @@ mod tests {
         assert_eq!(sizes.last(), Some(&(HEADER_LEN + 10_000)));
     }
 
+    /// `buffered` counts the header and payload bytes of the frame in progress.
+    #[test]
+    fn buffered_counts_the_frame_in_progress() {
+        let bytes = frame(b"hello");
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        assert_eq!(d.buffered(), 0);
+        let mut part: &[u8] = &bytes[..2];
+        assert_eq!(d.decode(&mut part), Ok(None));
+        assert_eq!(d.buffered(), 2, "half a header");
+        let mut part: &[u8] = &bytes[2..7];
+        assert_eq!(d.decode(&mut part), Ok(None));
+        assert_eq!(d.buffered(), 7, "the header and three payload bytes");
+        let mut rest: &[u8] = &bytes[7..];
+        assert_eq!(d.decode(&mut rest), Ok(Some(b"hello".to_vec())));
+        assert_eq!(d.buffered(), 0, "nothing once the frame is out");
+    }
+
     #[test]
     fn empty_frame_is_an_error() {
         let mut d = FrameDecoder::new(16);
