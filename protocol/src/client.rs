@@ -1567,7 +1567,11 @@ mod tests {
         let req = c.update_caps(own, start).unwrap();
         sent(&mut c);
         c.handle_message(error(ErrorCode::CapsThrottled, req), start);
-        assert_eq!(c.poll_timeout(), Some(Time(6_000)), "throttled: resend at the hint");
+        assert_eq!(
+            c.poll_timeout(),
+            Some(Time(6_000)),
+            "throttled: resend at the hint"
+        );
         assert!(c.caps_in_flight());
     }
 
