@@ -2131,7 +2131,7 @@ fn only_the_two_parties_may_act_on_a_call() {
         },
         ClientMessage::Reject { call },
     ] {
-        assert_eq!(send(&mut s, C3, msg), [unknown.clone()]);
+        assert_eq!(send(&mut s, C3, msg), std::slice::from_ref(&unknown));
     }
     assert_eq!(s.call_count(), 1, "the call is untouched");
 }
