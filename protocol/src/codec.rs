@@ -354,6 +354,35 @@ mod tests {
         assert_eq!(d.buffered(), 0, "nothing once the frame is out");
     }
 
+    /// `in_frame` is true exactly while a frame is partly received; `max_frame` is the
+    /// limit given.
+    #[test]
+    fn in_frame_while_a_frame_is_partly_received() {
+        let bytes = frame(b"hi");
+        let mut d = FrameDecoder::new(1_000);
+        assert_eq!(d.max_frame(), 1_000);
+        assert!(!d.in_frame());
+        let mut part: &[u8] = &bytes[..3];
+        assert_eq!(d.decode(&mut part), Ok(None));
+        assert!(d.in_frame());
+        let mut rest: &[u8] = &bytes[3..];
+        assert_eq!(d.decode(&mut rest), Ok(Some(b"hi".to_vec())));
+        assert!(!d.in_frame());
+    }
+
+    /// Spec 13.5: attacker-chosen text quoted in an error is at most 64 bytes, cut at a
+    /// character boundary at or before the 64th byte.
+    #[test]
+    fn quoted_text_is_cut_at_a_boundary_within_64_bytes() {
+        // Byte 64 falls inside the first 'é' (bytes 63 and 64).
+        let s = format!("{}{}", "a".repeat(63), "é".repeat(10));
+        let t = truncate(&s);
+        let kept = t.strip_suffix('…').unwrap();
+        assert_eq!(kept, "a".repeat(63));
+        let short = "b".repeat(64);
+        assert_eq!(truncate(&short), short, "64 bytes are kept whole");
+    }
+
     #[test]
     fn empty_frame_is_an_error() {
         let mut d = FrameDecoder::new(16);
