@@ -411,6 +411,15 @@ mod tests {
     use super::*;
     use crate::testing::caps;
 
+    /// A fingerprint shows in logs as its 32 hexadecimal digits (spec 7.1), named.
+    #[test]
+    fn a_fingerprint_debugs_as_its_hex_digits() {
+        let fp = caps(&["h264"], 1920, 30).fingerprint();
+        let hex = fp.to_string();
+        assert_eq!(hex.len(), 32);
+        assert_eq!(format!("{fp:?}"), format!("Fingerprint({hex})"));
+    }
+
     #[test]
     fn fingerprint_hex_round_trips_and_rejects_bad_text() {
         let fp = caps(&["h264"], 1920, 30).fingerprint();
