@@ -501,10 +501,9 @@ pub struct Server {
     tickets: BTreeMap<AuthTicket, ConnId>,
     /// Credential checks pending (waiting or running) per source address.
     checks_per_source: BTreeMap<IpAddr, usize>,
-    /// Credential checks not yet handed to the embedder, per source, in order.
-    auth_waiting: BTreeMap<Option<IpAddr>, VecDeque<AuthRequest>>,
-    /// The sources with waiting checks, in the order their turn comes.
-    auth_turns: VecDeque<Option<IpAddr>>,
+    /// Credential checks not yet handed to the embedder: one non-empty queue per
+    /// source with checks waiting, in the order the sources' turns come.
+    auth_waiting: VecDeque<(Option<IpAddr>, VecDeque<AuthRequest>)>,
     /// Checks handed to the embedder and not yet answered.
     auth_running: BTreeSet<AuthTicket>,
     /// Resume tokens of live sessions.
@@ -540,8 +539,7 @@ impl Server {
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),
             checks_per_source: BTreeMap::new(),
-            auth_waiting: BTreeMap::new(),
-            auth_turns: VecDeque::new(),
+            auth_waiting: VecDeque::new(),
             auth_running: BTreeSet::new(),
             tokens: BTreeMap::new(),
             deadlines: BTreeSet::new(),
@@ -1562,17 +1560,18 @@ impl Server {
         if let Some(ip) = source {
             *self.checks_per_source.entry(ip).or_default() += 1;
         }
-        let queue = self.auth_waiting.entry(source).or_default();
-        if queue.is_empty() {
-            self.auth_turns.push_back(source);
-        }
-        queue.push_back(AuthRequest {
+        let req = AuthRequest {
             ticket,
             conn,
             user,
             password,
             terminal,
-        });
+        };
+        match self.auth_waiting.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, queue)) => queue.push_back(req),
+            // A source with nothing waiting takes its turn after those waiting now.
+            None => self.auth_waiting.push_back((source, VecDeque::from([req]))),
+        }
         self.dispatch_auth();
     }
 
@@ -1582,19 +1581,14 @@ impl Server {
     fn dispatch_auth(&mut self) {
         let max = self.config.limits.max_auth_checks_running;
         while !over_or_at(self.auth_running.len(), max) {
-            let Some(source) = self.auth_turns.pop_front() else {
+            let Some((source, mut queue)) = self.auth_waiting.pop_front() else {
                 return;
-            };
-            let Some(queue) = self.auth_waiting.get_mut(&source) else {
-                continue;
             };
             let Some(req) = queue.pop_front() else {
                 continue;
             };
-            if queue.is_empty() {
-                self.auth_waiting.remove(&source);
-            } else {
-                self.auth_turns.push_back(source);
+            if !queue.is_empty() {
+                self.auth_waiting.push_back((source, queue));
             }
             self.auth_running.insert(req.ticket);
             self.out.push_back(ServerEvent::Authenticate(req));
@@ -1609,13 +1603,10 @@ impl Server {
         count_down(&mut self.checks_per_source, source);
         let running = self.auth_running.remove(&ticket);
         if !running {
-            if let Some(queue) = self.auth_waiting.get_mut(&source) {
+            for (_, queue) in &mut self.auth_waiting {
                 queue.retain(|r| r.ticket != ticket);
-                if queue.is_empty() {
-                    self.auth_waiting.remove(&source);
-                    self.auth_turns.retain(|s| *s != source);
-                }
             }
+            self.auth_waiting.retain(|(_, queue)| !queue.is_empty());
         }
         Some((conn, running))
     }
