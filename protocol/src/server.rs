@@ -30,7 +30,7 @@ use crate::message::{
     ClientMessage, EndReason, LoginWith, Presence, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::resume::{ResumeConfig, ResumeToken};
-use crate::time::Time;
+use crate::time::{millis, Time};
 
 /// The largest contact list the protocol allows: with it, the largest `login_ok`
 /// (500 names of 64 bytes) still fits in a frame of [`crate::codec::MIN_MAX_FRAME`].
@@ -2268,11 +2268,6 @@ fn over(n: usize, max: usize) -> bool {
 fn snapshot_cost(frames: &[Bytes], contacts: &[UserId]) -> usize {
     frames.iter().map(Bytes::len).sum::<usize>()
         + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>()
-}
-
-/// A duration in whole milliseconds, as `retry_after_ms` carries it.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The source a per-source limit counts a peer address by (spec section 13.6): an IPv4

@@ -8,6 +8,12 @@
 
 use std::time::Duration;
 
+/// A duration in whole milliseconds (as `Time` and the wire's `retry_after_ms` count
+/// it), saturating at `u64::MAX`.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A point in time: milliseconds since an epoch chosen by the embedder.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
 pub struct Time(pub u64);
@@ -18,8 +24,7 @@ impl Time {
 
     /// `self + d`, saturating at the end of time.
     pub fn after(self, d: Duration) -> Time {
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Time(self.0.saturating_add(ms))
+        Time(self.0.saturating_add(millis(d)))
     }
 
     /// Time elapsed from `earlier` to `self`, zero if `earlier` is later.

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use password_hash::rand_core::{OsRng, RngCore};
 use precall_protocol::server::Limits;
 use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError, StoreOutcome, StoreTicket};
+use precall_protocol::time::millis;
 use precall_protocol::{
     ConnId, Password, ResumeConfig, ResumeSecret, Server, ServerConfig, ServerEvent, Time,
 };
@@ -131,11 +132,6 @@ pub struct LimitArgs {
     /// beyond, the server stops reading from that connection until one is stored.
     #[arg(long, default_value_t = Limits::default().max_unstored_changes)]
     pub max_unstored_changes: usize,
-}
-
-/// A duration as whole milliseconds, for a flag's default.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl LimitArgs {
