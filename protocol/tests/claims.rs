@@ -1945,6 +1945,13 @@ fn largest_login_ok_fits_the_minimum_frame_limit() {
         },
     )
     .unwrap();
+    // Spec 13.6: the default `max_caps_bytes` admits the largest valid document.
+    let caps_bytes = precall_protocol::codec::encode_payload(&caps).len();
+    println!("largest valid capability document: {caps_bytes} bytes");
+    assert!(
+        caps_bytes <= precall_protocol::server::Limits::default().max_caps_bytes,
+        "{caps_bytes} bytes"
+    );
     let msg = ServerMessage::LoginOk {
         version: PROTOCOL_VERSION,
         user: u(&"u".repeat(64)),
