@@ -1,0 +1,158 @@
+//! What the server core asks of its embedder ([`ServerEvent`]: frames to write,
+//! connections to close, credential checks to run, contact-list changes to store), the
+//! answers it takes back ([`AuthVerdict`], [`StoreOutcome`]) and its errors.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::caps::Capabilities;
+use crate::ids::{ConnId, Endpoint, Password, TerminalId, UserId};
+
+/// Identifies one pending credential check.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct AuthTicket(pub u64);
+
+/// A credential check the embedder must run, then answer with
+/// [`Server::complete_auth`].
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct AuthRequest {
+    /// Echo this in [`Server::complete_auth`].
+    pub ticket: AuthTicket,
+    /// The connection logging in.
+    pub conn: ConnId,
+    /// The account name.
+    pub user: UserId,
+    /// The password to verify.
+    pub password: Password,
+    /// For a login by terminal identifier (claim C8), the identifier whose registered
+    /// capabilities the embedder must look up for this user.
+    pub terminal: Option<TerminalId>,
+}
+
+/// What the embedder's credential store says about an [`AuthRequest`].
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum AuthVerdict {
+    /// The credentials are good.
+    Accepted {
+        /// The user's stored contact list.
+        contacts: Vec<UserId>,
+        /// For a login by terminal identifier: the capabilities registered for that
+        /// identifier and this user, or `None` if there are none.
+        registered: Option<Capabilities>,
+    },
+    /// Unknown user or wrong password (indistinguishable on the wire).
+    Rejected,
+    /// The store failed; the client gets `internal`.
+    Failed,
+}
+
+/// Identifies one contact-list change waiting for the embedder's store.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct StoreTicket(pub u64);
+
+/// A contact-list change the embedder must make durable, then answer with
+/// [`Server::complete_store`]. Tickets are issued in increasing order; the embedder
+/// must store the changes in that order (it may commit several in one transaction).
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct StoreRequest {
+    /// Echo this in [`Server::complete_store`].
+    pub ticket: StoreTicket,
+    /// Whose contact list.
+    pub user: UserId,
+    /// The contact added or removed.
+    pub contact: UserId,
+    /// `true` if added. Storing is idempotent: the list may already be as asked.
+    pub added: bool,
+}
+
+/// What the embedder's store says about a [`StoreRequest`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum StoreOutcome {
+    /// The change is durable.
+    Stored,
+    /// The change cannot be stored (for example the account was removed meanwhile):
+    /// it is not applied and the request is answered with `not_stored`.
+    Failed,
+}
+
+/// Something the embedder must do.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// Write this frame to the connection, after everything queued before it.
+    Transmit {
+        /// The connection.
+        conn: ConnId,
+        /// A complete frame. Presence pushes share one buffer among all recipients.
+        frame: Bytes,
+    },
+    /// Flush what was queued for the connection, then close it. The server has already
+    /// forgotten it; later events for it are ignored.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Run a credential check.
+    Authenticate(AuthRequest),
+    /// The connection of a pending credential check closed: skip the check if it has not
+    /// run yet (its verdict would be discarded anyway).
+    AuthCancelled(AuthTicket),
+    /// Store a contact-list change a user asked for, then report the outcome with
+    /// [`Server::complete_store`]. The change takes effect (and is acknowledged) only
+    /// then, so an acknowledged change is durable (spec section 9.6).
+    Store(StoreRequest),
+    /// A session began (for logs and metrics).
+    SessionStarted {
+        /// The connection.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// A session ended (for logs and metrics). `conn` is the connection it last had.
+    SessionEnded {
+        /// The connection.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// A session's connection dropped; the session stays resumable for the grace
+    /// period (for logs and metrics).
+    SessionDetached {
+        /// The connection that dropped.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+    },
+    /// A session was resumed on a new connection (for logs and metrics).
+    SessionResumed {
+        /// The new connection.
+        conn: ConnId,
+        /// The terminal.
+        endpoint: Endpoint,
+        /// Whether the client got a full snapshot rather than only what it missed.
+        snapshot: bool,
+        /// How many frames the catch-up held (the snapshot's `online` frames, or the
+        /// missed table frames).
+        frames: usize,
+    },
+}
+
+/// Misuse of the [`Server`] API by the embedder (never caused by a peer's bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ServerError {
+    /// [`Server::connect`] with an identifier already in use.
+    #[error("connection {0} is already open")]
+    DuplicateConn(ConnId),
+    /// [`Server::complete_auth`] with a ticket that is not pending (already answered,
+    /// or the connection went away): nothing happened.
+    #[error("no pending credential check {0:?}")]
+    UnknownTicket(AuthTicket),
+    /// [`Server::change_roster`] would exceed the user's contact-list limit.
+    #[error("contact list of {0} is full")]
+    RosterFull(UserId),
+    /// [`Server::complete_store`] with a ticket that is not pending.
+    #[error("no pending store request {0:?}")]
+    UnknownStoreTicket(StoreTicket),
+}
