@@ -34,20 +34,6 @@ pub(super) fn snapshot_cost(frames: &[Bytes], contacts: &[UserId]) -> usize {
         + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_snapshot_weighs_its_frames_and_its_contact_list() {
-        let frames = [Bytes::from_static(&[0; 10]), Bytes::from_static(&[0; 7])];
-        let contacts = [UserId::new("bob").unwrap(), UserId::new("carol").unwrap()];
-        // 17 bytes of frames; `"bob",` and `"carol",`: 6 + 8.
-        assert_eq!(snapshot_cost(&frames, &contacts), 17 + 6 + 8);
-        assert_eq!(snapshot_cost(&[], &[]), 0);
-    }
-}
-
 impl Server {
     pub(super) fn start_session(
         &mut self,
@@ -393,5 +379,19 @@ impl Server {
         s.caps = caps;
         let (user, frame) = (s.user.clone(), s.online_frame.clone());
         self.push_to_watchers(&user, frame, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_weighs_its_frames_and_its_contact_list() {
+        let frames = [Bytes::from_static(&[0; 10]), Bytes::from_static(&[0; 7])];
+        let contacts = [UserId::new("bob").unwrap(), UserId::new("carol").unwrap()];
+        // 17 bytes of frames; `"bob",` and `"carol",`: 6 + 8.
+        assert_eq!(snapshot_cost(&frames, &contacts), 17 + 6 + 8);
+        assert_eq!(snapshot_cost(&[], &[]), 0);
     }
 }
