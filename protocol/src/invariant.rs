@@ -18,23 +18,23 @@ use crate::server::Server;
 
 /// An invariant that does not hold, with its spec identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
+pub struct InvariantViolation {
     /// The spec's invariant identifier, e.g. `INV-ONLINE-EXACT`.
     pub id: &'static str,
     /// What was seen.
     pub detail: String,
 }
 
-impl fmt::Display for Violation {
+impl fmt::Display for InvariantViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.id, self.detail)
     }
 }
 
-impl std::error::Error for Violation {}
+impl std::error::Error for InvariantViolation {}
 
-fn fail(id: &'static str, detail: String) -> Result<(), Violation> {
-    Err(Violation { id, detail })
+fn fail(id: &'static str, detail: String) -> Result<(), InvariantViolation> {
+    Err(InvariantViolation { id, detail })
 }
 
 /// `INV-VISIBILITY` as a predicate over the server's state: `watcher` may see
@@ -54,7 +54,11 @@ pub fn may_see(server: &Server, watcher: &UserId, subject: &UserId) -> bool {
 /// user may see that terminal's user, judged against the server's state right after it
 /// decided to send the frame. Frames to a connection that no longer has a session (queued
 /// before a close) are not judged: the client deletes everything on close.
-pub fn frame_visible(server: &Server, conn: ConnId, frame: &[u8]) -> Result<(), Violation> {
+pub fn frame_visible(
+    server: &Server,
+    conn: ConnId,
+    frame: &[u8],
+) -> Result<(), InvariantViolation> {
     let Some(payload) = frame.get(HEADER_LEN..) else {
         return Ok(());
     };
@@ -90,7 +94,7 @@ pub fn expected_table(server: &Server, user: &UserId) -> BTreeMap<Endpoint, Capa
 /// `INV-PARAMS-FRESH` (C1), at every moment: every table entry's parameters are
 /// [`negotiate_pair`] of the client's current capabilities and the entry's, and its
 /// fingerprint is the entry's capabilities' fingerprint.
-pub fn params_fresh(client: &Client) -> Result<(), Violation> {
+pub fn params_fresh(client: &Client) -> Result<(), InvariantViolation> {
     let Some(own) = client.capabilities() else {
         return Ok(());
     };
@@ -111,7 +115,7 @@ pub fn params_fresh(client: &Client) -> Result<(), Violation> {
 /// `INV-LOGOUT-EMPTY` (C5), at every moment: a client that is not logged in holds no
 /// capabilities, no parameters, no contacts and no calls. A detached (or resuming)
 /// session is still logged in: it keeps its table but holds no call.
-pub fn logout_empty(client: &Client) -> Result<(), Violation> {
+pub fn logout_empty(client: &Client) -> Result<(), InvariantViolation> {
     match client.status() {
         Status::Online => return Ok(()),
         Status::Detached | Status::Resuming => {
@@ -142,7 +146,7 @@ pub fn logout_empty(client: &Client) -> Result<(), Violation> {
 pub fn online_exact<'a>(
     server: &Server,
     clients: impl IntoIterator<Item = &'a Client>,
-) -> Result<(), Violation> {
+) -> Result<(), InvariantViolation> {
     let sessions: BTreeMap<Endpoint, &Capabilities> = server
         .sessions()
         .map(|s| (s.endpoint, s.capabilities))
@@ -207,7 +211,9 @@ pub fn online_exact<'a>(
 
 /// `INV-CALL-AGREE`, at every moment: when both ends of a call consider it
 /// established, their parameters mirror each other exactly.
-pub fn calls_agree<'a>(clients: impl IntoIterator<Item = &'a Client>) -> Result<(), Violation> {
+pub fn calls_agree<'a>(
+    clients: impl IntoIterator<Item = &'a Client>,
+) -> Result<(), InvariantViolation> {
     let mut ends: BTreeMap<CallId, Vec<(Role, &crate::caps::CallParams)>> = BTreeMap::new();
     for client in clients {
         for (id, call) in client.calls() {
@@ -234,7 +240,9 @@ pub fn calls_agree<'a>(clients: impl IntoIterator<Item = &'a Client>) -> Result<
 }
 
 /// Every invariant that holds at every moment, for every client.
-pub fn always<'a>(clients: impl IntoIterator<Item = &'a Client> + Clone) -> Result<(), Violation> {
+pub fn always<'a>(
+    clients: impl IntoIterator<Item = &'a Client> + Clone,
+) -> Result<(), InvariantViolation> {
     for c in clients.clone() {
         params_fresh(c)?;
         logout_empty(c)?;

@@ -41,7 +41,7 @@ use crate::client::{CallState, Client, ClientConfig, Role, Status};
 use crate::codec::{decode_message, encode_frame, HEADER_LEN};
 use crate::error::ErrorCode;
 use crate::ids::{CallId, ConnId, Endpoint, Password, TerminalId, UserId};
-use crate::invariant::{self, Violation};
+use crate::invariant::{self, InvariantViolation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage};
 use crate::negotiate::negotiate_pair;
 use crate::resume::ResumeConfig;
@@ -708,7 +708,7 @@ impl Actor for PrecallActor {
                     s.server.receive(conn, frame, now);
                 }
                 if msg.fin {
-                    s.server.disconnect(conn, now);
+                    s.server.connection_closed(conn, now);
                 }
                 self.drain_server(s, msg.fin, o);
                 arm_grace(s, o);
@@ -803,12 +803,12 @@ impl Actor for PrecallActor {
                 }
             }
             Choice::Do(Action::Drop) => {
-                t.client.connection_lost(NOW);
+                t.client.connection_closed(NOW);
                 t.connected = false;
                 w.fin(server_id(), t.conn);
             }
             Choice::Do(Action::Vanish) => {
-                t.client.connection_lost(NOW);
+                t.client.connection_closed(NOW);
                 t.connected = false;
             }
             Choice::Do(Action::ChangeCaps) => {
@@ -966,7 +966,7 @@ impl PrecallActor {
         if msg.fin && t.connected {
             t.connected = false;
             if !(self.cfg.fault == Some(Fault::ClientKeepsTableAfterLogout) && t.logged_out) {
-                t.client.connection_lost(NOW);
+                t.client.connection_closed(NOW);
             }
         }
         // The server refused the resume (the session is gone): the client logs in
@@ -1204,7 +1204,7 @@ pub fn quiescent(s: &State) -> bool {
 pub fn prop_online_exact(
     _m: &ActorModel<PrecallActor, ModelConfig>,
     s: &State,
-) -> Result<(), Violation> {
+) -> Result<(), InvariantViolation> {
     if !quiescent(s) {
         return Ok(());
     }
@@ -1221,7 +1221,7 @@ pub fn prop_online_exact(
 pub fn prop_logout_empty(
     _m: &ActorModel<PrecallActor, ModelConfig>,
     s: &State,
-) -> Result<(), Violation> {
+) -> Result<(), InvariantViolation> {
     for t in terminal_states(s) {
         invariant::logout_empty(&t.client)?;
         let detached = t.client.status() == Status::Detached;
@@ -1229,7 +1229,7 @@ pub fn prop_logout_empty(
             (t.logged_out && t.client.status() != Status::LoggingIn) || (!t.connected && !detached);
         let held = t.client.peers().count() + t.client.calls().count();
         if ended && held > 0 {
-            return Err(Violation {
+            return Err(InvariantViolation {
                 id: INV_LOGOUT_EMPTY,
                 detail: format!("a terminal whose session ended holds {held} entries"),
             });
@@ -1243,7 +1243,7 @@ pub fn prop_logout_empty(
 pub fn prop_calls_agree(
     _m: &ActorModel<PrecallActor, ModelConfig>,
     s: &State,
-) -> Result<(), Violation> {
+) -> Result<(), InvariantViolation> {
     let clients: Vec<&Client> = terminal_states(s).map(|t| &t.client).collect();
     invariant::calls_agree(clients.iter().copied())?;
     for (caller, callee, _) in both_ends(&clients) {
@@ -1251,7 +1251,7 @@ pub fn prop_calls_agree(
             continue;
         };
         if caller.1.params.as_ref() != Some(&negotiate_pair(a, b)) {
-            return Err(Violation {
+            return Err(InvariantViolation {
                 id: INV_CALL_AGREE,
                 detail: "parameters differ from the negotiation over current capabilities".into(),
             });

@@ -15,7 +15,7 @@ use crate::caps::{Bandwidth, Camera, Capabilities, CpuClass, Size};
 use crate::client::{Client, ClientConfig, ClientEvent, Role};
 use crate::codec::{decode_message, encode_payload, HEADER_LEN};
 use crate::ids::{Codec, ConnId, Endpoint, Password, TerminalId, UserId};
-use crate::invariant::{self, Violation};
+use crate::invariant::{self, InvariantViolation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
 use crate::server::{
@@ -172,7 +172,7 @@ pub struct Sim {
     /// Frames the server sent, with the connection, for checkers.
     pub sent: Vec<(ConnId, Bytes)>,
     /// Invariant violations seen while moving events (reported by [`Sim::run`]).
-    broken: Vec<Violation>,
+    broken: Vec<InvariantViolation>,
     /// Connections the server may still write to: connected, not yet reported closed
     /// by the transport, not yet closed by the server (`INV-CONN-OPEN`).
     open: BTreeSet<ConnId>,
@@ -271,8 +271,8 @@ impl Sim {
         if let Some(conn) = t.conn.take() {
             self.conns.remove(&conn);
             t.down.clear();
-            t.client.connection_lost(now);
-            self.server.disconnect(conn, now);
+            t.client.connection_closed(now);
+            self.server.connection_closed(conn, now);
             self.open.remove(&conn);
             self.drain_server();
         }
@@ -386,7 +386,7 @@ impl Sim {
 
     /// Moves frames until nothing is in flight (held credential checks stay held).
     /// Returns the first invariant of the "always" kind that broke along the way.
-    pub fn run(&mut self) -> Result<(), Violation> {
+    pub fn run(&mut self) -> Result<(), InvariantViolation> {
         // Anything a test made the server do directly (e.g. a roster change).
         self.drain_server();
         loop {
@@ -421,7 +421,7 @@ impl Sim {
                             if let Some(c) = t.conn.take() {
                                 self.conns.remove(&c);
                             }
-                            t.client.connection_lost(now);
+                            t.client.connection_closed(now);
                         }
                     }
                     self.collect_client_events(i);
@@ -440,7 +440,7 @@ impl Sim {
     /// The invariants that hold at every moment, without moving anything: the first
     /// violation the server's output caused so far (`INV-CONN-OPEN`, `INV-VISIBILITY`,
     /// `INV-CALL-AGREE` at establishment), then the client-side checks.
-    pub fn check(&self) -> Result<(), Violation> {
+    pub fn check(&self) -> Result<(), InvariantViolation> {
         if let Some(v) = self.broken.first() {
             return Err(v.clone());
         }
@@ -470,7 +470,7 @@ impl Sim {
     }
 
     /// [`Sim::run`], then `INV-ONLINE-EXACT`.
-    pub fn settle(&mut self) -> Result<(), Violation> {
+    pub fn settle(&mut self) -> Result<(), InvariantViolation> {
         self.run()?;
         invariant::online_exact(&self.server, self.terminals.iter().map(|t| &t.client))
     }
@@ -484,7 +484,7 @@ impl Sim {
                 };
                 for (conn, frame) in delivered {
                     if !self.open.contains(&conn) {
-                        self.broken.push(Violation {
+                        self.broken.push(InvariantViolation {
                             id: "INV-CONN-OPEN",
                             detail: format!("frame for closed connection {conn}"),
                         });
@@ -500,7 +500,7 @@ impl Sim {
             }
             ServerEvent::Close { conn } => {
                 if !self.open.remove(&conn) {
-                    self.broken.push(Violation {
+                    self.broken.push(InvariantViolation {
                         id: "INV-CONN-OPEN",
                         detail: format!("close of closed connection {conn}"),
                     });
@@ -547,7 +547,7 @@ impl Sim {
             .find(|o| o.client.endpoint().as_ref() == Some(&c.peer));
         if let Some(caller_caps) = peer.and_then(|p| p.client.capabilities()) {
             if negotiate_pair(own, caller_caps) != *params {
-                self.broken.push(Violation {
+                self.broken.push(InvariantViolation {
                     id: "INV-CALL-AGREE",
                     detail: format!(
                         "call {call}: parameters not negotiated from current capabilities"

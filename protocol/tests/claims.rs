@@ -999,6 +999,7 @@ fn c12_terminal_apparatus_sends_terminal_id_in_login() {
                 req: None,
                 call: None,
                 retry_after: None,
+                detail: String::new(),
             },
             ClientEvent::LoggedOut
         ]
@@ -1104,7 +1105,7 @@ fn c14_terminal_apparatus_deletes_all_on_logout() {
     // Losing the connection deletes everything too.
     let mut c = client_online("alice", caps_a(), &["bob"]);
     feed(&mut c, &presence("bob", 2, caps_b()));
-    c.connection_lost(T0);
+    c.connection_closed(T0);
     assert_eq!(c.status(), Status::Idle);
     invariant::logout_empty(&c).unwrap();
     assert_eq!(c.peers().count(), 0);
@@ -1380,7 +1381,7 @@ fn c18_server_apparatus_pushes_offline() {
     // On a dropped connection, once the resume grace is over.
     let grace = s.config().resume.grace;
     let (sb, _) = log_in(&mut s, C4, "bob", caps_b(), &["alice"], T0);
-    s.disconnect(C4, T0);
+    s.connection_closed(C4, T0);
     assert!(
         msgs_to(&drain(&mut s), C1).is_empty(),
         "detached, resumable"

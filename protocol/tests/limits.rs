@@ -227,7 +227,7 @@ fn connections_are_capped_in_total_and_per_source() {
         error_of(&seen, ConnId(4)).map(|e| e.0),
         Some(ErrorCode::TooManyConnections)
     );
-    s.disconnect(ConnId(0), Time(0));
+    s.connection_closed(ConnId(0), Time(0));
     s.connect_from(ConnId(5), Some(A), Time(0)).unwrap();
     pump(&mut s, Time(0), &mut seen);
     assert_eq!(error_of(&seen, ConnId(5)), None, "a freed slot is usable");
@@ -270,7 +270,7 @@ fn accept_rate_per_source_turns_one_source_away_and_not_the_others() {
     for i in 0..5 {
         s.connect_from(ConnId(i), Some(A), Time(400)).unwrap();
         // Each closes at once: open connections are not what is counted.
-        s.disconnect(ConnId(i), Time(400));
+        s.connection_closed(ConnId(i), Time(400));
     }
     s.connect_from(ConnId(5), Some(B), Time(400)).unwrap();
     pump(&mut s, Time(400), &mut seen);
@@ -371,7 +371,7 @@ fn credential_checks_per_source_are_capped() {
     );
     // A's first client leaves before its check ran: the embedder is told to skip it,
     // and the place is free again.
-    s.disconnect(ConnId(0), Time(1));
+    s.connection_closed(ConnId(0), Time(1));
     let events: Vec<ServerEvent> = std::iter::from_fn(|| s.poll_event()).collect();
     assert!(events.contains(&ServerEvent::AuthCancelled(held[0].ticket)));
     s.connect_from(ConnId(3), Some(A), Time(1)).unwrap();
@@ -471,7 +471,7 @@ fn a_closed_connection_frees_one_slot_of_its_source() {
     for i in 1..=2 {
         s.connect_from(ConnId(i), Some(A), Time(0)).unwrap();
     }
-    s.disconnect(ConnId(1), Time(0));
+    s.connection_closed(ConnId(1), Time(0));
     // One slot is free again: the first newcomer gets it, the second does not.
     for i in 3..=4 {
         s.connect_from(ConnId(i), Some(A), Time(0)).unwrap();

@@ -875,7 +875,7 @@ fn lost_catch_up_breaks_online_exact() {
     assert_violation(sim.settle(), "INV-ONLINE-EXACT");
 }
 
-fn assert_violation(r: Result<(), precall_protocol::invariant::Violation>, id: &str) {
+fn assert_violation(r: Result<(), precall_protocol::invariant::InvariantViolation>, id: &str) {
     match r {
         Err(v) => assert_eq!(v.id, id, "{v}"),
         Ok(()) => panic!("the seeded fault went unnoticed; expected {id}"),

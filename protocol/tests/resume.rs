@@ -218,7 +218,7 @@ fn a_catch_up_cut_short_is_not_counted_as_seen() {
     feed(&mut c, ServerMessage::Offline(bob(2).endpoint()));
     while c.poll_transmit().is_some() {}
     let resume_of = |c: &mut Client| {
-        c.connection_lost(Time(0));
+        c.connection_closed(Time(0));
         c.resume(Time(0)).unwrap();
         let frame = c.poll_transmit().unwrap();
         decode_message::<ClientMessage>(&frame[HEADER_LEN..]).unwrap()
@@ -312,7 +312,9 @@ fn calls_end_on_detach_and_a_detached_terminal_is_not_reachable() {
         .events
         .contains(&ClientEvent::CallFailed {
             req,
-            code: ErrorCode::NotReachable
+            to: alice.clone(),
+            code: ErrorCode::NotReachable,
+            detail: String::new(),
         }));
     sim.resume(ALICE).unwrap();
     sim.settle().unwrap();
@@ -552,7 +554,7 @@ fn without_resumption_no_token_is_issued_and_a_drop_ends_the_session() {
             ..
         }
     ));
-    s.disconnect(C1, Time(1));
+    s.connection_closed(C1, Time(1));
     assert_eq!(s.sessions().count(), 0);
 }
 
@@ -677,7 +679,7 @@ fn without_a_tail_a_resume_that_missed_a_frame_gets_a_snapshot() {
     };
     s.receive(C3, &encode_frame(&msg), Time(1));
     drain(&mut s);
-    s.disconnect(C1, Time(2));
+    s.connection_closed(C1, Time(2));
     s.connect(ConnId(20), Time(2)).unwrap();
     s.receive(ConnId(20), &resume_frame(token.clone(), Some(1)), Time(2));
     let m = msgs_to(&drain(&mut s), ConnId(20));
@@ -698,7 +700,7 @@ fn without_a_tail_a_resume_that_missed_a_frame_gets_a_snapshot() {
         "the snapshot holds bob's latest: {m:?}"
     );
     // Having seen everything (the snapshot restarted the count at 0): an empty delta.
-    s.disconnect(ConnId(20), Time(3));
+    s.connection_closed(ConnId(20), Time(3));
     s.connect(ConnId(21), Time(3)).unwrap();
     s.receive(ConnId(21), &resume_frame(token, Some(0)), Time(3));
     let m = msgs_to(&drain(&mut s), ConnId(21));
@@ -726,7 +728,7 @@ fn shutdown_ends_every_connection_and_session() {
     log_in(&mut s, C1, "alice", &["bob"]);
     log_in(&mut s, C2, "bob", &["alice"]);
     log_in(&mut s, C3, "carol", &[]);
-    s.disconnect(C3, Time(1));
+    s.connection_closed(C3, Time(1));
     s.connect(ConnId(9), Time(1)).unwrap();
     drain(&mut s);
     assert_eq!(s.sessions().count(), 3, "carol's is detached, still there");

@@ -324,7 +324,7 @@ fn limits_count_changes_that_wait_for_the_store() {
 fn a_connection_gone_before_its_change_is_stored_gets_nothing_and_the_change_applies() {
     let (mut w, alice, bob) = dave_and_bob(64);
     w.send(alice, &[add(1, "bob")]);
-    w.server.disconnect(alice, w.now);
+    w.server.connection_closed(alice, w.now);
     w.pump();
     w.msgs.clear();
     w.complete(StoreOutcome::Stored);
@@ -432,7 +432,7 @@ fn a_request_behind_several_changes_waits_for_all_of_them() {
 fn a_failed_change_of_a_closed_connection_sends_nothing() {
     let (mut w, dave, _bob) = dave_and_bob(64);
     w.send(dave, &[add(1, "bob")]);
-    w.server.disconnect(dave, w.now);
+    w.server.connection_closed(dave, w.now);
     w.pump();
     w.msgs.clear();
     w.complete(StoreOutcome::Failed);

@@ -174,7 +174,7 @@ fn a_closed_connection_leaves_no_throttle_timer() {
     let two: Vec<u8> = [ping.to_vec(), ping.to_vec()].concat();
     s.receive(ConnId(1), &two, Time(0));
     assert_eq!(s.poll_timeout(), Some(Time(1000)));
-    s.disconnect(ConnId(1), Time(0));
+    s.connection_closed(ConnId(1), Time(0));
     assert_eq!(
         s.poll_timeout(),
         None,
@@ -378,12 +378,12 @@ fn an_abandoned_waiting_check_is_dropped_and_a_running_one_cancelled() {
     assert_eq!(seen.checks.len(), 1);
     let (first, _) = seen.checks[0];
     // The waiting check of connection 2 goes with its connection, unseen.
-    s.disconnect(ConnId(2), Time(1));
+    s.connection_closed(ConnId(2), Time(1));
     pump(&mut s, &mut seen);
     assert!(seen.cancelled.is_empty());
     assert_eq!(seen.checks.len(), 1);
     // The running one is cancelled, and B's goes next.
-    s.disconnect(ConnId(1), Time(1));
+    s.connection_closed(ConnId(1), Time(1));
     pump(&mut s, &mut seen);
     assert_eq!(seen.cancelled, [first]);
     assert_eq!(

@@ -162,8 +162,6 @@ pub enum Event {
 /// What the binary adds to a [`ClientEvent`].
 #[derive(Clone, Debug, Default)]
 pub struct Extra {
-    /// For `call_ringing` and `call_failed`: the callee of the request.
-    pub to: Option<Endpoint>,
     /// For `call_established` at the caller: the measured set-up time.
     pub setup_us: Option<u64>,
 }
@@ -191,9 +189,11 @@ impl Event {
                 Event::PeerUpdated { endpoint, params }
             }
             ClientEvent::PeerOffline { endpoint } => Event::PeerOffline { endpoint },
-            ClientEvent::ContactsChanged { user, added } => Event::ContactsChanged { user, added },
-            ClientEvent::CapsAcknowledged => Event::CapsAcknowledged,
-            ClientEvent::CallRinging { call, .. } => Event::CallRinging { call, to: extra.to },
+            ClientEvent::ContactsChanged { user, added, .. } => {
+                Event::ContactsChanged { user, added }
+            }
+            ClientEvent::CapsAcknowledged { .. } => Event::CapsAcknowledged,
+            ClientEvent::CallRinging { call, to, .. } => Event::CallRinging { call, to: Some(to) },
             ClientEvent::IncomingCall { call, from, params } => {
                 Event::IncomingCall { call, from, params }
             }
@@ -208,14 +208,18 @@ impl Event {
                 setup_us: extra.setup_us,
             },
             ClientEvent::CallEnded { call, reason } => Event::CallEnded { call, reason },
-            ClientEvent::CallFailed { code, .. } => Event::CallFailed { code, to: extra.to },
+            ClientEvent::CallFailed { code, to, .. } => Event::CallFailed { code, to: Some(to) },
             ClientEvent::ServerError {
                 code,
                 req,
                 call,
                 retry_after,
+                detail: said,
             } => {
                 let mut detail = format!("server error {}", wire_name(&code));
+                if !said.is_empty() {
+                    let _ = write!(detail, ": {said}");
+                }
                 if let Some(r) = req {
                     let _ = write!(detail, " (request {r})");
                 }
@@ -602,6 +606,7 @@ mod tests {
         assert_eq!(
             render(
                 ClientEvent::ContactsChanged {
+                    req: Some(ReqId(4)),
                     user: u("carol"),
                     added: true
                 },
@@ -610,19 +615,17 @@ mod tests {
             json!({"event": "contacts_changed", "user": "carol", "added": true})
         );
         assert_eq!(
-            render(ClientEvent::CapsAcknowledged, none()),
+            render(ClientEvent::CapsAcknowledged { req: ReqId(3) }, none()),
             json!({"event": "caps_acknowledged"})
         );
         assert_eq!(
             render(
                 ClientEvent::CallRinging {
                     req: ReqId(2),
-                    call: CallId(5)
+                    call: CallId(5),
+                    to: bob3(),
                 },
-                Extra {
-                    to: Some(bob3()),
-                    setup_us: None
-                }
+                none()
             ),
             json!({"event": "call_ringing", "call": 5, "to": "bob/3"})
         );
@@ -645,7 +648,6 @@ mod tests {
                     path: SetupPath::Fast
                 },
                 Extra {
-                    to: None,
                     setup_us: Some(840)
                 }
             ),
@@ -678,11 +680,13 @@ mod tests {
             render(
                 ClientEvent::CallFailed {
                     req: ReqId(2),
-                    code: ErrorCode::NotReachable
+                    to: bob3(),
+                    code: ErrorCode::NotReachable,
+                    detail: String::new(),
                 },
                 none()
             ),
-            json!({"event": "call_failed", "code": "not_reachable"})
+            json!({"event": "call_failed", "code": "not_reachable", "to": "bob/3"})
         );
         assert_eq!(
             render(
@@ -691,10 +695,12 @@ mod tests {
                     req: Some(ReqId(3)),
                     call: None,
                     retry_after: None,
+                    detail: "at the limit".into(),
                 },
                 none()
             ),
-            json!({"event": "error", "code": "busy", "detail": "server error busy (request 3)"})
+            json!({"event": "error", "code": "busy",
+                   "detail": "server error busy: at the limit (request 3)"})
         );
         assert_eq!(
             render(

@@ -143,10 +143,8 @@ pub async fn run(settings: Settings) -> i32 {
     }
 }
 
-/// A call request waiting for `call_ringing`.
+/// A call request waiting for `call_ringing`: when it was written to the socket.
 struct Dial {
-    to: Endpoint,
-    /// When the request was written to the socket.
     sent: Option<Instant>,
 }
 
@@ -276,7 +274,7 @@ impl Session {
         self.dropped = true;
         self.wr = Box::new(tokio::io::sink());
         let now = self.now();
-        self.client.connection_lost(now);
+        self.client.connection_closed(now);
         self.received_at = Instant::now();
         if self.recovery.is_none()
             && self.client.can_resume()
@@ -401,13 +399,7 @@ impl Session {
                     self.client.place_call(&endpoint, now)
                 };
                 placed.map(|req| {
-                    self.dialing.insert(
-                        req,
-                        Dial {
-                            to: endpoint,
-                            sent: None,
-                        },
-                    );
+                    self.dialing.insert(req, Dial { sent: None });
                 })
             }
             Command::Query(to) => {
@@ -516,15 +508,14 @@ impl Session {
             let mut extra = Extra::default();
             match &ev {
                 ClientEvent::LoggedIn { .. } => self.logged_in = true,
-                ClientEvent::CallRinging { req, call } => {
+                ClientEvent::CallRinging { req, call, .. } => {
                     if let Some(dial) = self.dialing.remove(req) {
                         self.ringing
                             .insert(*call, dial.sent.unwrap_or(self.received_at));
-                        extra.to = Some(dial.to);
                     }
                 }
                 ClientEvent::CallFailed { req, .. } => {
-                    extra.to = self.dialing.remove(req).map(|d| d.to);
+                    self.dialing.remove(req);
                 }
                 ClientEvent::CallEstablished { call, .. } => {
                     extra.setup_us = self.ringing.remove(call).map(|sent| {

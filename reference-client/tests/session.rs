@@ -98,7 +98,7 @@ async fn serve(
                     }
                     Some(Input::Bytes(conn, data)) => server.receive(conn, &data, now()),
                     Some(Input::Closed(conn)) => {
-                        server.disconnect(conn, now());
+                        server.connection_closed(conn, now());
                         writers.remove(&conn);
                     }
                     Some(Input::Drop) => {

@@ -512,7 +512,7 @@ impl Shell {
                         }
                         None => tracing::debug!(conn = %id, peer = %tasks.peer, "peer closed"),
                     }
-                    self.server.disconnect(id, now);
+                    self.server.connection_closed(id, now);
                     retire(tasks);
                 }
             }
@@ -674,7 +674,7 @@ impl Shell {
             tasks.writer.abort();
         }
         let now = self.now();
-        self.server.disconnect(conn, now);
+        self.server.connection_closed(conn, now);
     }
 }
 

@@ -54,21 +54,31 @@ pub enum ClientEvent {
         /// The terminal.
         endpoint: Endpoint,
     },
-    /// The contact list changed.
+    /// The contact list changed: the answer to [`Client::add_contact`] or
+    /// [`Client::remove_contact`] (`req` is the tag it returned), or a change made by
+    /// another terminal of this user or by an administrator (`req` is `None`).
     ContactsChanged {
+        /// The tag the request returned, on the terminal that asked.
+        req: Option<ReqId>,
         /// The user added or removed.
         user: UserId,
         /// `true` if added.
         added: bool,
     },
-    /// The server recorded this terminal's new capabilities.
-    CapsAcknowledged,
+    /// The server recorded this terminal's new capabilities and pushed them to its
+    /// watchers: the answer to [`Client::update_caps`].
+    CapsAcknowledged {
+        /// The tag [`Client::update_caps`] returned.
+        req: ReqId,
+    },
     /// A placed call is ringing at the callee.
     CallRinging {
         /// The tag [`Client::place_call`] returned.
         req: ReqId,
         /// The call.
         call: CallId,
+        /// The terminal called.
+        to: Endpoint,
     },
     /// A call for this terminal; answer with [`Client::answer`].
     IncomingCall {
@@ -111,8 +121,12 @@ pub enum ClientEvent {
     CallFailed {
         /// The tag [`Client::place_call`] returned.
         req: ReqId,
-        /// The server's error code.
+        /// The terminal called.
+        to: Endpoint,
+        /// The server's error code (`not_reachable` when the connection dropped first).
         code: ErrorCode,
+        /// The server's human-readable detail, if any; not for machines.
+        detail: String,
     },
     /// The server reported an error.
     ServerError {
@@ -124,6 +138,8 @@ pub enum ClientEvent {
         call: Option<CallId>,
         /// How long to wait before trying again, if the server said.
         retry_after: Option<Duration>,
+        /// The server's human-readable detail, if any; not for machines.
+        detail: String,
     },
     /// The session is over (logout completed, login or resume refused, fatal error,
     /// the connection was lost without a resumable session, or the resumable session

@@ -118,13 +118,13 @@ impl Client {
                     // A server speaking another version: nothing else it says can be
                     // understood, so the session ends here.
                     Err(DecodeError::UnsupportedVersion(v)) => {
-                        self.connection_lost(now);
+                        self.connection_closed(now);
                         return Err(ClientError::UnsupportedVersion(v));
                     }
                     Err(e) => self.violation(Violation::Malformed(e.to_string())),
                 },
                 Err(e) => {
-                    self.connection_lost(now);
+                    self.connection_closed(now);
                     return Err(e.into());
                 }
             }
@@ -220,11 +220,11 @@ impl Client {
                     req,
                     call,
                     retry_after_ms,
-                    ..
+                    detail,
                 },
             ) => {
                 let retry_after = retry_after_ms.map(Duration::from_millis);
-                self.server_error(code, req, call, retry_after, now)
+                self.server_error(code, req, call, retry_after, detail, now)
             }
             // Anything else in flight when the user logged out is dropped: the client
             // holds nothing after logout (C5).

@@ -59,7 +59,7 @@ impl Client {
     /// detached: its calls end, the table is kept, and [`Client::resume`] may take it
     /// over on a new connection (spec "Resumable sessions"). Otherwise everything is
     /// deleted and the client is idle.
-    pub fn connection_lost(&mut self, now: Time) {
+    pub fn connection_closed(&mut self, now: Time) {
         let _ = now;
         self.out.clear();
         match std::mem::replace(&mut self.state, State::Idle) {
@@ -70,9 +70,13 @@ impl Client {
                     self.events
                         .push_back(ClientEvent::CallEnded { call, reason });
                 }
-                for req in std::mem::take(&mut on.dialing).into_keys() {
-                    let code = ErrorCode::NotReachable;
-                    self.events.push_back(ClientEvent::CallFailed { req, code });
+                for (req, d) in std::mem::take(&mut on.dialing) {
+                    self.events.push_back(ClientEvent::CallFailed {
+                        req,
+                        to: d.peer,
+                        code: ErrorCode::NotReachable,
+                        detail: String::new(),
+                    });
                 }
                 // What was in flight may or may not have reached the server; `resumed`
                 // tells which capabilities it holds.
@@ -208,6 +212,7 @@ impl Client {
             req: None,
             call: None,
             retry_after: None,
+            detail: String::new(),
         });
         self.events.push_back(ClientEvent::LoggedOut);
     }
@@ -255,6 +260,7 @@ impl Client {
         req: Option<ReqId>,
         call: Option<CallId>,
         retry_after: Option<Duration>,
+        detail: String,
         now: Time,
     ) {
         let event = ClientEvent::ServerError {
@@ -262,6 +268,7 @@ impl Client {
             req,
             call,
             retry_after,
+            detail: detail.clone(),
         };
         let resuming = matches!(self.state, State::Resuming(_));
         if code.is_fatal() && code.refuses_connection() && resuming {
@@ -285,9 +292,13 @@ impl Client {
             return;
         }
         if let (State::Online(on), Some(r)) = (&mut self.state, req) {
-            if on.dialing.remove(&r).is_some() {
-                self.events
-                    .push_back(ClientEvent::CallFailed { req: r, code });
+            if let Some(d) = on.dialing.remove(&r) {
+                self.events.push_back(ClientEvent::CallFailed {
+                    req: r,
+                    to: d.peer,
+                    code,
+                    detail,
+                });
                 return;
             }
             if on.caps_in_flight.remove(&r) && code == ErrorCode::CapsThrottled {

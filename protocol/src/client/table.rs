@@ -86,11 +86,15 @@ impl Online {
                     events.push_back(ClientEvent::PeerOffline { endpoint });
                 }
             }
-            ServerMessage::ContactAdded { user, .. } => {
+            ServerMessage::ContactAdded { req, user } => {
                 self.contacts.insert(user.clone());
-                events.push_back(ClientEvent::ContactsChanged { user, added: true });
+                events.push_back(ClientEvent::ContactsChanged {
+                    req,
+                    user,
+                    added: true,
+                });
             }
-            ServerMessage::ContactRemoved { user, .. } => {
+            ServerMessage::ContactRemoved { req, user } => {
                 self.contacts.remove(&user);
                 let gone: Vec<Endpoint> = self
                     .peers
@@ -102,7 +106,11 @@ impl Online {
                     self.peers.remove(&endpoint);
                     events.push_back(ClientEvent::PeerOffline { endpoint });
                 }
-                events.push_back(ClientEvent::ContactsChanged { user, added: false });
+                events.push_back(ClientEvent::ContactsChanged {
+                    req,
+                    user,
+                    added: false,
+                });
             }
             ServerMessage::CapsAck { req } => {
                 if !self.caps_in_flight.remove(&req) {
@@ -111,7 +119,7 @@ impl Online {
                         req,
                     });
                 }
-                events.push_back(ClientEvent::CapsAcknowledged);
+                events.push_back(ClientEvent::CapsAcknowledged { req });
             }
             ServerMessage::CallRinging { req, call } => {
                 let Some(d) = self.dialing.remove(&req) else {
@@ -120,6 +128,7 @@ impl Online {
                         req,
                     });
                 };
+                let to = d.peer.clone();
                 self.calls.insert(
                     call,
                     Call {
@@ -132,7 +141,7 @@ impl Online {
                         digest: d.digest,
                     },
                 );
-                events.push_back(ClientEvent::CallRinging { req, call });
+                events.push_back(ClientEvent::CallRinging { req, call, to });
             }
             ServerMessage::CallIncoming {
                 call,

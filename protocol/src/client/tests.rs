@@ -211,7 +211,7 @@ fn no_ping_deadline_outside_online() {
 fn a_login_while_detached_abandons_the_session_and_logs_in_afresh() {
     let alice = UserId::new("alice").unwrap();
     let mut c = online_at(&alice, true, Time::ZERO);
-    c.connection_lost(Time(10));
+    c.connection_closed(Time(10));
     assert_eq!(c.status(), Status::Detached);
     assert_eq!(drain(&mut c), vec![ClientEvent::Detached]);
 
@@ -235,7 +235,7 @@ fn a_login_while_detached_abandons_the_session_and_logs_in_afresh() {
 fn decoded_resumed_of_another_version_ends_the_session() {
     let alice = UserId::new("alice").unwrap();
     let mut c = online_at(&alice, true, Time::ZERO);
-    c.connection_lost(Time(10));
+    c.connection_closed(Time(10));
     c.resume(Time(20)).unwrap();
     drain(&mut c);
     c.handle_message(
@@ -272,7 +272,7 @@ fn the_own_user_is_known_exactly_while_a_session_is_held() {
     assert_eq!(logging_in(&alice).user(), None);
     let mut c = online_at(&alice, true, Time::ZERO);
     assert_eq!(c.user(), Some(&alice));
-    c.connection_lost(Time(1));
+    c.connection_closed(Time(1));
     assert_eq!(c.user(), Some(&alice));
     c.resume(Time(2)).unwrap();
     assert_eq!(c.user(), Some(&alice));
@@ -284,13 +284,13 @@ fn the_own_user_is_known_exactly_while_a_session_is_held() {
 /// session to end, so the application is not told one ended), for example when
 /// the server closes the connection after `logged_out`.
 #[test]
-fn a_connection_lost_while_idle_reports_nothing() {
+fn a_connection_closed_while_idle_reports_nothing() {
     let alice = UserId::new("alice").unwrap();
     let mut c = online_at(&alice, false, Time::ZERO);
     c.logout(Time(1)).unwrap();
     c.handle_message(ServerMessage::LoggedOut {}, Time(2));
     assert_eq!(drain(&mut c), vec![ClientEvent::LoggedOut]);
-    c.connection_lost(Time(3));
+    c.connection_closed(Time(3));
     assert_eq!(c.status(), Status::Idle);
     assert_eq!(drain(&mut c), vec![], "the session was reported over twice");
 }

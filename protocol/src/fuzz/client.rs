@@ -295,7 +295,7 @@ fn command(c: &mut Client, cmd: Command, now: Time) {
         Command::Login(user, pw, with) => c.login(user, pw, with, now),
         Command::Logout => c.logout(now),
         Command::ConnectionLost => {
-            c.connection_lost(now);
+            c.connection_closed(now);
             Ok(())
         }
         Command::Resume => c.resume(now),

@@ -238,7 +238,7 @@ impl Server {
     /// until the grace ends (spec "Resumable sessions"); its calls end. Otherwise it
     /// ends at once and the user's contacts are told the terminal went offline (claim
     /// C9).
-    pub fn disconnect(&mut self, conn: ConnId, now: Time) {
+    pub fn connection_closed(&mut self, conn: ConnId, now: Time) {
         self.forget_conn(conn, Some(now));
     }
 

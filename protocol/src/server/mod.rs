@@ -3,7 +3,7 @@
 //! [`Server`] owns every connection's framing, every session, the in-memory contact
 //! lists of online users and every call; it decides every message the server sends.
 //! It performs no I/O: the embedder feeds it events ([`Server::connect`],
-//! [`Server::receive`], [`Server::disconnect`], [`Server::complete_auth`],
+//! [`Server::receive`], [`Server::connection_closed`], [`Server::complete_auth`],
 //! [`Server::handle_timeout`], [`Server::change_roster`]) and drains
 //! [`Server::poll_event`] for frames to write, connections to close, credential checks
 //! to run and roster changes to persist.

@@ -9,7 +9,7 @@
 //! spec 9.6), capability changes, logouts and logins. At a random point of the round
 //! (drawn from the seeded generator) it sends a burst of contact changes and, 0-3 ms
 //! later, SIGKILLs the server (so that some requests are in flight). It waits until
-//! every client has seen its connection drop (`Client::connection_lost`, then
+//! every client has seen its connection drop (`Client::connection_closed`, then
 //! `Client::abandon` of the session kept for resuming), and reads the store as the
 //! crash left it (`precall-server admin user list`, `terminal list`, `contact dump`):
 //!
@@ -390,7 +390,7 @@ async fn connection(
 /// given up at once. A restarted server knows no session to resume, so the client
 /// logs in anew (a full login) and holds nothing meanwhile.
 fn lose(client: &mut Client, now: Time) {
-    client.connection_lost(now);
+    client.connection_closed(now);
     if client.status() != Status::Idle {
         client.abandon(now);
     }
@@ -532,7 +532,7 @@ fn drain(
                 notes.push(Note::LoggedIn);
             }
             ClientEvent::Synced => notes.push(Note::Synced),
-            ClientEvent::CapsAcknowledged => notes.push(Note::CapsAck),
+            ClientEvent::CapsAcknowledged { .. } => notes.push(Note::CapsAck),
             ClientEvent::ServerError { code, req, .. } => {
                 s.errors += 1;
                 tracing::warn!(user = k, ?code, ?req, "server error");

@@ -282,14 +282,14 @@ async fn session_task(sh: Arc<Shared>, k: usize, mut cmds: mpsc::UnboundedReceiv
                     tracing::debug!(user = k, error = %e, "SO_LINGER");
                 }
             }
-            sh.slot(k).client.connection_lost(sh.now());
+            sh.slot(k).client.connection_closed(sh.now());
             drain(&sh, k);
             sh.note(k, Note::Cut);
             continue;
         }
         if lost {
             stream = None;
-            sh.slot(k).client.connection_lost(sh.now());
+            sh.slot(k).client.connection_closed(sh.now());
         }
         drain(&sh, k);
         let (status, relogin, leaving) = {
@@ -404,7 +404,7 @@ async fn establish(sh: &Shared, k: usize, mode: Mode, rng: &mut Rng) -> Option<T
 /// which say only that, are dropped.
 fn abort_attempt(sh: &Shared, k: usize) {
     let mut s = sh.slot(k);
-    s.client.connection_lost(sh.now());
+    s.client.connection_closed(sh.now());
     while s.client.poll_event().is_some() {}
     s.filter = None;
 }
@@ -597,7 +597,7 @@ fn drain(sh: &Shared, k: usize) {
                     s.offline_about_cut += 1;
                 }
             }
-            ClientEvent::CapsAcknowledged => notes.push(Note::CapsAck),
+            ClientEvent::CapsAcknowledged { .. } => notes.push(Note::CapsAck),
             ClientEvent::ServerError { code, .. } => {
                 if *code == ErrorCode::ResumeFailed {
                     s.resume_failed += 1;

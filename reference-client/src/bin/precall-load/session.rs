@@ -260,7 +260,7 @@ async fn session(
     let mut was_online = false;
     loop {
         if !flush(hub, local, &mut stream).await {
-            hub.slot(local).client.connection_lost(hub.now());
+            hub.slot(local).client.connection_closed(hub.now());
         } else {
             let ping_at = hub
                 .slot(local)
@@ -272,11 +272,11 @@ async fn session(
                     let now = hub.now();
                     match ready.and_then(|()| read_into(hub, local, &stream, now)) {
                         Ok(true) => {}
-                        Ok(false) => hub.slot(local).client.connection_lost(now),
+                        Ok(false) => hub.slot(local).client.connection_closed(now),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => {
                             tracing::debug!(local, error = %e, "read failed");
-                            hub.slot(local).client.connection_lost(now);
+                            hub.slot(local).client.connection_closed(now);
                         }
                     }
                 }
@@ -372,7 +372,7 @@ fn drain(hub: &Hub, local: usize, was_online: &mut bool) -> bool {
                 slot.last_change = Some(at);
                 presence += 1;
             }
-            ClientEvent::CapsAcknowledged => notes.push(Note::CapsAck),
+            ClientEvent::CapsAcknowledged { .. } => notes.push(Note::CapsAck),
             ClientEvent::ServerError { code, .. } => {
                 slot.errors += 1;
                 tracing::warn!(user = slot.user, ?code, "server error");
