@@ -31,10 +31,9 @@ use std::time::{Duration, Instant};
 
 use precall_protocol::codec::{decode_message, encode_frame, FrameDecoder, DEFAULT_MAX_FRAME};
 use precall_protocol::message::WireMessage;
-use precall_protocol::sim::sample_caps;
 use precall_protocol::{
-    negotiate_pair, Capabilities, ClientMessage, LoginWith, Password, ServerMessage, TerminalId,
-    UserId, PROTOCOL_VERSION,
+    negotiate_pair, Capabilities, ClientMessage, CpuClass, LoginWith, Password, ServerMessage,
+    TerminalId, UserId, PROTOCOL_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -261,7 +260,15 @@ pub fn tail(path: &Path, max: usize) -> String {
 /// A capability set: `codecs` both ways, a 16:9 screen and camera `width` pixels wide,
 /// `fps` frames per second, high CPU, 8 Mbit/s each way (the core's `sample_caps`).
 pub fn caps(codecs: &[&str], width: u16, fps: u16) -> Capabilities {
-    sample_caps(codecs, width, fps)
+    let height = width / 16 * 9;
+    Capabilities::builder()
+        .codecs(codecs.iter().copied())
+        .screen(width, height)
+        .camera(width, height, fps)
+        .cpu(CpuClass::High)
+        .bandwidth(8000, 8000)
+        .build()
+        .expect("the tests' capabilities are valid")
 }
 
 /// The phone of the spec's examples (`bob-phone`): portrait screen, mid CPU.

@@ -5,7 +5,7 @@
 //! Run: `cargo run -p precall-protocol --example walkthrough`
 
 use precall_protocol::caps::{Direction, StreamParams};
-use precall_protocol::client::{ClientEvent, SetupPath};
+use precall_protocol::client::ClientEvent;
 use precall_protocol::codec::HEADER_LEN;
 use precall_protocol::sim::{sample_caps, Directory, Sim};
 use precall_protocol::{CallId, CallParams, LoginWith, ServerConfig, TerminalId, UserId};
@@ -167,11 +167,11 @@ fn report_call(sim: &Sim, i: usize, name: &str) {
             params: p, path, ..
         } = e
         {
-            let path = match path {
-                SetupPath::Fast => "fast path",
-                SetupPath::Fallback => "fallback path",
-            };
-            println!("  {name}: call established on the {path}: {}", params(p));
+            let path = path.name();
+            println!(
+                "  {name}: call established on the {path} path: {}",
+                params(p)
+            );
             println!(
                 "  capability bytes in {name}'s call signalling so far: {}",
                 sim.terminals[i].call_caps_bytes

@@ -70,6 +70,7 @@ pub struct Camera {
 /// decode (spec table "CPU budgets").
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CpuClass {
     /// Low-end phones and embedded devices.
     Low,
@@ -107,7 +108,26 @@ pub struct Bandwidth {
 
 /// A terminal's capabilities (claims C1–C3, C6–C8).
 ///
-/// Always valid: construct with [`Capabilities::new`]; decoding applies the same checks.
+/// Always valid: build with [`Capabilities::builder`] (or [`Capabilities::new`]);
+/// decoding applies the same checks.
+///
+/// ```
+/// use precall_protocol::caps::{Capabilities, CpuClass};
+///
+/// let caps = Capabilities::builder()
+///     .codecs(["h264", "vp8"]) // encode and decode, most preferred first
+///     .screen(1920, 1080)
+///     .camera(1280, 720, 30)
+///     .cpu(CpuClass::High)
+///     .bandwidth(4_000, 8_000)
+///     .build()?;
+/// assert_eq!(caps.encode()[0].as_str(), "h264");
+///
+/// // Invalid input is a typed error, never a panic.
+/// let err = Capabilities::builder().codecs(["no spaces"]).screen(640, 360).bandwidth(1, 1).build();
+/// assert!(err.is_err());
+/// # Ok::<(), precall_protocol::InvalidValue>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(try_from = "CapabilitiesWire")]
 pub struct Capabilities {
@@ -173,7 +193,95 @@ fn check_range(what: &'static str, value: u64, min: u64, max: u64) -> Result<(),
     Ok(())
 }
 
+/// Builds a [`Capabilities`] field by field; [`CapabilitiesBuilder::build`] validates
+/// everything at once. The screen and the bandwidth are required; without a camera the
+/// terminal can only receive video; the CPU class defaults to [`CpuClass::Mid`];
+/// codec lists default to empty (no video that way).
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct CapabilitiesBuilder {
+    encode: Vec<String>,
+    decode: Vec<String>,
+    screen: Option<Size>,
+    camera: Option<Camera>,
+    cpu: Option<CpuClass>,
+    bandwidth: Option<Bandwidth>,
+}
+
+impl CapabilitiesBuilder {
+    /// The codecs the terminal can encode, most preferred first (codec names as the
+    /// spec writes them: `h264`, `vp8`, ...).
+    pub fn encode<I: IntoIterator<Item = S>, S: Into<String>>(mut self, codecs: I) -> Self {
+        self.encode = codecs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The codecs the terminal can decode, most preferred first.
+    pub fn decode<I: IntoIterator<Item = S>, S: Into<String>>(mut self, codecs: I) -> Self {
+        self.decode = codecs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same codecs to encode and to decode, most preferred first.
+    pub fn codecs<I: IntoIterator<Item = S>, S: Into<String>>(mut self, codecs: I) -> Self {
+        self.encode = codecs.into_iter().map(Into::into).collect();
+        self.decode = self.encode.clone();
+        self
+    }
+
+    /// The display video is rendered on, in pixels.
+    pub fn screen(mut self, width: u16, height: u16) -> Self {
+        self.screen = Some(Size { width, height });
+        self
+    }
+
+    /// The camera's largest capture size and frame rate.
+    pub fn camera(mut self, width: u16, height: u16, max_fps: u16) -> Self {
+        self.camera = Some(Camera {
+            max: Size { width, height },
+            max_fps,
+        });
+        self
+    }
+
+    /// The processing class.
+    pub fn cpu(mut self, cpu: CpuClass) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+
+    /// The bandwidth available upstream and downstream, in kbit/s.
+    pub fn bandwidth(mut self, up_kbps: u32, down_kbps: u32) -> Self {
+        self.bandwidth = Some(Bandwidth { up_kbps, down_kbps });
+        self
+    }
+
+    /// Validates the fields as [`Capabilities::new`] does; a missing screen or
+    /// bandwidth is [`InvalidValue::Missing`], a bad codec name is the codec's error.
+    pub fn build(self) -> Result<Capabilities, InvalidValue> {
+        let codecs = |names: Vec<String>| -> Result<Vec<Codec>, InvalidValue> {
+            names.into_iter().map(Codec::new).collect()
+        };
+        Capabilities::new(
+            codecs(self.encode)?,
+            codecs(self.decode)?,
+            self.screen.ok_or(InvalidValue::Missing {
+                what: "screen size",
+            })?,
+            self.camera,
+            self.cpu.unwrap_or(CpuClass::Mid),
+            self.bandwidth
+                .ok_or(InvalidValue::Missing { what: "bandwidth" })?,
+        )
+    }
+}
+
 impl Capabilities {
+    /// A builder: the readable way to make a capability set.
+    pub fn builder() -> CapabilitiesBuilder {
+        CapabilitiesBuilder::default()
+    }
+
     /// Validates and builds a capability set.
     ///
     /// Codec lists hold at most [`MAX_CODECS`] distinct entries (an empty list is
@@ -370,6 +478,7 @@ pub enum NoVideo {
 /// The outcome of negotiation for one direction.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::exhaustive_enums)] // closed: a direction carries video or it does not
 pub enum Direction {
     /// Video flows with these parameters.
     Video(StreamParams),
@@ -410,6 +519,92 @@ impl CallParams {
 mod tests {
     use super::*;
     use crate::testing::caps;
+
+    #[test]
+    fn the_builder_sets_every_field_and_validates_them() {
+        let c = Capabilities::builder()
+            .encode(["vp8"])
+            .decode(["h264", "vp8"])
+            .screen(1920, 1080)
+            .camera(1280, 720, 30)
+            .cpu(CpuClass::Ultra)
+            .bandwidth(1_000, 2_000)
+            .build()
+            .unwrap();
+        let names = |l: &[Codec]| l.iter().map(|c| c.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(c.encode()), ["vp8"]);
+        assert_eq!(names(c.decode()), ["h264", "vp8"]);
+        assert_eq!(
+            c.screen(),
+            Size {
+                width: 1920,
+                height: 1080
+            }
+        );
+        let camera = Camera {
+            max: Size {
+                width: 1280,
+                height: 720,
+            },
+            max_fps: 30,
+        };
+        assert_eq!(c.camera(), Some(camera));
+        assert_eq!(c.cpu(), CpuClass::Ultra);
+        assert_eq!(
+            c.bandwidth(),
+            Bandwidth {
+                up_kbps: 1_000,
+                down_kbps: 2_000
+            }
+        );
+        // `codecs` sets both lists; the defaults: no camera, a mid-range CPU.
+        let d = Capabilities::builder()
+            .codecs(["av1", "vp9"])
+            .screen(640, 360)
+            .bandwidth(5, 6)
+            .build()
+            .unwrap();
+        assert_eq!(names(d.encode()), ["av1", "vp9"]);
+        assert_eq!(names(d.decode()), ["av1", "vp9"]);
+        assert_eq!((d.camera(), d.cpu()), (None, CpuClass::Mid));
+    }
+
+    #[test]
+    fn the_builder_refuses_what_new_refuses_and_missing_fields() {
+        let ok = || {
+            Capabilities::builder()
+                .codecs(["h264"])
+                .screen(640, 360)
+                .bandwidth(1, 1)
+        };
+        assert!(ok().build().is_ok());
+        assert_eq!(
+            Capabilities::builder().bandwidth(1, 1).build(),
+            Err(InvalidValue::Missing {
+                what: "screen size"
+            })
+        );
+        assert_eq!(
+            Capabilities::builder().screen(640, 360).build(),
+            Err(InvalidValue::Missing { what: "bandwidth" })
+        );
+        assert!(matches!(
+            ok().encode(["bad name"]).build(),
+            Err(InvalidValue::Character { .. })
+        ));
+        assert!(matches!(
+            ok().decode(["h264", "h264"]).build(),
+            Err(InvalidValue::Duplicate { .. })
+        ));
+        assert!(matches!(
+            ok().camera(640, 360, 0).build(),
+            Err(InvalidValue::Range { .. })
+        ));
+        assert!(matches!(
+            ok().screen(0, 360).build(),
+            Err(InvalidValue::Range { .. })
+        ));
+    }
 
     /// A fingerprint shows in logs as its 32 hexadecimal digits (spec 7.1), named.
     #[test]

@@ -5,6 +5,7 @@ use thiserror::Error;
 
 /// A value that breaks the spec's syntax or range for its field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum InvalidValue {
     /// Too short or too long.
     #[error("{what}: length {len} outside 1..={max}")]
@@ -44,11 +45,18 @@ pub enum InvalidValue {
         /// Index of the repeated entry.
         pos: usize,
     },
+    /// A required field was not given (see [`crate::caps::CapabilitiesBuilder`]).
+    #[error("{what}: missing")]
+    Missing {
+        /// Field name.
+        what: &'static str,
+    },
 }
 
 /// Why a byte stream cannot be split into frames. Every variant is fatal for the
 /// connection: the framing is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The length prefix announces more than the receiver's limit.
     #[error("frame of {len} bytes exceeds the limit of {max}")]
@@ -66,6 +74,7 @@ pub enum FrameError {
 /// Why one frame's payload is not an acceptable message. The framing is intact, so the
 /// connection survives unless the spec says otherwise for the resulting error code.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Not JSON, not an object, a known message with missing or ill-typed fields, or a
     /// field value outside its syntax or range.

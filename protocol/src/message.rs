@@ -20,6 +20,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LoginWith {
     /// The capabilities themselves (claims C2, C7).
     Capabilities(Capabilities),

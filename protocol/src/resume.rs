@@ -124,6 +124,7 @@ impl fmt::Debug for ResumeSecret {
 
 /// The server's resume settings (spec section "Resumable sessions").
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ResumeConfig {
     /// How long a session whose connection dropped stays detached, resumable and
     /// online for its watchers. Zero disables resumption: no token is issued and a

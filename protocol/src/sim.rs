@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::caps::{Bandwidth, Camera, Capabilities, CpuClass, Size};
+use crate::caps::{Capabilities, CpuClass};
 use crate::client::{Client, ClientConfig, ClientEvent, Role};
 use crate::codec::{decode_message, encode_payload, HEADER_LEN};
-use crate::ids::{Codec, ConnId, Endpoint, Password, TerminalId, UserId};
+use crate::ids::{ConnId, Endpoint, Password, TerminalId, UserId};
 use crate::invariant::{self, InvariantViolation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
@@ -31,29 +31,15 @@ use crate::time::Time;
 ///
 /// If a codec token is invalid, or `width` or `fps` is out of range: a test helper.
 pub fn sample_caps(codecs: &[&str], width: u16, fps: u16) -> Capabilities {
-    let list: Vec<Codec> = codecs
-        .iter()
-        .map(|c| Codec::new(*c).expect("sample codec"))
-        .collect();
-    let size = Size {
-        width,
-        height: width / 16 * 9,
-    };
-    Capabilities::new(
-        list.clone(),
-        list,
-        size,
-        Some(Camera {
-            max: size,
-            max_fps: fps,
-        }),
-        CpuClass::High,
-        Bandwidth {
-            up_kbps: 8000,
-            down_kbps: 8000,
-        },
-    )
-    .expect("sample capabilities are valid")
+    let height = width / 16 * 9;
+    Capabilities::builder()
+        .codecs(codecs.iter().copied())
+        .screen(width, height)
+        .camera(width, height, fps)
+        .cpu(CpuClass::High)
+        .bandwidth(8000, 8000)
+        .build()
+        .expect("sample capabilities are valid")
 }
 
 /// An account in the in-memory store.

@@ -1813,9 +1813,10 @@ fn ring(s: &mut Server, sa: SessionId, sb: SessionId, now: Time) -> CallId {
 #[test]
 fn unanswered_call_ends_after_the_ring_timeout() {
     let ring_timeout = std::time::Duration::from_secs(20);
-    let mut s = Server::new(ServerConfig {
-        ring_timeout,
-        ..ServerConfig::default()
+    let mut s = Server::new({
+        let mut config = ServerConfig::default();
+        config.ring_timeout = ring_timeout;
+        config
     });
     let (sa, _) = log_in(&mut s, C1, "alice", caps_a(), &["bob"], T0);
     let (sb, _) = log_in(&mut s, C2, "bob", caps_b(), &["alice"], T0);
@@ -1878,9 +1879,10 @@ fn callee_cannot_send_call_retry() {
 
 #[test]
 fn admin_roster_change_respects_the_contact_limit() {
-    let config = ServerConfig {
-        max_contacts: 2,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.max_contacts = 2;
+        config
     };
     let mut s = Server::new(config);
     log_in(&mut s, C1, "alice", caps_a(), &["bob", "carol"], T0);
@@ -1899,9 +1901,10 @@ fn admin_roster_change_respects_the_contact_limit() {
 
 #[test]
 fn duplicate_stored_contacts_do_not_use_up_the_limit() {
-    let config = ServerConfig {
-        max_contacts: 2,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.max_contacts = 2;
+        config
     };
     let mut s = Server::new(config);
     log_in(
@@ -1971,9 +1974,10 @@ fn largest_login_ok_fits_the_minimum_frame_limit() {
         frame.len() - HEADER_LEN
     );
     // And a server whose limit is set higher than the protocol's is clamped.
-    let config = ServerConfig {
-        max_contacts: 10_000,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.max_contacts = 10_000;
+        config
     };
     let mut s = Server::new(config);
     let many: Vec<String> = (0..MAX_CONTACTS + 10).map(|i| format!("user{i}")).collect();
@@ -1984,9 +1988,10 @@ fn largest_login_ok_fits_the_minimum_frame_limit() {
 
 #[test]
 fn a_server_frame_limit_below_the_minimum_acts_as_the_minimum() {
-    let mut s = Server::new(ServerConfig {
-        max_frame: 10,
-        ..ServerConfig::default()
+    let mut s = Server::new({
+        let mut config = ServerConfig::default();
+        config.max_frame = 10;
+        config
     });
     let frame = login_msg("alice", "pw", LoginWith::Capabilities(caps_a()));
     assert!(frame.len() > 10);
@@ -2106,9 +2111,10 @@ fn removing_a_contact_ends_exactly_the_calls_between_the_two_users() {
 
 #[test]
 fn a_call_is_busy_when_either_end_is_at_its_limit() {
-    let config = ServerConfig {
-        max_calls_per_session: 1,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.max_calls_per_session = 1;
+        config
     };
     let (mut s, [_, b, c]) = three_online(config);
     rung(&dial(&mut s, C1, "bob", b));

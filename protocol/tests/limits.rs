@@ -17,9 +17,10 @@ const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
 fn server(limits: Limits) -> Server {
-    Server::new(ServerConfig {
-        limits,
-        ..ServerConfig::default()
+    Server::new({
+        let mut config = ServerConfig::default();
+        config.limits = limits;
+        config
     })
 }
 
@@ -110,10 +111,11 @@ fn still_served(s: &mut Server, c: ConnId, now: Time) {
 
 #[test]
 fn failed_logins_throttle_the_account_with_a_retry_hint() {
-    let limits = Limits {
-        max_login_failures_per_account: 3,
-        max_login_failures_per_source: 0,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_login_failures_per_account = 3;
+        limits.max_login_failures_per_source = 0;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -166,10 +168,11 @@ fn failed_logins_throttle_the_account_with_a_retry_hint() {
 
 #[test]
 fn failed_logins_throttle_the_source_address() {
-    let limits = Limits {
-        max_login_failures_per_account: 0,
-        max_login_failures_per_source: 2,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_login_failures_per_account = 0;
+        limits.max_login_failures_per_source = 2;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -200,10 +203,11 @@ fn failed_logins_throttle_the_source_address() {
 
 #[test]
 fn connections_are_capped_in_total_and_per_source() {
-    let limits = Limits {
-        max_connections: 4,
-        max_connections_per_source: 2,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_connections = 4;
+        limits.max_connections_per_source = 2;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -236,9 +240,10 @@ fn connections_are_capped_in_total_and_per_source() {
 
 #[test]
 fn accept_rate_limit_turns_a_reconnect_storm_away_until_the_next_second() {
-    let limits = Limits {
-        max_accepts_per_second: 3,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_accepts_per_second = 3;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -260,9 +265,10 @@ fn accept_rate_limit_turns_a_reconnect_storm_away_until_the_next_second() {
 
 #[test]
 fn accept_rate_per_source_turns_one_source_away_and_not_the_others() {
-    let limits = Limits {
-        max_accepts_per_second_per_source: 3,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_accepts_per_second_per_source = 3;
+        limits
     };
     assert_eq!(Limits::default().max_accepts_per_second, 0, "no total cap");
     let mut s = server(limits);
@@ -289,9 +295,10 @@ fn accept_rate_per_source_turns_one_source_away_and_not_the_others() {
 
 #[test]
 fn oversized_capability_documents_are_refused() {
-    let limits = Limits {
-        max_caps_bytes: 300,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_caps_bytes = 300;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -333,9 +340,10 @@ fn oversized_capability_documents_are_refused() {
 /// abandoned check frees its place.
 #[test]
 fn credential_checks_per_source_are_capped() {
-    let limits = Limits {
-        max_auth_checks_per_source: 2,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_auth_checks_per_source = 2;
+        limits
     };
     let mut s = server(limits);
     let mut held = Vec::new();
@@ -397,14 +405,16 @@ fn credential_checks_per_source_are_capped() {
 /// valid logins over the limit is throttled like one of wrong passwords.
 #[test]
 fn logins_over_the_session_limit_are_throttled() {
-    let limits = Limits {
-        max_login_failures_per_account: 3,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_login_failures_per_account = 3;
+        limits
     };
-    let mut s = Server::new(ServerConfig {
-        limits,
-        max_sessions_per_user: 1,
-        ..ServerConfig::default()
+    let mut s = Server::new({
+        let mut config = ServerConfig::default();
+        config.limits = limits;
+        config.max_sessions_per_user = 1;
+        config
     });
     let mut seen = Seen::default();
     for i in 0..5u64 {
@@ -462,9 +472,10 @@ fn failure_counters_are_forgotten_when_their_window_ends() {
 /// The per-source count goes down by one as each connection closes, not to nothing.
 #[test]
 fn a_closed_connection_frees_one_slot_of_its_source() {
-    let limits = Limits {
-        max_connections_per_source: 2,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_connections_per_source = 2;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();

@@ -724,6 +724,7 @@ fn check_decode_total<M: PartialEq + Debug>(dec: &Decoder<M>, bytes: &[u8]) -> R
                 return Err(format!("error quotes {} bytes", s.len()));
             }
         }
+        (Err(other), None) => return Err(format!("unexpected decode error {other:?}")),
     }
     Ok(())
 }

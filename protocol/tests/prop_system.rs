@@ -520,6 +520,7 @@ fn established_calls_agree(sim: &Sim) -> Result<Stats, String> {
         match wa {
             SetupPath::Fast => stats.fast += 1,
             SetupPath::Fallback => stats.fallback += 1,
+            other => return Err(format!("CALL-PATH: call {call}: unknown path {other:?}")),
         }
     }
     Ok(stats)

@@ -28,12 +28,14 @@ struct World {
 
 impl World {
     fn new(max_unstored_changes: usize) -> Self {
-        let server = Server::new(ServerConfig {
-            limits: Limits {
-                max_unstored_changes,
-                ..Limits::default()
-            },
-            ..ServerConfig::default()
+        let server = Server::new({
+            let mut config = ServerConfig::default();
+            config.limits = {
+                let mut limits = Limits::default();
+                limits.max_unstored_changes = max_unstored_changes;
+                limits
+            };
+            config
         });
         World {
             server,
@@ -286,9 +288,10 @@ fn changes_queue_up_to_the_limit_then_input_pauses() {
 #[test]
 fn limits_count_changes_that_wait_for_the_store() {
     let mut w = World::new(64);
-    w.server = Server::new(ServerConfig {
-        max_contacts: 2,
-        ..ServerConfig::default()
+    w.server = Server::new({
+        let mut config = ServerConfig::default();
+        config.max_contacts = 2;
+        config
     });
     let alice = w.login(1, "alice"); // lists bob: one of two
     w.msgs.clear();

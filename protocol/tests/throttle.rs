@@ -29,9 +29,10 @@ fn u(s: &str) -> UserId {
 }
 
 fn server(limits: Limits) -> Server {
-    Server::new(ServerConfig {
-        limits,
-        ..ServerConfig::default()
+    Server::new({
+        let mut config = ServerConfig::default();
+        config.limits = limits;
+        config
     })
 }
 
@@ -83,9 +84,10 @@ const C: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
 
 #[test]
 fn frame_rate_limit_pauses_a_flooding_connection_until_the_next_second() {
-    let limits = Limits {
-        max_frames_per_second: 50,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_frames_per_second = 50;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -146,9 +148,10 @@ fn frame_rate_limit_pauses_a_flooding_connection_until_the_next_second() {
 
 #[test]
 fn frame_rate_limit_off_serves_a_flood_at_once() {
-    let limits = Limits {
-        max_frames_per_second: 0,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_frames_per_second = 0;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -163,9 +166,10 @@ fn frame_rate_limit_off_serves_a_flood_at_once() {
 
 #[test]
 fn a_closed_connection_leaves_no_throttle_timer() {
-    let limits = Limits {
-        max_frames_per_second: 1,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_frames_per_second = 1;
+        limits
     };
     let mut s = server(limits);
     s.connect_from(ConnId(1), Some(A), Time(0)).unwrap();
@@ -188,9 +192,10 @@ fn alice_and_bob(limits: Limits) -> Sim {
     d.add_user(&u("alice"), "pw");
     d.add_user(&u("bob"), "pw");
     d.befriend(&u("alice"), &u("bob"));
-    let config = ServerConfig {
-        limits,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.limits = limits;
+        config
     };
     let mut sim = Sim::new(d, 2, config);
     let caps = sample_caps(&["h264"], 1280, 30);
@@ -212,10 +217,11 @@ fn bob_sees_alice(sim: &Sim) -> Capabilities {
 
 #[test]
 fn update_caps_over_the_limit_is_refused_and_sent_again_when_allowed() {
-    let limits = Limits {
-        max_caps_updates: 2,
-        caps_update_window: Duration::from_secs(10),
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_caps_updates = 2;
+        limits.caps_update_window = Duration::from_secs(10);
+        limits
     };
     let mut sim = alice_and_bob(limits);
     for width in [640, 800] {
@@ -281,10 +287,11 @@ fn update_caps_over_the_limit_is_refused_and_sent_again_when_allowed() {
 
 #[test]
 fn a_newer_update_caps_replaces_a_pending_retry() {
-    let limits = Limits {
-        max_caps_updates: 1,
-        caps_update_window: Duration::from_secs(10),
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_caps_updates = 1;
+        limits.caps_update_window = Duration::from_secs(10);
+        limits
     };
     let mut sim = alice_and_bob(limits);
     sim.command(0, |c, now| c.update_caps(caps_of(640), now))
@@ -306,9 +313,10 @@ fn a_newer_update_caps_replaces_a_pending_retry() {
 
 #[test]
 fn update_caps_limit_off_takes_every_update() {
-    let limits = Limits {
-        max_caps_updates: 0,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_caps_updates = 0;
+        limits
     };
     let mut sim = alice_and_bob(limits);
     for width in 0..20 {
@@ -322,9 +330,10 @@ fn update_caps_limit_off_takes_every_update() {
 
 #[test]
 fn credential_checks_are_handed_out_one_source_at_a_time() {
-    let limits = Limits {
-        max_auth_checks_running: 2,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_auth_checks_running = 2;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -364,9 +373,10 @@ fn credential_checks_are_handed_out_one_source_at_a_time() {
 
 #[test]
 fn an_abandoned_waiting_check_is_dropped_and_a_running_one_cancelled() {
-    let limits = Limits {
-        max_auth_checks_running: 1,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_auth_checks_running = 1;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -394,9 +404,10 @@ fn an_abandoned_waiting_check_is_dropped_and_a_running_one_cancelled() {
 
 #[test]
 fn with_no_limit_on_running_checks_every_check_goes_at_once() {
-    let limits = Limits {
-        max_auth_checks_running: 0,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_auth_checks_running = 0;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();
@@ -420,9 +431,10 @@ fn per_source_limits_count_an_ipv6_peer_by_its_64_prefix() {
     assert_eq!(source_key(A), A);
     // Two connections per source: the third from the same /64 is refused, one from
     // another /64 is not.
-    let limits = Limits {
-        max_connections_per_source: 2,
-        ..Limits::default()
+    let limits = {
+        let mut limits = Limits::default();
+        limits.max_connections_per_source = 2;
+        limits
     };
     let mut s = server(limits);
     let mut seen = Seen::default();

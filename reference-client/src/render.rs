@@ -481,10 +481,7 @@ fn direction_human(d: &Direction) -> String {
 }
 
 fn path_name(p: SetupPath) -> &'static str {
-    match p {
-        SetupPath::Fast => "fast",
-        SetupPath::Fallback => "fallback",
-    }
+    p.name()
 }
 
 /// A unit enum's wire name (`not_reachable`, `hangup`, `no_camera`).

@@ -104,9 +104,10 @@ pub async fn run(settings: Settings) -> i32 {
             return 1;
         }
     };
-    let config = ClientConfig {
-        ping_interval: settings.ping,
-        ..ClientConfig::default()
+    let config = {
+        let mut config = ClientConfig::default();
+        config.ping_interval = settings.ping;
+        config
     };
     let mut session = Session {
         client: Client::new(config),

@@ -318,9 +318,10 @@ async fn two_clients_call_each_other_on_both_paths() {
 
 #[tokio::test]
 async fn pings_keep_an_idle_session_alive_and_a_vanishing_server_logs_out() {
-    let config = ServerConfig {
-        idle_timeout: Duration::from_millis(600),
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.idle_timeout = Duration::from_millis(600);
+        config
     };
     let (addr, server) = serve(directory(), config).await;
     // Text mode, for people.

@@ -287,7 +287,7 @@ mod tests {
                 a.resume.resume_tail_frames
             ),
             (
-                u64::try_from(core.grace.as_millis()).unwrap(),
+                precall_protocol::time::millis(core.grace),
                 core.log_frames,
                 core.tail_frames
             )

@@ -25,7 +25,7 @@ use precall_protocol::server::Limits;
 use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError, StoreOutcome, StoreTicket};
 use precall_protocol::time::millis;
 use precall_protocol::{
-    ConnId, Password, ResumeConfig, ResumeSecret, Server, ServerConfig, ServerEvent, Time,
+    ConnId, Epoch, Password, ResumeConfig, ResumeSecret, Server, ServerConfig, ServerEvent, Time,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -138,23 +138,25 @@ impl LimitArgs {
     /// The core's limits; `parallelism` is the number of CPUs, the default for the
     /// credential checks running at once is twice that.
     fn limits(&self, parallelism: usize) -> Limits {
-        Limits {
-            max_connections: self.max_connections.unwrap_or(0),
-            max_connections_per_source: self.max_connections_per_source,
-            max_accepts_per_second: self.max_accepts_per_second,
-            max_accepts_per_second_per_source: self.max_accepts_per_second_per_source,
-            max_frames_per_second: self.max_frames_per_second,
-            max_login_failures_per_account: self.max_login_failures_per_account,
-            max_login_failures_per_source: self.max_login_failures_per_source,
-            login_failure_window: Duration::from_millis(self.login_failure_window_ms),
-            max_caps_bytes: self.max_caps_bytes,
-            max_caps_updates: self.max_caps_updates,
-            caps_update_window: Duration::from_millis(self.caps_update_window_ms),
-            max_unstored_changes: self.max_unstored_changes,
-            max_auth_checks_per_source: self.max_auth_checks_per_source,
-            max_auth_checks_running: self
+        {
+            let mut limits = Limits::default();
+            limits.max_connections = self.max_connections.unwrap_or(0);
+            limits.max_connections_per_source = self.max_connections_per_source;
+            limits.max_accepts_per_second = self.max_accepts_per_second;
+            limits.max_accepts_per_second_per_source = self.max_accepts_per_second_per_source;
+            limits.max_frames_per_second = self.max_frames_per_second;
+            limits.max_login_failures_per_account = self.max_login_failures_per_account;
+            limits.max_login_failures_per_source = self.max_login_failures_per_source;
+            limits.login_failure_window = Duration::from_millis(self.login_failure_window_ms);
+            limits.max_caps_bytes = self.max_caps_bytes;
+            limits.max_caps_updates = self.max_caps_updates;
+            limits.caps_update_window = Duration::from_millis(self.caps_update_window_ms);
+            limits.max_unstored_changes = self.max_unstored_changes;
+            limits.max_auth_checks_per_source = self.max_auth_checks_per_source;
+            limits.max_auth_checks_running = self
                 .max_auth_checks_running
-                .unwrap_or(2 * parallelism.max(1)),
+                .unwrap_or(2 * parallelism.max(1));
+            limits
         }
     }
 }
@@ -186,11 +188,13 @@ impl ResumeArgs {
         OsRng
             .try_fill_bytes(&mut secret)
             .map_err(|e| anyhow::anyhow!("cannot read the OS random source: {e}"))?;
-        Ok(ResumeConfig {
-            grace: Duration::from_millis(self.resume_grace_ms),
-            log_frames: self.resume_log_frames,
-            tail_frames: self.resume_tail_frames,
-            secret: ResumeSecret(secret),
+        Ok({
+            let mut resume = ResumeConfig::default();
+            resume.grace = Duration::from_millis(self.resume_grace_ms);
+            resume.log_frames = self.resume_log_frames;
+            resume.tail_frames = self.resume_tail_frames;
+            resume.secret = ResumeSecret(secret);
+            resume
         })
     }
 }
@@ -264,21 +268,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let worker = Worker::start(store, inputs_tx.clone(), dummy, parallelism)
         .context("cannot start the store thread")?;
-    let config = ServerConfig {
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-        login_timeout: Duration::from_millis(args.login_timeout_ms),
-        ring_timeout: Duration::from_millis(args.ring_timeout_ms),
-        max_sessions_per_user: usize::try_from(args.max_sessions_per_user).unwrap_or(8),
-        limits: Limits {
-            max_connections,
-            ..args.limits.limits(parallelism)
-        },
-        resume: args.resume.config()?,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+        config.login_timeout = Duration::from_millis(args.login_timeout_ms);
+        config.ring_timeout = Duration::from_millis(args.ring_timeout_ms);
+        config.max_sessions_per_user = usize::try_from(args.max_sessions_per_user).unwrap_or(8);
+        config.limits = {
+            let mut limits = args.limits.limits(parallelism);
+            limits.max_connections = max_connections;
+            limits
+        };
+        config.resume = args.resume.config()?;
+        config
     };
     let mut shell = Shell {
         server: Server::new(config),
-        start: Instant::now(),
+        epoch: Epoch::new(std::time::Instant::now()),
         conns: HashMap::new(),
         next_conn: 1,
         queue_frames: args.queue_frames as usize,
@@ -317,7 +323,8 @@ struct ConnTasks {
 
 struct Shell {
     server: Server,
-    start: Instant,
+    /// The core's clock: milliseconds since the server started.
+    epoch: Epoch,
     conns: HashMap<ConnId, ConnTasks>,
     next_conn: u64,
     queue_frames: usize,
@@ -337,9 +344,8 @@ struct Shell {
 }
 
 impl Shell {
-    /// The core's clock: milliseconds since the server started.
     fn now(&self) -> Time {
-        Time(millis(self.start.elapsed()))
+        self.epoch.time(std::time::Instant::now())
     }
 
     async fn run(
@@ -357,7 +363,7 @@ impl Shell {
             let deadline = self
                 .server
                 .poll_timeout()
-                .and_then(|t| self.start.checked_add(Duration::from_millis(t.0)));
+                .map(|t| Instant::from_std(self.epoch.instant(t)));
             tokio::select! {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,

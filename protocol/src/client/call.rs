@@ -12,6 +12,7 @@ use crate::time::Time;
 
 /// How a call's parameters were agreed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SetupPath {
     /// From the pre-computed table: no capability crossed the wire during set-up.
     Fast,
@@ -19,8 +20,19 @@ pub enum SetupPath {
     Fallback,
 }
 
+impl SetupPath {
+    /// The path's name as the spec writes it: `fast` or `fallback`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetupPath::Fast => "fast",
+            SetupPath::Fallback => "fallback",
+        }
+    }
+}
+
 /// This end's role in a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(clippy::exhaustive_enums)] // closed: a call has a caller and a callee
 pub enum Role {
     /// This terminal placed the call.
     Caller,
@@ -30,6 +42,7 @@ pub enum Role {
 
 /// Where a call stands, from this end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CallState {
     /// Caller: the request is relayed; waiting for the callee.
     Ringing,

@@ -6,6 +6,7 @@ use crate::codec::DEFAULT_MAX_FRAME;
 
 /// Client timers and limits.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Largest frame payload accepted from the server; values below
     /// [`crate::codec::MIN_MAX_FRAME`] act as that minimum.

@@ -49,6 +49,7 @@ use table::Online;
 
 /// What the client is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// Not logged in; holds nothing.
     Idle,
@@ -240,17 +241,20 @@ impl Client {
     }
 
     /// The next frame to write to the server.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.out.pop_front()
     }
 
     /// The next event for the application.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
     /// When [`Client::handle_timeout`] must next be called (the next ping, or the
     /// retry of a throttled `update_caps`, whichever comes first), if logged in.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         let retry = self.online().and_then(|o| o.caps_retry);
         match (self.ping_deadline(), retry) {

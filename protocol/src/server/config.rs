@@ -12,6 +12,7 @@ pub const MAX_CONTACTS: usize = 500;
 
 /// Server limits and timers. Every field has a spec-recommended default.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Largest frame payload accepted; values below [`crate::codec::MIN_MAX_FRAME`]
     /// act as that minimum.
@@ -43,6 +44,7 @@ pub struct ServerConfig {
 /// a server on a real network. A load test or a deployment behind a proxy that needs
 /// more sets its own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Limits {
     /// Connections open at once, in total (`too_many_connections`).
     pub max_connections: usize,

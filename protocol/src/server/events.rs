@@ -141,6 +141,7 @@ pub enum ServerEvent {
 
 /// Misuse of the [`Server`] API by the embedder (never caused by a peer's bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// [`Server::connect`] with an identifier already in use.
     #[error("connection {0} is already open")]

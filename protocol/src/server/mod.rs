@@ -278,11 +278,13 @@ impl Server {
     }
 
     /// The next thing the embedder must do, in order.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.out.pop_front()
     }
 
     /// When [`Server::handle_timeout`] must next be called.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Time> {
         self.deadlines.first().map(|(t, _)| *t)
     }
