@@ -3,7 +3,7 @@
 //! [`Capabilities`] is what a terminal can do (the patent's "capability parameters");
 //! [`CallParams`] is what a call between two terminals will use, per direction (the
 //! patent's "call parameters"). Both are validated on construction and on decoding, so
-//! [`crate::negotiate`] can rely on the spec's ranges.
+//! [`crate::negotiate()`] can rely on the spec's ranges.
 
 use std::fmt;
 

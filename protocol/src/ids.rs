@@ -141,7 +141,7 @@ token_newtype!(
     /// A video codec token such as `h264` or `av1`: 1–16 bytes of `a-z 0-9 . -`.
     ///
     /// Codecs are compared as opaque tokens; a token this version does not know is
-    /// still negotiable (see [`crate::negotiate`]).
+    /// still negotiable (see [`crate::negotiate()`]).
     Codec,
     "codec",
     16,

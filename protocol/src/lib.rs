@@ -23,19 +23,35 @@
 //! ## Modules
 //!
 //! - [`ids`]: validated identifiers (users, terminals, codecs, sessions, calls).
-//! - [`caps`]: capabilities, their fingerprint, and call parameters.
-//! - [`negotiate`]: the deterministic rule from two capability sets to call parameters;
-//!   [`properties`]: its properties as checkers over any negotiator.
+//! - [`caps`]: capabilities (built with [`Capabilities::builder`]), their fingerprint,
+//!   and call parameters.
+//! - [`mod@negotiate`]: the deterministic rule from two capability sets to call parameters.
 //! - [`message`]: every message; [`codec`]: framing and the canonical JSON encoding.
-//! - [`client`]: [`client::Client`], one terminal's session and its parameter table.
-//! - [`server`]: [`server::Server`], sessions, presence fan-out and call relay.
-//! - [`invariant`]: the spec's invariants as executable checks over a server and its
-//!   clients, shared by tests, the model checker and the fuzz targets.
-//! - [`sim`]: a deterministic in-memory network wiring one server to several clients.
+//! - [`client`]: [`Client`], one terminal's session and its parameter table (one file
+//!   per concern: `config`, `events`, `session`, `table`, `call`).
+//! - [`server`]: [`Server`], sessions, presence fan-out and call relay (`config`,
+//!   `events`, `input`, `admission`, `session`, `roster`, `call`).
+//! - [`resume`]: resumable sessions' tokens and the reconnection [`Backoff`].
+//! - [`time`]: [`Time`], and [`Epoch`] to map an `Instant` clock to it and back.
 //! - [`error`]: typed errors and the wire's error codes.
-//! - `fuzz` (feature `arbitrary`): `arbitrary` inputs for every message and the bodies
-//!   of the fuzz targets in `fuzz/`, which the stable test `fuzz_replay` also runs.
-//! - `model` (feature `model`): the stateright model of the real state machines.
+//!
+//! Behind features, what only tests need (the crate an embedder ships has none of it):
+//! `testing` turns on `sim` (a deterministic in-memory network wiring one server to
+//! several clients), `invariant` (the spec's invariants as executable checks over a
+//! server and its clients) and `properties` (negotiation's properties as checkers);
+//! `arbitrary` adds `arbitrary` inputs for every message and the fuzz targets' bodies
+//! (`fuzz`); `model` adds the stateright model of the real state machines (`model`).
+//!
+//! ## API conventions
+//!
+//! - Every `poll_*` is `#[must_use]`: what it returns is work the embedder must do.
+//! - Public enums the wire or a later version may extend (events, messages, error
+//!   codes, errors, states) are `#[non_exhaustive]`: match them with a `_` arm. Config
+//!   structs ([`ServerConfig`], [`server::Limits`], [`ClientConfig`], [`ResumeConfig`])
+//!   are too: start from `Default::default()` and set fields.
+//! - Commands return typed errors ([`ClientError`], [`server::ServerError`],
+//!   [`InvalidValue`]); nothing panics on input.
+//! - Acknowledgement events carry the request tag ([`ReqId`]) the command returned.
 //!
 //! ## The flow, in one paragraph
 //!
@@ -51,12 +67,10 @@
 //! own capabilities changed since the caller's table was filled (the callee's answer
 //! carries them), or, as a safety net a conforming server never triggers, when the
 //! callee's view of the caller does not match the digest (the fallback paths).
-
+//!
 //! ## Embedding, in a page
 //!
 //! ```
-//! use precall_protocol::server::{AuthVerdict, ServerEvent};
-//! use precall_protocol::sim::sample_caps;
 //! use precall_protocol::*;
 //!
 //! let mut server = Server::new(ServerConfig::default());
@@ -65,7 +79,12 @@
 //!
 //! // The transport accepted a connection; the application logs in (claim C2).
 //! server.connect(conn, now).unwrap();
-//! let caps = sample_caps(&["h264"], 1280, 30);
+//! let caps = Capabilities::builder()
+//!     .codecs(["h264", "vp8"])
+//!     .screen(1280, 720)
+//!     .camera(1280, 720, 30)
+//!     .bandwidth(2_000, 4_000)
+//!     .build()?;
 //! alice
 //!     .login(UserId::new("alice")?, Password::new("pw")?, LoginWith::Capabilities(caps), now)
 //!     .unwrap();
@@ -87,6 +106,89 @@
 //! assert!(alice.is_synced());
 //! # Ok::<(), InvalidValue>(())
 //! ```
+//!
+//! ## Driving a client over a socket
+//!
+//! A [`Client`] is driven by four kinds of input, each followed by the same drain:
+//!
+//! | input | call |
+//! |---|---|
+//! | a command from the application | [`Client::login`], [`Client::place_call`], [`Client::answer`], ... |
+//! | bytes read from the socket | [`Client::receive`] |
+//! | the deadline from [`Client::poll_timeout`] passed | [`Client::handle_timeout`] |
+//! | the socket closed or failed (or `receive` returned an error) | [`Client::connection_closed`] |
+//!
+//! **The polling rule.** After *every* input: write every [`Client::poll_transmit`]
+//! frame to the socket, in order; handle every [`Client::poll_event`] (an event may
+//! lead to a command, which is an input again); then ask [`Client::poll_timeout`] for
+//! the next deadline and wait for bytes until then. Nothing happens between inputs, so
+//! nothing is missed this way. Time is always passed in: map your clock with an
+//! [`Epoch`].
+//!
+//! ```no_run
+//! use std::io::{ErrorKind, Read, Write};
+//! use std::net::TcpStream;
+//! use std::time::{Duration, Instant};
+//! use precall_protocol::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let epoch = Epoch::new(Instant::now());
+//! let now = || epoch.time(Instant::now());
+//! let mut socket = TcpStream::connect("127.0.0.1:7700")?;
+//! let mut client = Client::new(ClientConfig::default());
+//! let caps = Capabilities::builder().codecs(["h264"]).screen(1280, 720).bandwidth(2_000, 2_000).build()?;
+//! client.login(UserId::new("alice")?, Password::new("pw")?, LoginWith::Capabilities(caps), now())?;
+//! let mut buf = [0u8; 16 * 1024];
+//! loop {
+//!     // 1. Frames out, in order.
+//!     while let Some(frame) = client.poll_transmit() {
+//!         socket.write_all(&frame)?;
+//!     }
+//!     // 2. Events to the application.
+//!     while let Some(event) = client.poll_event() {
+//!         match event {
+//!             ClientEvent::PeerOnline { endpoint, params } => println!("{endpoint}: {params:?}"),
+//!             ClientEvent::IncomingCall { call, .. } => client.answer(call, true, now())?,
+//!             ClientEvent::Detached | ClientEvent::LoggedOut => return Ok(()), // see below
+//!             _ => {}
+//!         }
+//!     }
+//!     // 3. Wait for bytes until the next deadline, then feed what happened.
+//!     let wait = client.poll_timeout().map(|t| epoch.instant(t).saturating_duration_since(Instant::now()));
+//!     socket.set_read_timeout(Some(wait.unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(1))))?;
+//!     match socket.read(&mut buf) {
+//!         Ok(0) => client.connection_closed(now()),
+//!         Ok(n) => {
+//!             if client.receive(&buf[..n], now()).is_err() {
+//!                 client.connection_closed(now()); // the stream is unusable
+//!             }
+//!         }
+//!         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+//!         Err(_) => client.connection_closed(now()),
+//!     }
+//!     client.handle_timeout(now()); // does nothing before the deadline
+//! }
+//! # }
+//! ```
+//!
+//! **Reconnecting.** When the connection drops while the session is resumable the
+//! client reports [`ClientEvent::Detached`] and keeps its table (calls end with
+//! `peer_gone`). Then:
+//!
+//! 1. wait [`Backoff::next_delay`] (random jitter from you; the server's
+//!    `retry_after` if a [`ClientEvent::ServerError`] carried one), connect again and
+//!    call [`Client::resume`] (no password needed), then drain as always;
+//! 2. [`ClientEvent::Resumed`] then [`ClientEvent::Synced`]: the table is current
+//!    again ([`Backoff::reset`]);
+//! 3. a `resume_failed` error followed by [`ClientEvent::LoggedOut`]: the server no
+//!    longer knows the session (it restarted, or the grace passed) and closes the
+//!    connection; connect again and call [`Client::login`] with the password;
+//! 4. a refusal of the connection itself (`rate_limited`, `too_many_connections`,
+//!    `login_throttled`) leaves the session [`Status::Detached`]: close, wait its
+//!    `retry_after`, go to 1.
+//!
+//! [`Client::can_resume`] says whether step 1 applies. `protocol/examples/embedder.rs`
+//! is all of this in one runnable program against `precall-server`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -25,7 +25,7 @@ pub enum ClientEvent {
     Synced,
     /// The connection dropped but the session is resumable: the table is kept; calls
     /// ended ([`ClientEvent::CallEnded`] with `peer_gone` precede this). Reconnect
-    /// with back-off ([`crate::resume::Backoff`]) and call [`Client::resume`].
+    /// with back-off ([`crate::resume::Backoff`]) and call [`Client::resume`](crate::Client::resume).
     Detached,
     /// A resume succeeded; the catch-up follows, ended by [`ClientEvent::Synced`].
     Resumed {
@@ -54,8 +54,8 @@ pub enum ClientEvent {
         /// The terminal.
         endpoint: Endpoint,
     },
-    /// The contact list changed: the answer to [`Client::add_contact`] or
-    /// [`Client::remove_contact`] (`req` is the tag it returned), or a change made by
+    /// The contact list changed: the answer to [`Client::add_contact`](crate::Client::add_contact) or
+    /// [`Client::remove_contact`](crate::Client::remove_contact) (`req` is the tag it returned), or a change made by
     /// another terminal of this user or by an administrator (`req` is `None`).
     ContactsChanged {
         /// The tag the request returned, on the terminal that asked.
@@ -66,21 +66,21 @@ pub enum ClientEvent {
         added: bool,
     },
     /// The server recorded this terminal's new capabilities and pushed them to its
-    /// watchers: the answer to [`Client::update_caps`].
+    /// watchers: the answer to [`Client::update_caps`](crate::Client::update_caps).
     CapsAcknowledged {
-        /// The tag [`Client::update_caps`] returned.
+        /// The tag [`Client::update_caps`](crate::Client::update_caps) returned.
         req: ReqId,
     },
     /// A placed call is ringing at the callee.
     CallRinging {
-        /// The tag [`Client::place_call`] returned.
+        /// The tag [`Client::place_call`](crate::Client::place_call) returned.
         req: ReqId,
         /// The call.
         call: CallId,
         /// The terminal called.
         to: Endpoint,
     },
-    /// A call for this terminal; answer with [`Client::answer`].
+    /// A call for this terminal; answer with [`Client::answer`](crate::Client::answer).
     IncomingCall {
         /// The call.
         call: CallId,
@@ -105,10 +105,10 @@ pub enum ClientEvent {
         /// Why.
         reason: EndReason,
     },
-    /// The answer to [`Client::query_caps`] (query-first baseline): the terminal's
+    /// The answer to [`Client::query_caps`](crate::Client::query_caps) (query-first baseline): the terminal's
     /// capabilities and the parameters negotiated from them. The table is not changed.
     CapsResult {
-        /// The tag [`Client::query_caps`] returned.
+        /// The tag [`Client::query_caps`](crate::Client::query_caps) returned.
         req: ReqId,
         /// The terminal that answered.
         from: Endpoint,
@@ -119,7 +119,7 @@ pub enum ClientEvent {
     },
     /// A call request failed before ringing.
     CallFailed {
-        /// The tag [`Client::place_call`] returned.
+        /// The tag [`Client::place_call`](crate::Client::place_call) returned.
         req: ReqId,
         /// The terminal called.
         to: Endpoint,
@@ -196,7 +196,7 @@ pub enum ClientError {
     /// The command needs a logged-in session.
     #[error("not logged in")]
     NotLoggedIn,
-    /// [`Client::resume`] without a detached session.
+    /// [`Client::resume`](crate::Client::resume) without a detached session.
     #[error("no detached session to resume")]
     NotDetached,
     /// `login` while a session exists or is being set up.
@@ -212,11 +212,12 @@ pub enum ClientError {
     /// parameters ambiguous: wait until it is established or ended.
     #[error("a call is being set up")]
     CallSetupInProgress,
-    /// The server answered the login with a protocol version this client does not
-    /// speak; the session is over.
+    /// The server speaks a protocol version this client does not: the connection is
+    /// unusable (close it); the session is detached if resumable, else over.
     #[error("server speaks unsupported protocol version {0}")]
     UnsupportedVersion(u64),
-    /// The server's byte stream broke the framing; the session is over.
+    /// The server's byte stream broke the framing: the connection is unusable (close
+    /// it); the session is detached if resumable, else over.
     #[error("framing error: {0}")]
     Framing(#[from] FrameError),
 }

@@ -106,7 +106,13 @@ impl Client {
     }
 
     /// Bytes arrived from the server. Messages the spec says to reject are ignored and
-    /// reported as [`ClientEvent::Violation`]; a framing error ends the session.
+    /// reported as [`ClientEvent::Violation`].
+    ///
+    /// An error (the stream broke the framing, or the server speaks another protocol
+    /// version) ends the *connection*: close the socket. The session then goes as on
+    /// [`Client::connection_closed`]: a resumable one is detached
+    /// ([`ClientEvent::Detached`]; resume it on a new connection), any other is over
+    /// ([`ClientEvent::LoggedOut`]).
     pub fn receive(&mut self, mut data: &[u8], now: Time) -> Result<(), ClientError> {
         while !data.is_empty() {
             match self.decoder.decode(&mut data) {

@@ -80,7 +80,7 @@ pub struct Limits {
     /// Credential checks from one source queued or running at once; a login beyond it
     /// is refused with `rate_limited` before any check (0: no limit).
     pub max_auth_checks_per_source: usize,
-    /// Credential checks handed to the embedder at once ([`ServerEvent::Authenticate`]
+    /// Credential checks handed to the embedder at once ([`ServerEvent::Authenticate`](crate::ServerEvent::Authenticate)
     /// not yet answered); more wait in the server and are handed out one source at a
     /// time, in turn, so that one source cannot queue ahead of the others (0: every
     /// check at once, first come first served).

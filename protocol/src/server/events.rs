@@ -13,10 +13,10 @@ use crate::ids::{ConnId, Endpoint, Password, TerminalId, UserId};
 pub struct AuthTicket(pub u64);
 
 /// A credential check the embedder must run, then answer with
-/// [`Server::complete_auth`].
+/// [`Server::complete_auth`](crate::Server::complete_auth).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct AuthRequest {
-    /// Echo this in [`Server::complete_auth`].
+    /// Echo this in [`Server::complete_auth`](crate::Server::complete_auth).
     pub ticket: AuthTicket,
     /// The connection logging in.
     pub conn: ConnId,
@@ -52,11 +52,11 @@ pub enum AuthVerdict {
 pub struct StoreTicket(pub u64);
 
 /// A contact-list change the embedder must make durable, then answer with
-/// [`Server::complete_store`]. Tickets are issued in increasing order; the embedder
+/// [`Server::complete_store`](crate::Server::complete_store). Tickets are issued in increasing order; the embedder
 /// must store the changes in that order (it may commit several in one transaction).
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct StoreRequest {
-    /// Echo this in [`Server::complete_store`].
+    /// Echo this in [`Server::complete_store`](crate::Server::complete_store).
     pub ticket: StoreTicket,
     /// Whose contact list.
     pub user: UserId,
@@ -100,7 +100,7 @@ pub enum ServerEvent {
     /// run yet (its verdict would be discarded anyway).
     AuthCancelled(AuthTicket),
     /// Store a contact-list change a user asked for, then report the outcome with
-    /// [`Server::complete_store`]. The change takes effect (and is acknowledged) only
+    /// [`Server::complete_store`](crate::Server::complete_store). The change takes effect (and is acknowledged) only
     /// then, so an acknowledged change is durable (spec section 9.6).
     Store(StoreRequest),
     /// A session began (for logs and metrics).
@@ -139,21 +139,21 @@ pub enum ServerEvent {
     },
 }
 
-/// Misuse of the [`Server`] API by the embedder (never caused by a peer's bytes).
+/// Misuse of the [`Server`](crate::Server) API by the embedder (never caused by a peer's bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// [`Server::connect`] with an identifier already in use.
+    /// [`Server::connect`](crate::Server::connect) with an identifier already in use.
     #[error("connection {0} is already open")]
     DuplicateConn(ConnId),
-    /// [`Server::complete_auth`] with a ticket that is not pending (already answered,
+    /// [`Server::complete_auth`](crate::Server::complete_auth) with a ticket that is not pending (already answered,
     /// or the connection went away): nothing happened.
     #[error("no pending credential check {0:?}")]
     UnknownTicket(AuthTicket),
-    /// [`Server::change_roster`] would exceed the user's contact-list limit.
+    /// [`Server::change_roster`](crate::Server::change_roster) would exceed the user's contact-list limit.
     #[error("contact list of {0} is full")]
     RosterFull(UserId),
-    /// [`Server::complete_store`] with a ticket that is not pending.
+    /// [`Server::complete_store`](crate::Server::complete_store) with a ticket that is not pending.
     #[error("no pending store request {0:?}")]
     UnknownStoreTicket(StoreTicket),
 }

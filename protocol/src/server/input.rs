@@ -140,9 +140,9 @@ impl Server {
     }
 
     /// Whether the server takes input from `conn` now. It does not while the
-    /// connection has [`Limits::max_unstored_changes`] contact-list changes waiting for
+    /// connection has [`Limits::max_unstored_changes`](crate::server::Limits::max_unstored_changes) contact-list changes waiting for
     /// the store, or a request that must wait for them (spec section 9.6), nor for the
-    /// rest of a second in which it sent [`Limits::max_frames_per_second`] frames (spec
+    /// rest of a second in which it sent [`Limits::max_frames_per_second`](crate::server::Limits::max_frames_per_second) frames (spec
     /// section 13.6); it resumes by itself in [`Server::complete_store`] and
     /// [`Server::handle_timeout`]. False for an unknown connection.
     pub fn accepts_input(&self, conn: ConnId) -> bool {
