@@ -1,7 +1,7 @@
-//! Many client sessions in one process: one tokio task per session moves bytes between
-//! its TCP socket and its [`Client`], time to the client's ping timer, and commands from
-//! the scenario to the client; it records when things happened. Every protocol decision
-//! is the core's.
+//! Many client sessions in one process: one tokio task per session runs the shared
+//! driver ([`precall_client::Driver`]: the socket, the clock, the ping timer) and moves
+//! commands from the scenario to its [`Client`]; it records when things happened.
+//! Every protocol decision is the core's.
 //!
 //! A session's state lives in a [`Slot`] behind a mutex that the task holds only while
 //! it calls into the client (never across an `.await`), so the scenario can inspect
@@ -9,27 +9,17 @@
 //! acknowledged, logged out, failed) go to the scenario as [`Note`]s on one channel;
 //! table changes are counted in the slot and reported to an optional [`Observer`].
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
+use precall_client::{Clock, Driver, Event, Login};
 use precall_protocol::client::Status;
-use precall_protocol::{Capabilities, Client, ClientConfig, ClientEvent, SessionId, Time};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use precall_protocol::{Capabilities, Client, ClientConfig, ClientEvent, SessionId};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use crate::population::Population;
-
-/// Bytes read from a socket at once (one buffer per thread, shared by its sessions).
-const READ_BUF: usize = 64 * 1024;
-
-thread_local! {
-    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
-}
 
 /// One session's client and what the load tool recorded about it.
 pub struct Slot {
@@ -60,6 +50,12 @@ pub struct Slot {
     pub failure: Option<String>,
     /// Between `LoggedIn` and `Synced`: table changes are the login snapshot.
     in_snapshot: bool,
+}
+
+impl AsMut<Client> for Slot {
+    fn as_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
 }
 
 /// What a scenario asks a session to do.
@@ -116,7 +112,7 @@ pub struct Hub {
     pub slots: Vec<Arc<Mutex<Slot>>>,
     /// Presence messages (`online` and `offline`) received by all sessions.
     pub deliveries: AtomicU64,
-    start: Instant,
+    clock: Clock,
     notes: mpsc::UnboundedSender<(usize, Note, Instant)>,
     observer: Option<Arc<dyn Observer>>,
 }
@@ -159,7 +155,7 @@ impl Hub {
             pop,
             slots,
             deliveries: AtomicU64::new(0),
-            start: Instant::now(),
+            clock: Clock::new(),
             notes,
             observer,
         });
@@ -186,15 +182,6 @@ impl Hub {
         (0..self.slots.len()).map(|k| f(&self.slot(k))).sum()
     }
 
-    /// The core's clock: milliseconds since the hub was made.
-    fn now(&self) -> Time {
-        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn instant(&self, t: Time) -> Instant {
-        self.start + Duration::from_millis(t.0)
-    }
-
     fn note(&self, local: usize, note: Note) {
         // The scenario stopped listening: nothing left to tell.
         let _ = self.notes.send((local, note, Instant::now()));
@@ -204,6 +191,14 @@ impl Hub {
 /// The task of one session: connects on [`Cmd::Login`], runs the session until it
 /// ends, and waits for the next login.
 async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+    let user = hub.slot(local).user;
+    let login = Login {
+        user: hub.pop.name(user),
+        password: hub.pop.password(user),
+        with: hub.pop.login_with(user),
+    };
+    let mut driver =
+        Driver::new(hub.slots[local].clone(), hub.clock, hub.addr.to_string()).with_login(login);
     loop {
         match cmds.recv().await {
             Some(Cmd::Login) => {}
@@ -214,19 +209,12 @@ async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>
             }
         }
         hub.slot(local).connect_started = Some(Instant::now());
-        let stream = match TcpStream::connect(hub.addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                let why = format!("connect: {e}");
-                hub.slot(local).failure = Some(why.clone());
-                hub.note(local, Note::Failed(why));
-                continue;
-            }
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay");
+        if let Err(why) = driver.connect().await {
+            hub.slot(local).failure = Some(why.clone());
+            hub.note(local, Note::Failed(why));
+            continue;
         }
-        if !session(&hub, local, stream, &mut cmds).await {
+        if !session(&hub, local, &mut driver, &mut cmds).await {
             return;
         }
     }
@@ -236,177 +224,113 @@ async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>
 async fn session(
     hub: &Hub,
     local: usize,
-    mut stream: TcpStream,
+    driver: &mut Driver<Arc<Mutex<Slot>>>,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> bool {
     {
         let mut slot = hub.slot(local);
-        let user = slot.user;
-        let (name, password, with) = (
-            hub.pop.name(user),
-            hub.pop.password(user),
-            hub.pop.login_with(user),
-        );
         slot.failure = None;
         slot.login_sent = Some(Instant::now());
-        if let Err(e) = slot.client.login(name, password, with, hub.now()) {
-            let why = format!("login refused locally: {e}");
-            slot.failure = Some(why.clone());
-            drop(slot);
-            hub.note(local, Note::Failed(why));
-            return true;
-        }
+    }
+    if let Err(e) = driver.login() {
+        let why = format!("login refused locally: {e}");
+        hub.slot(local).failure = Some(why.clone());
+        hub.note(local, Note::Failed(why));
+        driver.close();
+        return true;
     }
     let mut was_online = false;
     loop {
-        if !flush(hub, local, &mut stream).await {
-            hub.slot(local).client.connection_lost(hub.now());
-        } else {
-            let ping_at = hub
-                .slot(local)
-                .client
-                .poll_timeout()
-                .map(|t| hub.instant(t));
-            tokio::select! {
-                ready = stream.readable() => {
-                    let now = hub.now();
-                    match ready.and_then(|()| read_into(hub, local, &stream, now)) {
-                        Ok(true) => {}
-                        Ok(false) => hub.slot(local).client.connection_lost(now),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            tracing::debug!(local, error = %e, "read failed");
-                            hub.slot(local).client.connection_lost(now);
-                        }
+        tokio::select! {
+            ev = driver.next() => match ev {
+                // The session is over and its connection closed.
+                None => return true,
+                Some(Event::Client(ev)) => {
+                    let at = driver.received_at();
+                    if on_event(hub, local, ev, at, &mut was_online) {
+                        // Dropping the connection; the rest of the events follow.
+                        driver.close();
                     }
                 }
-                cmd = cmds.recv() => {
-                    let now = hub.now();
-                    let mut slot = hub.slot(local);
-                    let result = match cmd {
-                        Some(Cmd::Logout) => slot.client.logout(now),
-                        Some(Cmd::UpdateCaps(caps)) => slot.client.update_caps(caps, now).map(drop),
-                        Some(Cmd::Login) => Ok(()),
-                        Some(Cmd::Close) | None => return false,
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(local, user = slot.user, error = %e, "command refused");
-                    }
-                }
-                () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
-                    hub.slot(local).client.handle_timeout(hub.now());
+                // A drop: the core's events follow.
+                Some(_) => {}
+            },
+            cmd = cmds.recv() => {
+                let now = driver.clock().now();
+                let mut slot = hub.slot(local);
+                let result = match cmd {
+                    Some(Cmd::Logout) => slot.client.logout(now),
+                    Some(Cmd::UpdateCaps(caps)) => slot.client.update_caps(caps, now).map(drop),
+                    Some(Cmd::Login) => Ok(()),
+                    Some(Cmd::Close) | None => return false,
+                };
+                if let Err(e) = result {
+                    tracing::warn!(local, user = slot.user, error = %e, "command refused");
                 }
             }
         }
-        if drain(hub, local, &mut was_online) {
-            // The session is over; dropping the stream closes the connection.
-            return true;
-        }
     }
 }
 
-/// Reads what the socket holds into the client. `Ok(false)` at end of stream.
-fn read_into(hub: &Hub, local: usize, stream: &TcpStream, now: Time) -> std::io::Result<bool> {
-    READ.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let n = stream.try_read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        let mut slot = hub.slot(local);
-        if let Err(e) = slot.client.receive(&buf[..n], now) {
-            // The core ended the session (framing error, unsupported version).
-            tracing::warn!(local, error = %e, "session ended by the core");
-        }
-        Ok(true)
-    })
-}
-
-/// Writes every frame the client queued. `false` if the connection failed.
-async fn flush(hub: &Hub, local: usize, stream: &mut TcpStream) -> bool {
-    let bytes: Vec<u8> = {
-        let mut slot = hub.slot(local);
-        let mut out = Vec::new();
-        while let Some(frame) = slot.client.poll_transmit() {
-            out.extend_from_slice(&frame);
-        }
-        out
-    };
-    if bytes.is_empty() {
-        return true;
-    }
-    match stream.write_all(&bytes).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::debug!(local, error = %e, "write failed");
-            false
-        }
-    }
-}
-
-/// Handles the client's events. Returns whether the session is over.
-fn drain(hub: &Hub, local: usize, was_online: &mut bool) -> bool {
-    let at = Instant::now();
-    let mut notes = Vec::new();
+/// Handles one client event (from bytes handed to the client at `at`). Returns whether
+/// the session is over (ended, or detached: a resume needs a new connection).
+fn on_event(hub: &Hub, local: usize, ev: ClientEvent, at: Instant, was_online: &mut bool) -> bool {
+    let mut note = None;
+    let mut presence = false;
     let mut slot = hub.slot(local);
-    let mut presence = 0;
-    while let Some(ev) = slot.client.poll_event() {
-        match &ev {
-            ClientEvent::LoggedIn { session } => {
-                *was_online = true;
-                slot.in_snapshot = true;
-                slot.logged_in = Some(at);
-                notes.push(Note::LoggedIn(*session));
-            }
-            ClientEvent::Synced => {
-                slot.in_snapshot = false;
-                notes.push(Note::Synced);
-            }
-            ClientEvent::PeerOnline { .. } | ClientEvent::PeerUpdated { .. } => {
-                slot.online_msgs += 1;
-                slot.last_change = Some(at);
-                presence += 1;
-            }
-            ClientEvent::PeerOffline { .. } => {
-                slot.offline_msgs += 1;
-                slot.last_change = Some(at);
-                presence += 1;
-            }
-            ClientEvent::CapsAcknowledged => notes.push(Note::CapsAck),
-            ClientEvent::ServerError { code, .. } => {
-                slot.errors += 1;
-                tracing::warn!(user = slot.user, ?code, "server error");
-                slot.failure = Some(format!("server error {code:?}"));
-            }
-            ClientEvent::Violation(v) => {
-                slot.violations += 1;
-                tracing::warn!(user = slot.user, violation = %v, "the core refused a message");
-            }
-            ClientEvent::LoggedOut => {
-                if *was_online {
-                    notes.push(Note::LoggedOut);
-                } else {
-                    let why = slot
-                        .failure
+    match &ev {
+        ClientEvent::LoggedIn { session } => {
+            *was_online = true;
+            slot.in_snapshot = true;
+            slot.logged_in = Some(at);
+            note = Some(Note::LoggedIn(*session));
+        }
+        ClientEvent::Synced => {
+            slot.in_snapshot = false;
+            note = Some(Note::Synced);
+        }
+        ClientEvent::PeerOnline { .. } | ClientEvent::PeerUpdated { .. } => {
+            slot.online_msgs += 1;
+            slot.last_change = Some(at);
+            presence = true;
+        }
+        ClientEvent::PeerOffline { .. } => {
+            slot.offline_msgs += 1;
+            slot.last_change = Some(at);
+            presence = true;
+        }
+        ClientEvent::CapsAcknowledged => note = Some(Note::CapsAck),
+        ClientEvent::ServerError { code, .. } => {
+            slot.errors += 1;
+            tracing::warn!(user = slot.user, ?code, "server error");
+            slot.failure = Some(format!("server error {code:?}"));
+        }
+        ClientEvent::Violation(v) => {
+            slot.violations += 1;
+            tracing::warn!(user = slot.user, violation = %v, "the core refused a message");
+        }
+        ClientEvent::LoggedOut => {
+            note = Some(if *was_online {
+                Note::LoggedOut
+            } else {
+                Note::Failed(
+                    slot.failure
                         .clone()
-                        .unwrap_or_else(|| "connection closed before login_ok".into());
-                    notes.push(Note::Failed(why));
-                }
-            }
-            _ => {}
+                        .unwrap_or_else(|| "connection closed before login_ok".into()),
+                )
+            });
         }
-        if let Some(obs) = &hub.observer {
-            obs.on_event(slot.user, &slot.client, &ev, slot.in_snapshot, at);
-        }
+        _ => {}
     }
-    // The connection is over once the session ended or was detached (a resume needs
-    // a new connection).
+    if let Some(obs) = &hub.observer {
+        obs.on_event(slot.user, &slot.client, &ev, slot.in_snapshot, at);
+    }
     let over = matches!(slot.client.status(), Status::Idle | Status::Detached);
     drop(slot);
-    if presence > 0 {
-        hub.deliveries.fetch_add(presence, Ordering::Relaxed);
+    if presence {
+        hub.deliveries.fetch_add(1, Ordering::Relaxed);
     }
-    for n in notes {
+    if let Some(n) = note {
         hub.note(local, n);
     }
     over
