@@ -181,7 +181,7 @@ impl Transport {
         }
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
+    async fn push_out(&mut self) -> std::io::Result<()> {
         match self {
             Transport::Tcp(_) => Ok(()),
             // A TLS stream may keep records it could not write yet.
@@ -411,7 +411,7 @@ impl<C: Cell> Driver<C> {
             }
         }
         if failed.is_none() {
-            failed = conn.flush().await.err().map(|e| e.to_string());
+            failed = conn.push_out().await.err().map(|e| e.to_string());
         }
         if let Some(why) = failed {
             self.lost(why.clone());
