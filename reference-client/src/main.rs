@@ -11,7 +11,6 @@ mod commands;
 mod reconnect;
 mod render;
 mod session;
-mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,7 +134,7 @@ impl Args {
             max: Duration::from_millis(self.reconnect_max_ms),
         });
         let tls = match &self.tls_ca {
-            Some(ca) => Some(tls::Tls::new(
+            Some(ca) => Some(precall_client::tls::Tls::new(
                 ca,
                 self.tls_server_name.as_deref(),
                 &self.server,

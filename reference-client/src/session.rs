@@ -1,49 +1,35 @@
-//! The event loop: moves bytes between the socket and [`Client`], lines from standard
-//! input to commands, time to the ping timer, and events to standard output. Every
-//! protocol decision is the core's.
+//! The event loop: lines from standard input to commands, and the client's events to
+//! standard output; the connection, its clock and the ping timer are the driver's
+//! ([`precall_client::Driver`]). Every protocol decision is the core's.
 //!
 //! When the connection drops while the session is resumable (the core reports
-//! [`ClientEvent::Detached`]), the loop reconnects with the core's [`Backoff`] and
-//! resumes the session ([`Client::resume`]); if the server no longer knows it
-//! (`resume_failed`) it logs in again with the password it was given. A server that
-//! refuses the connection itself (`rate_limited`, `too_many_connections`,
-//! `login_throttled`; the core keeps the session detached) is tried again no sooner
-//! than its `retry_after_ms`.
+//! [`ClientEvent::Detached`]), the driver reconnects with the core's back-off and
+//! resumes the session; if the server no longer knows it (`resume_failed`) it logs in
+//! again with the password it was given. A server that refuses the connection itself
+//! (`rate_limited`, `too_many_connections`, `login_throttled`; the core keeps the
+//! session detached) is tried again no sooner than its `retry_after_ms`.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
+use precall_client::tls::Tls;
+use precall_client::{os_random, Clock, Driver, Event as Wire, Login, Start};
 use precall_protocol::client::{ClientError, Status};
 use precall_protocol::{
-    Backoff, CallId, Client, ClientConfig, ClientEvent, Endpoint, ErrorCode, LoginWith, Password,
-    ReqId, Time, UserId,
+    CallId, Client, ClientConfig, ClientEvent, Endpoint, LoginWith, Password, ReqId, UserId,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use crate::commands::{self, Command, Target};
-use crate::reconnect::{self, Policy};
+use crate::reconnect::Policy;
 use crate::render::{self, Event, Extra};
-use crate::tls::Tls;
 
 /// How long to wait for `logged_out` (or the close) after sending `logout`.
 const LOGOUT_WAIT: Duration = Duration::from_secs(2);
-
-/// How long the end of the stream (TLS `close_notify`, TCP FIN) may take to write.
-const SHUTDOWN_WAIT: Duration = Duration::from_millis(500);
-
-/// The bound of one reconnection attempt's TCP connect (the TLS handshake has its own).
-const CONNECT_WAIT: Duration = Duration::from_secs(10);
-
-/// The read side of the connection (plain TCP or TLS).
-type Reader = Box<dyn AsyncRead + Unpin + Send>;
-
-/// The write side of the connection (plain TCP or TLS).
-type Writer = Box<dyn AsyncWrite + Unpin + Send>;
 
 /// What the command line decided.
 pub struct Settings {
@@ -65,77 +51,51 @@ pub struct Settings {
     pub reconnect: Option<Policy>,
 }
 
-/// Connects to the server (and runs the TLS handshake). The message says what failed.
-async fn connect(settings: &Settings) -> Result<(Reader, Writer), String> {
-    let stream = TcpStream::connect(&settings.server)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", settings.server))?;
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!("set_nodelay: {e}");
-    }
-    info!(server = %settings.server, "connected");
-    match &settings.tls {
-        None => {
-            let (rd, wr) = stream.into_split();
-            Ok((Box::new(rd), Box::new(wr)))
-        }
-        Some(tls) => match tls.connect(stream).await {
-            Ok(stream) => {
-                info!(name = %tls.name(), "TLS handshake done");
-                let (rd, wr) = tokio::io::split(stream);
-                Ok((Box::new(rd), Box::new(wr)))
-            }
-            Err(e) => Err(format!(
-                "TLS handshake with {} (verifying the certificate for {:?}) failed: {e}",
-                settings.server,
-                tls.name()
-            )),
-        },
-    }
-}
-
 /// Connects, logs in and runs until the session is over. Returns the exit code: 0 once
 /// logged in and then out, 1 if the connection failed or the login did not succeed.
 pub async fn run(settings: Settings) -> i32 {
-    let (rd, wr) = match connect(&settings).await {
-        Ok(halves) => halves,
-        Err(msg) => {
-            eprintln!("precall-client: {msg}");
-            return 1;
-        }
-    };
     let config = {
         let mut config = ClientConfig::default();
         config.ping_interval = settings.ping;
         config
     };
-    let mut session = Session {
-        client: Client::new(config),
-        start: Instant::now(),
-        wr,
-        printer: Printer::new(settings.json),
-        user: settings.user.clone(),
-        dialing: HashMap::new(),
-        ringing: HashMap::new(),
-        received_at: Instant::now(),
-        logged_in: false,
-        done: false,
-        leave_by: None,
-        settings,
-        recovery: None,
-        dropped: false,
-    };
-    let now = session.now();
-    let s = &session.settings;
-    let (user, password, login) = (s.user.clone(), s.password.clone(), s.login.clone());
-    if let Err(e) = session.client.login(user, password, login, now) {
+    let mut driver = Driver::new(Client::new(config), Clock::new(), settings.server.clone())
+        .with_login(Login {
+            user: settings.user.clone(),
+            password: settings.password,
+            with: settings.login,
+        });
+    if let Some(tls) = settings.tls {
+        driver = driver.with_tls(Arc::new(tls));
+    }
+    if let Some(p) = settings.reconnect {
+        driver = driver.with_reconnect(p.base, p.max, os_random);
+    }
+    if let Err(msg) = driver.connect().await {
+        eprintln!("precall-client: {msg}");
+        return 1;
+    }
+    info!(server = %settings.server, "connected");
+    if let Err(e) = driver.login() {
         eprintln!("precall-client: {e}");
         return 1;
     }
-    session.flush().await;
-    session.run(rd, stdin_lines()).await;
+    let mut session = Session {
+        driver,
+        printer: Printer::new(settings.json),
+        user: settings.user,
+        dialing: HashMap::new(),
+        ringing: HashMap::new(),
+        logged_in: false,
+        done: false,
+        leave_by: None,
+        reconnect: settings.reconnect.is_some(),
+        quiet_detach: false,
+    };
+    session.send().await;
+    session.run(stdin_lines()).await;
     // End the stream cleanly (over TLS: close_notify), without waiting long for it.
-    let _ = tokio::time::timeout(SHUTDOWN_WAIT, session.wr.shutdown()).await;
+    session.driver.shutdown().await;
     if session.logged_in {
         0
     } else {
@@ -144,77 +104,43 @@ pub async fn run(settings: Settings) -> i32 {
     }
 }
 
-/// A call request waiting for `call_ringing`: when it was written to the socket.
+/// A call request waiting for `call_ringing`.
 struct Dial {
+    /// When the request was written to the socket.
     sent: Option<Instant>,
 }
 
 struct Session {
-    client: Client,
-    start: Instant,
-    wr: Writer,
+    /// The connection and the core's client.
+    driver: Driver,
     printer: Printer,
     user: UserId,
     dialing: HashMap<ReqId, Dial>,
     /// Calls this end placed that are not established yet, with the time their request
     /// was written.
     ringing: HashMap<CallId, Instant>,
-    /// When the bytes behind the events being drained were handed to the client.
-    received_at: Instant,
     logged_in: bool,
     done: bool,
     /// Set once `logout` is sent.
     leave_by: Option<Instant>,
-    /// What the command line said (the server, the credentials, reconnection).
-    settings: Settings,
-    /// Set while the session is being taken over on a new connection.
-    recovery: Option<Recovery>,
-    /// Set when the current connection is given up; the loop drops its reader.
-    dropped: bool,
-}
-
-/// A reconnection in progress: from the drop until the table is complete again.
-struct Recovery {
-    /// The waits between attempts.
-    backoff: Backoff,
-    /// When the next attempt starts, if one is due (none while an attempt runs).
-    next: Option<Instant>,
-    /// The session is gone (`resume_failed`): the next attempt logs in with the
-    /// password.
-    login: bool,
-    /// When the connection dropped.
-    since: Instant,
-}
-
-/// Reads from the connection, if there is one (else never completes).
-async fn read_some(rd: Option<&mut Reader>, buf: &mut [u8]) -> std::io::Result<usize> {
-    match rd {
-        Some(rd) => rd.read(buf).await,
-        None => std::future::pending().await,
-    }
+    /// Whether a dropped connection is taken over on a new one.
+    reconnect: bool,
+    /// The session was given up after a drop: its `Detached` is not worth a line.
+    quiet_detach: bool,
 }
 
 impl Session {
-    async fn run(&mut self, rd: Reader, mut lines: mpsc::Receiver<String>) {
-        let mut rd = Some(rd);
-        let mut buf = vec![0u8; 64 * 1024];
+    async fn run(&mut self, mut lines: mpsc::Receiver<String>) {
         let mut stdin_open = true;
         while !self.done {
-            let ping_at = self.client.poll_timeout().map(|t| self.instant(t));
             let leave_by = self.leave_by;
             let commands = stdin_open && self.ready_for_commands();
-            let retry_at = self.recovery.as_ref().and_then(|r| r.next);
+            let never = Instant::now();
             tokio::select! {
-                r = read_some(rd.as_mut(), &mut buf) => match r {
-                    Ok(0) => self.closed("the server closed the connection"),
-                    Ok(n) => self.on_bytes(&buf[..n]).await,
-                    Err(e) => self.closed(&e.to_string()),
+                ev = self.driver.next() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => self.done = true,
                 },
-                () = sleep_until(retry_at.unwrap_or(self.start)), if retry_at.is_some() => {
-                    if let Some(new) = self.attempt().await {
-                        rd = Some(new);
-                    }
-                }
                 line = lines.recv(), if commands => match line {
                     Some(line) => self.on_line(&line).await,
                     None => {
@@ -222,18 +148,10 @@ impl Session {
                         self.leave().await;
                     }
                 },
-                () = sleep_until(ping_at.unwrap_or(self.start)), if ping_at.is_some() => {
-                    let now = self.now();
-                    self.client.handle_timeout(now);
-                    self.flush().await;
-                }
-                () = sleep_until(leave_by.unwrap_or(self.start)), if leave_by.is_some() => {
+                () = sleep_until(leave_by.unwrap_or(never)), if leave_by.is_some() => {
                     warn!("no logged_out within {LOGOUT_WAIT:?}; closing");
-                    self.closed("logout timed out");
+                    self.driver.disconnect("logout timed out");
                 }
-            }
-            if std::mem::take(&mut self.dropped) {
-                rd = None;
             }
         }
     }
@@ -241,126 +159,23 @@ impl Session {
     /// Commands are read once the login snapshot is complete, so that `call` and
     /// `table` see the whole table.
     fn ready_for_commands(&self) -> bool {
-        self.client.status() == Status::Online && self.client.is_synced()
+        let client = self.driver.client();
+        client.status() == Status::Online && client.is_synced()
     }
 
-    fn now(&self) -> Time {
-        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn instant(&self, t: Time) -> Instant {
-        self.start + Duration::from_millis(t.0)
-    }
-
-    async fn on_bytes(&mut self, data: &[u8]) {
-        let now = self.now();
-        let result = self.client.receive(data, now);
-        self.received_at = Instant::now();
-        if let Err(e) = result {
-            // The core already ended (or detached) the session; the transport goes with
-            // it.
-            warn!("closing the connection: {e}");
-            self.closed(&e.to_string());
+    /// The transport is gone. A resumable session is taken over on a new connection
+    /// if reconnection is on; otherwise it is given up at once, as it always was.
+    fn on_disconnected(&mut self) {
+        if self.driver.is_reconnecting() || !self.driver.client().can_resume() {
             return;
         }
-        self.flush().await;
-        self.drain();
-    }
-
-    /// The transport is gone (closed, failed, or given up on). A resumable session is
-    /// taken over on a new connection if reconnection is on; otherwise, or once the
-    /// session is over, the loop ends.
-    fn closed(&mut self, why: &str) {
-        info!("connection closed: {why}");
-        self.dropped = true;
-        self.wr = Box::new(tokio::io::sink());
-        let now = self.now();
-        self.client.connection_closed(now);
-        self.received_at = Instant::now();
-        if self.recovery.is_none()
-            && self.client.can_resume()
-            && self.leave_by.is_none()
-            && self.settings.reconnect.is_some()
-        {
-            self.recovery = self.settings.reconnect.map(|p| Recovery {
-                backoff: Backoff::new(p.base, p.max),
-                next: None,
-                login: false,
-                since: Instant::now(),
-            });
-        }
-        let abandon = self.recovery.is_none() && self.client.can_resume();
-        if abandon {
-            // Not reconnecting: the session is given up at once, as it always was (and
-            // its momentary detachment is not worth a line).
-            self.client.abandon(now);
-        }
-        self.drain_quiet(abandon);
-        if self.recovery.is_some() {
-            self.schedule(None);
+        if self.reconnect && self.leave_by.is_none() {
+            self.driver.reconnect(Start::AfterBackoff);
         } else {
-            self.done = true;
+            let now = self.driver.clock().now();
+            self.driver.client_mut().abandon(now);
+            self.quiet_detach = true;
         }
-    }
-
-    /// Plans the next reconnection attempt: a jittered wait from the back-off, never
-    /// shorter than what the server asked for.
-    fn schedule(&mut self, retry_after: Option<Duration>) {
-        let Some(r) = self.recovery.as_mut() else {
-            return;
-        };
-        let wait = r.backoff.next_delay(reconnect::random_u64(), retry_after);
-        info!(
-            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-            attempt = r.backoff.attempts(),
-            "reconnecting"
-        );
-        r.next = Some(Instant::now() + wait);
-    }
-
-    /// One reconnection attempt: connects, then resumes the session or, if the server
-    /// no longer knows it, logs in again. Returns the new connection's reader.
-    async fn attempt(&mut self) -> Option<Reader> {
-        let login = match self.recovery.as_mut() {
-            Some(r) => {
-                r.next = None;
-                r.login
-            }
-            None => return None,
-        };
-        let connected = match tokio::time::timeout(CONNECT_WAIT, connect(&self.settings)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no connection within {CONNECT_WAIT:?}")),
-        };
-        let (rd, wr) = match connected {
-            Ok(halves) => halves,
-            Err(msg) => {
-                info!("reconnection failed: {msg}");
-                self.schedule(None);
-                return None;
-            }
-        };
-        self.wr = wr;
-        let now = self.now();
-        let result = if login && self.client.status() == Status::Idle {
-            let s = &self.settings;
-            let (user, password, with) = (s.user.clone(), s.password.clone(), s.login.clone());
-            self.client.login(user, password, with, now)
-        } else {
-            self.client.resume(now)
-        };
-        if let Err(e) = result {
-            // Cannot happen (the loop attempts only while detached or logged out).
-            warn!("cannot take the session over: {e}");
-            self.recovery = None;
-            self.done = true;
-            return None;
-        }
-        self.flush().await;
-        if std::mem::take(&mut self.dropped) {
-            return None;
-        }
-        Some(rd)
     }
 
     async fn on_line(&mut self, line: &str) {
@@ -374,17 +189,16 @@ impl Session {
             Ok(Some(cmd)) => self.execute(cmd).await,
             Err(e) => self.printer.emit(&Event::error(e.code, e.detail)),
         }
-        self.flush().await;
-        self.received_at = Instant::now();
+        self.send().await;
         self.drain();
         self.printer.prompt();
     }
 
     async fn execute(&mut self, cmd: Command) {
-        let now = self.now();
+        let now = self.driver.clock().now();
         let result = match cmd {
             Command::Table => {
-                let table = render::table(&self.client, true);
+                let table = render::table(self.driver.client(), true);
                 self.printer.emit(&Event::Table { table });
                 Ok(())
             }
@@ -393,11 +207,11 @@ impl Session {
                     self.printer.emit(&not_in_table(&to));
                     return;
                 };
+                let client = self.driver.client_mut();
                 let placed = if prior_art {
-                    self.client
-                        .place_call_exchanging_capabilities(&endpoint, now)
+                    client.place_call_exchanging_capabilities(&endpoint, now)
                 } else {
-                    self.client.place_call(&endpoint, now)
+                    client.place_call(&endpoint, now)
                 };
                 placed.map(|req| {
                     self.dialing.insert(req, Dial { sent: None });
@@ -408,22 +222,25 @@ impl Session {
                     self.printer.emit(&not_in_table(&to));
                     return;
                 };
-                self.client.query_caps(&endpoint, now).map(drop)
+                self.driver
+                    .client_mut()
+                    .query_caps(&endpoint, now)
+                    .map(drop)
             }
-            Command::Answer { call, accept } => self.client.answer(call, accept, now),
+            Command::Answer { call, accept } => self.driver.client_mut().answer(call, accept, now),
             Command::Hangup(call) => {
                 self.ringing.remove(&call);
-                self.client.hangup(call, now)
+                self.driver.client_mut().hangup(call, now)
             }
             Command::Caps(source) => match source.load() {
-                Ok(caps) => self.client.update_caps(caps, now).map(drop),
+                Ok(caps) => self.driver.client_mut().update_caps(caps, now).map(drop),
                 Err(detail) => {
                     self.printer.emit(&Event::error("bad_caps", detail));
                     return;
                 }
             },
-            Command::Add(user) => self.client.add_contact(user, now).map(drop),
-            Command::Remove(user) => self.client.remove_contact(user, now).map(drop),
+            Command::Add(user) => self.driver.client_mut().add_contact(user, now).map(drop),
+            Command::Remove(user) => self.driver.client_mut().remove_contact(user, now).map(drop),
             Command::Logout => {
                 self.leave().await;
                 Ok(())
@@ -438,10 +255,10 @@ impl Session {
     /// The terminal a call goes to: the named one if it is in the table, or the first
     /// online terminal of the named user.
     fn resolve(&self, to: &Target) -> Option<Endpoint> {
+        let client = self.driver.client();
         match to {
-            Target::Endpoint(e) => self.client.peer(e).map(|_| e.clone()),
-            Target::User(u) => self
-                .client
+            Target::Endpoint(e) => client.peer(e).map(|_| e.clone()),
+            Target::User(u) => client
                 .peers()
                 .map(|(e, _)| e)
                 .find(|e| e.user == *u)
@@ -454,20 +271,23 @@ impl Session {
         if self.leave_by.is_some() {
             return;
         }
-        let now = self.now();
-        if matches!(self.client.status(), Status::Detached | Status::Resuming) {
+        let now = self.driver.clock().now();
+        if matches!(
+            self.driver.client().status(),
+            Status::Detached | Status::Resuming
+        ) {
             // No connection to log out on: the session is given up here and ends at
             // the server when its grace runs out.
-            self.recovery = None;
-            self.client.abandon(now);
+            self.driver.stop_reconnecting();
+            self.driver.client_mut().abandon(now);
             self.drain();
             self.done = true;
             return;
         }
-        match self.client.logout(now) {
+        match self.driver.client_mut().logout(now) {
             Ok(()) => {
                 self.leave_by = Some(Instant::now() + LOGOUT_WAIT);
-                self.flush().await;
+                self.send().await;
             }
             Err(e) => {
                 debug!("logout: {e}");
@@ -477,16 +297,9 @@ impl Session {
     }
 
     /// Writes every frame the client queued, then stamps the call requests among them.
-    async fn flush(&mut self) {
-        while let Some(frame) = self.client.poll_transmit() {
-            if let Err(e) = self.wr.write_all(&frame).await {
-                self.closed(&e.to_string());
-                return;
-            }
-        }
-        // A TLS stream may keep records it could not write yet: push them out now.
-        if let Err(e) = self.wr.flush().await {
-            self.closed(&e.to_string());
+    async fn send(&mut self) {
+        if self.driver.flush().await.is_err() {
+            // The driver reports the drop as an event.
             return;
         }
         let written = Instant::now();
@@ -495,96 +308,59 @@ impl Session {
         }
     }
 
-    /// Prints every event the client produced, adding what the binary knows.
+    /// Handles every event already there.
     fn drain(&mut self) {
-        self.drain_quiet(false);
-    }
-
-    /// As [`Session::drain`]; with `skip_detached`, a `Detached` event is not printed.
-    fn drain_quiet(&mut self, skip_detached: bool) {
-        while let Some(ev) = self.client.poll_event() {
-            if skip_detached && ev == ClientEvent::Detached {
-                continue;
-            }
-            let mut extra = Extra::default();
-            match &ev {
-                ClientEvent::LoggedIn { .. } => self.logged_in = true,
-                ClientEvent::CallRinging { req, call, .. } => {
-                    if let Some(dial) = self.dialing.remove(req) {
-                        self.ringing
-                            .insert(*call, dial.sent.unwrap_or(self.received_at));
-                    }
-                }
-                ClientEvent::CallFailed { req, .. } => {
-                    self.dialing.remove(req);
-                }
-                ClientEvent::CallEstablished { call, .. } => {
-                    extra.setup_us = self.ringing.remove(call).map(|sent| {
-                        let us = self.received_at.saturating_duration_since(sent).as_micros();
-                        u64::try_from(us).unwrap_or(u64::MAX)
-                    });
-                }
-                ClientEvent::CallEnded { call, .. } => {
-                    self.ringing.remove(call);
-                }
-                ClientEvent::LoggedOut => {
-                    self.dialing.clear();
-                    self.ringing.clear();
-                    // While reconnecting, the end of the old session is not the end.
-                    self.done |= self.recovery.is_none();
-                }
-                ClientEvent::Synced => {
-                    if let Some(r) = self.recovery.take() {
-                        let ms = r.since.elapsed().as_millis();
-                        info!(
-                            after_ms = u64::try_from(ms).unwrap_or(u64::MAX),
-                            "back online"
-                        );
-                    }
-                }
-                ClientEvent::ServerError {
-                    code, retry_after, ..
-                } if self.recovery.is_some() && code.is_fatal() => {
-                    self.recovery_error(*code, *retry_after);
-                }
-                _ => {}
-            }
-            match Event::from_client(ev, &self.client, &self.user, extra) {
-                Some(event) => self.printer.emit(&event),
-                None => debug!("an event this binary does not know"),
-            }
+        while let Some(ev) = self.driver.poll() {
+            self.on_event(ev);
         }
     }
-}
 
-impl Session {
-    /// A fatal error while reconnecting (the core already ended the session): the
-    /// session is gone at the server (`resume_failed`: log in again with the password
-    /// at once), the server asks to wait (`retry_after_ms`), or the attempt cannot
-    /// succeed (bad credentials, ...: give up).
-    fn recovery_error(&mut self, code: ErrorCode, retry_after: Option<Duration>) {
-        let Some(r) = self.recovery.as_mut() else {
+    fn on_event(&mut self, ev: Wire) {
+        match ev {
+            Wire::Client(ev) => self.on_client_event(ev),
+            Wire::Disconnected(_) => self.on_disconnected(),
+            // Reconnection attempts: the driver logs them.
+            _ => {}
+        }
+    }
+
+    /// Prints an event of the client, adding what the binary knows.
+    fn on_client_event(&mut self, ev: ClientEvent) {
+        if ev == ClientEvent::Detached && std::mem::take(&mut self.quiet_detach) {
             return;
-        };
-        self.dropped = true;
-        self.wr = Box::new(tokio::io::sink());
-        if code == ErrorCode::ResumeFailed {
-            info!("the server no longer knows the session: logging in again");
-            r.login = true;
-            r.next = Some(Instant::now());
-        } else if code.refuses_connection() {
-            // The server refused the connection (the core keeps a resumed session
-            // detached); the next attempt waits at least as long as it asked.
-            let ms = retry_after.map_or(0, |d| d.as_millis());
-            info!(
-                ?code,
-                retry_after_ms = ms,
-                "the server refused the connection"
-            );
-            self.schedule(retry_after);
-        } else {
-            warn!(?code, "cannot reconnect");
-            self.recovery = None;
+        }
+        let received_at = self.driver.received_at();
+        let mut extra = Extra::default();
+        match &ev {
+            ClientEvent::LoggedIn { .. } => self.logged_in = true,
+            ClientEvent::CallRinging { req, call, .. } => {
+                if let Some(dial) = self.dialing.remove(req) {
+                    self.ringing.insert(*call, dial.sent.unwrap_or(received_at));
+                }
+            }
+            ClientEvent::CallFailed { req, .. } => {
+                self.dialing.remove(req);
+            }
+            ClientEvent::CallEstablished { call, .. } => {
+                extra.setup_us = self.ringing.remove(call).map(|sent| {
+                    let us = received_at.saturating_duration_since(sent).as_micros();
+                    u64::try_from(us).unwrap_or(u64::MAX)
+                });
+            }
+            ClientEvent::CallEnded { call, .. } => {
+                self.ringing.remove(call);
+            }
+            ClientEvent::LoggedOut => {
+                self.dialing.clear();
+                self.ringing.clear();
+                // While reconnecting, the end of the old session is not the end.
+                self.done |= !self.driver.is_reconnecting();
+            }
+            _ => {}
+        }
+        match Event::from_client(ev, self.driver.client(), &self.user, extra) {
+            Some(event) => self.printer.emit(&event),
+            None => debug!("an event this binary does not know"),
         }
     }
 }

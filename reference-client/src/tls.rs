@@ -64,7 +64,7 @@ impl Tls {
     }
 
     /// Runs the handshake over `stream`, verifying the server's certificate chain and
-    /// name; at most [`HANDSHAKE_TIMEOUT`].
+    /// name; at most 10 s (`HANDSHAKE_TIMEOUT`).
     pub async fn connect(&self, stream: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,

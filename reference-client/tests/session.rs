@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use precall_protocol::server::{Server, ServerConfig, ServerEvent};
 use precall_protocol::sim::{sample_caps, Directory};
-use precall_protocol::{ConnId, Time, UserId};
+use precall_protocol::{ConnId, Epoch, UserId};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -82,13 +82,14 @@ async fn serve(
     });
     tokio::spawn(async move {
         let start = Instant::now();
-        let now = || Time(start.elapsed().as_millis() as u64);
+        let epoch = Epoch::new(start.into_std());
+        let now = || epoch.time(Instant::now().into_std());
         let mut server = Server::new(config);
         let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
         loop {
             let deadline = server
                 .poll_timeout()
-                .map(|t| start + Duration::from_millis(t.0));
+                .map(|t| Instant::from_std(epoch.instant(t)));
             tokio::select! {
                 input = rx.recv() => match input {
                     None => return,

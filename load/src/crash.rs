@@ -9,7 +9,7 @@
 //! spec 9.6), capability changes, logouts and logins. At a random point of the round
 //! (drawn from the seeded generator) it sends a burst of contact changes and, 0-3 ms
 //! later, SIGKILLs the server (so that some requests are in flight). It waits until
-//! every client has seen its connection drop (`Client::connection_closed`, then
+//! every client has seen its connection drop (`Client::connection_lost`, then
 //! `Client::abandon` of the session kept for resuming), and reads the store as the
 //! crash left it (`precall-server admin user list`, `terminal list`, `contact dump`):
 //!
@@ -29,9 +29,9 @@
 //! of mutual contacts, parameters `negotiate_pair`). The next round starts from the
 //! store's state.
 //!
-//! The table check is [`crate::verify`]'s rule, applied to the contact graph the store
-//! holds rather than the generated one (contact changes move it away from the
-//! population, and `verify::Checker` reads the population's).
+//! The table check is [`crate::verify`]'s ([`Checker::check_in`]), applied to the
+//! contact graph the store holds rather than the generated one (contact changes move
+//! it away from the population).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -41,15 +41,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use precall_client::{Clock, Driver, Event as Wire, Login, Start};
 use precall_protocol::client::Status;
-use precall_protocol::codec::{decode_message, FrameDecoder, MIN_MAX_FRAME};
-use precall_protocol::{
-    negotiate_pair, Backoff, CallParams, Capabilities, Client, ClientConfig, ClientEvent, Endpoint,
-    Fingerprint, ReqId, ServerMessage, SessionId, Time, UserId,
-};
+use precall_protocol::{Capabilities, Client, ClientConfig, ClientEvent, ReqId, UserId};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -57,7 +52,7 @@ use crate::population::Population;
 use crate::report::{Report, Stats};
 use crate::rng::Rng;
 use crate::serverproc::Target;
-use crate::verify::Verdict;
+use crate::verify::{Checker, DirEntry, Directory, Verdict};
 use crate::CrashArgs;
 
 /// How often the coordinator polls the sessions while it waits.
@@ -162,6 +157,12 @@ struct Sess {
     errors: u64,
 }
 
+impl AsMut<Client> for Sess {
+    fn as_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 /// What the coordinator and the session tasks share.
 struct Shared {
     pop: Arc<Population>,
@@ -170,13 +171,14 @@ struct Shared {
     /// Kills so far: changes decided before the last one are not made.
     epoch: AtomicU64,
     /// One session per user, by user index.
-    slots: Vec<Mutex<Sess>>,
+    slots: Vec<Arc<Mutex<Sess>>>,
     /// Connection attempts refused or failed (then retried).
     connect_retries: AtomicU64,
     /// How long a session keeps trying to connect.
     reconnect_for: Duration,
     notes: mpsc::UnboundedSender<(usize, Note)>,
-    start: Instant,
+    /// The clients' clock.
+    clock: Clock,
 }
 
 impl Shared {
@@ -202,11 +204,6 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = addr;
     }
 
-    /// The core's clock: milliseconds since the run started.
-    fn now(&self) -> Time {
-        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
     fn note(&self, k: usize, note: Note) {
         // The coordinator stopped listening: nothing left to tell.
         let _ = self.notes.send((k, note));
@@ -230,12 +227,27 @@ enum End {
     },
     /// The login was refused.
     Refused(String),
+    /// No connection could be made for `reconnect_for`.
+    Unreachable,
 }
 
 /// The task of session `k`: logs in on [`Cmd::Login`] and stays logged in, logging
 /// in anew whenever its connection drops, until the user logs out.
 async fn session_task(sh: Arc<Shared>, k: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
     let mut rng = Rng::new((k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x0c4a_5b10);
+    let login = Login {
+        user: sh.pop.name(k),
+        password: sh.pop.password(k),
+        with: sh.pop.login_with(k),
+    };
+    // The core's jittered back-off: 10 ms doubling up to MAX_BACKOFF_MS.
+    let mut driver = Driver::new(sh.slots[k].clone(), sh.clock, sh.addr().to_string())
+        .with_login(login)
+        .with_reconnect(
+            Duration::from_millis(10),
+            Duration::from_millis(MAX_BACKOFF_MS),
+            move || rng.next_u64(),
+        );
     let mut want_online = false;
     let mut flaps = 0u32;
     loop {
@@ -249,18 +261,17 @@ async fn session_task(sh: Arc<Shared>, k: usize, mut cmds: mpsc::UnboundedReceiv
                 Some(Cmd::Close) | None => return,
             }
         }
-        let Some(stream) = connect(&sh, &mut rng).await else {
-            want_online = false;
-            sh.note(
-                k,
-                Note::Failed(format!("cannot connect within {:?}", sh.reconnect_for)),
-            );
-            continue;
-        };
         // Every arm notes the end before the next `.await`, so a coordinator that sees
         // the client idle has the note already.
-        match connection(&sh, k, stream, &mut cmds).await {
+        match connection(&sh, k, &mut driver, &mut cmds).await {
             End::Close => return,
+            End::Unreachable => {
+                want_online = false;
+                sh.note(
+                    k,
+                    Note::Failed(format!("cannot connect within {:?}", sh.reconnect_for)),
+                );
+            }
             End::LoggedOut => {
                 want_online = false;
                 sh.note(k, Note::LoggedOut);
@@ -284,115 +295,91 @@ async fn session_task(sh: Arc<Shared>, k: usize, mut cmds: mpsc::UnboundedReceiv
     }
 }
 
-/// Connects to the server's current address, retrying while it is refused after the
-/// core's back-off with full jitter ([`Backoff`]: 10 ms doubling up to
-/// [`MAX_BACKOFF_MS`]), for at most `reconnect_for`.
-async fn connect(sh: &Shared, rng: &mut Rng) -> Option<TcpStream> {
-    let deadline = Instant::now() + sh.reconnect_for;
-    let mut backoff = Backoff::new(
-        Duration::from_millis(10),
-        Duration::from_millis(MAX_BACKOFF_MS),
-    );
-    loop {
-        match TcpStream::connect(sh.addr()).await {
-            Ok(s) => {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::debug!(error = %e, "set_nodelay");
-                }
-                return Some(s);
-            }
-            Err(e) => {
-                sh.connect_retries.fetch_add(1, Ordering::Relaxed);
-                if Instant::now() >= deadline {
-                    tracing::warn!(error = %e, "giving up connecting");
-                    return None;
-                }
-                let wait = backoff.next_delay(rng.next_u64(), None);
-                tracing::trace!(error = %e, ?wait, "connect failed; retrying");
-                sleep(wait).await;
-            }
-        }
-    }
-}
-
-/// One connection's life: logs in, then moves bytes, commands and the ping timer.
+/// One connection's life: connects to the server's current address (retrying after
+/// the core's back-off for at most `reconnect_for`), logs in, then moves commands.
 async fn connection(
-    sh: &Shared,
+    sh: &Arc<Shared>,
     k: usize,
-    mut stream: TcpStream,
+    driver: &mut Driver<Arc<Mutex<Sess>>>,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
 ) -> End {
-    {
-        let pop = &sh.pop;
-        let mut s = sh.slot(k);
-        let now = sh.now();
-        let login = |c: &mut Client| c.login(pop.name(k), pop.password(k), pop.login_with(k), now);
-        if let Err(first) = login(&mut s.client) {
-            // The client still holds an old session: give it up, then log in anew.
-            tracing::debug!(user = k, error = %first, "abandoning the old session");
-            lose(&mut s.client, now);
-            while s.client.poll_event().is_some() {}
-            if let Err(e) = login(&mut s.client) {
-                return End::Refused(format!("login refused locally: {e}"));
-            }
-        }
-    }
-    // A second decoder over the same bytes, only to see which request tag an answer
-    // echoes (the core's events do not carry it); the core decodes for itself.
-    let mut tags = FrameDecoder::new(ClientConfig::default().max_frame.max(MIN_MAX_FRAME));
+    driver.set_addr(sh.addr().to_string());
+    driver.reconnect(Start::Now);
+    let deadline = Instant::now() + sh.reconnect_for;
     let mut was_online = false;
     let mut logging_out = false;
+    let mut refused = None;
     loop {
-        let mut lost = false;
-        if flush(sh, k, &mut stream).await {
-            let ping_at = sh
-                .slot(k)
-                .client
-                .poll_timeout()
-                .map(|t| sh.start + Duration::from_millis(t.0));
-            tokio::select! {
-                ready = stream.readable() => {
-                    match ready.and_then(|()| read_into(sh, k, &stream, &mut tags)) {
-                        Ok(true) => {}
-                        Ok(false) => lost = true,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            tracing::debug!(user = k, error = %e, "read failed");
-                            lost = true;
+        tokio::select! {
+            ev = driver.next() => match ev {
+                Some(Wire::Client(ev)) => on_event(sh, k, ev, &mut was_online, &mut refused),
+                Some(Wire::ConnectFailed(why)) => {
+                    sh.connect_retries.fetch_add(1, Ordering::Relaxed);
+                    if Instant::now() >= deadline {
+                        tracing::warn!(why, "giving up connecting");
+                        driver.stop_reconnecting();
+                        return End::Unreachable;
+                    }
+                    // The server may listen elsewhere after a restart.
+                    driver.set_addr(sh.addr().to_string());
+                }
+                Some(Wire::Disconnected(_)) => {
+                    // A restarted server knows no session to resume: the client gives
+                    // it up at once and logs in anew (a full login) on a new connection.
+                    driver.stop_reconnecting();
+                    let now = sh.clock.now();
+                    driver.with(|c| {
+                        if c.status() != Status::Idle {
+                            c.abandon(now);
                         }
-                    }
+                    });
+                    drain(sh, k, driver, &mut was_online, &mut refused);
+                    return if logging_out {
+                        End::LoggedOut
+                    } else {
+                        End::Lost { was_online }
+                    };
                 }
-                cmd = cmds.recv() => match cmd {
-                    Some(Cmd::Close) | None => return End::Close,
-                    Some(Cmd::Login) => {}
-                    Some(Cmd::Op { id, epoch, op }) => {
-                        command(sh, k, id, epoch, op, &mut logging_out);
-                    }
-                },
-                () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
-                    sh.slot(k).client.handle_timeout(sh.now());
+                Some(_) => {}
+                None => return End::Lost { was_online },
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Close) | None => return End::Close,
+                Some(Cmd::Login) => {}
+                Some(Cmd::Op { id, epoch, op }) => {
+                    command(sh, k, id, epoch, op, &mut logging_out);
                 }
-            }
+            },
+        }
+        if driver.is_reconnecting() || driver.with(|c| c.status()) != Status::Idle {
+            continue;
+        }
+        // The session ended on this connection: the rest of its events, then the end
+        // (dropping the connection closes it).
+        drain(sh, k, driver, &mut was_online, &mut refused);
+        driver.close();
+        return if logging_out {
+            End::LoggedOut
+        } else if was_online {
+            End::Lost { was_online }
         } else {
-            lost = true;
-        }
-        if lost {
-            lose(&mut sh.slot(k).client, sh.now());
-        }
-        if let Some(end) = drain(sh, k, &mut was_online, logging_out, lost) {
-            // Dropping the stream closes the connection.
-            return end;
-        }
+            End::Refused(refused.unwrap_or_else(|| "session ended before login_ok".into()))
+        };
     }
 }
 
-/// The connection dropped: the core is told, and a session it keeps for resuming is
-/// given up at once. A restarted server knows no session to resume, so the client
-/// logs in anew (a full login) and holds nothing meanwhile.
-fn lose(client: &mut Client, now: Time) {
-    client.connection_closed(now);
-    if client.status() != Status::Idle {
-        client.abandon(now);
+/// Handles the events already there.
+fn drain(
+    sh: &Shared,
+    k: usize,
+    driver: &mut Driver<Arc<Mutex<Sess>>>,
+    was_online: &mut bool,
+    refused: &mut Option<String>,
+) {
+    while let Some(ev) = driver.poll() {
+        if let Wire::Client(ev) = ev {
+            on_event(sh, k, ev, was_online, refused);
+        }
     }
 }
 
@@ -402,7 +389,7 @@ fn command(sh: &Shared, k: usize, id: u64, epoch: u64, op: Op, logging_out: &mut
         sh.note(k, Note::Refused { id });
         return;
     }
-    let now = sh.now();
+    let now = sh.clock.now();
     let mut s = sh.slot(k);
     let result = match op {
         Op::Add(c) => s
@@ -437,134 +424,51 @@ fn command(sh: &Shared, k: usize, id: u64, epoch: u64, op: Op, logging_out: &mut
     }
 }
 
-thread_local! {
-    static READ: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
-}
-
-/// Reads what the socket holds into the client, noting every contact answer that
-/// echoes a request tag. `Ok(false)` at end of stream.
-fn read_into(
+/// Handles one event of the client: counts and notes it.
+fn on_event(
     sh: &Shared,
     k: usize,
-    stream: &TcpStream,
-    tags: &mut FrameDecoder,
-) -> std::io::Result<bool> {
-    READ.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let n = stream.try_read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        let mut acks = Vec::new();
-        let mut data = &buf[..n];
-        // A framing error here is the core's to report (it ends the session).
-        while let Ok(Some(payload)) = tags.decode(&mut data) {
-            match decode_message::<ServerMessage>(&payload) {
-                Ok(ServerMessage::ContactAdded {
-                    req: Some(req),
-                    user,
-                }) => acks.push((req, user, true)),
-                Ok(ServerMessage::ContactRemoved {
-                    req: Some(req),
-                    user,
-                }) => acks.push((req, user, false)),
-                _ => {}
-            }
-        }
-        {
-            let mut s = sh.slot(k);
-            if let Err(e) = s.client.receive(&buf[..n], sh.now()) {
-                tracing::warn!(user = k, error = %e, "session ended by the core");
-            }
-        }
-        for (req, user, added) in acks {
-            let contact = sh.pop.index_of(&user);
-            sh.note(
-                k,
-                Note::Acked {
-                    req,
-                    contact,
-                    added,
-                },
-            );
-        }
-        Ok(true)
-    })
-}
-
-/// Writes every frame the client queued. `false` if the connection failed.
-async fn flush(sh: &Shared, k: usize, stream: &mut TcpStream) -> bool {
-    let bytes: Vec<u8> = {
-        let mut s = sh.slot(k);
-        let mut out = Vec::new();
-        while let Some(frame) = s.client.poll_transmit() {
-            out.extend_from_slice(&frame);
-        }
-        out
-    };
-    if bytes.is_empty() {
-        return true;
-    }
-    match stream.write_all(&bytes).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::debug!(user = k, error = %e, "write failed");
-            false
-        }
-    }
-}
-
-/// Handles the client's events; returns how the connection ended, if it did.
-fn drain(
-    sh: &Shared,
-    k: usize,
+    ev: ClientEvent,
     was_online: &mut bool,
-    logging_out: bool,
-    lost: bool,
-) -> Option<End> {
-    let mut notes = Vec::new();
-    let mut refused = None;
-    let mut s = sh.slot(k);
-    while let Some(ev) = s.client.poll_event() {
+    refused: &mut Option<String>,
+) {
+    let note = {
+        let mut s = sh.slot(k);
         match ev {
             ClientEvent::LoggedIn { .. } => {
                 *was_online = true;
-                notes.push(Note::LoggedIn);
+                Some(Note::LoggedIn)
             }
-            ClientEvent::Synced => notes.push(Note::Synced),
-            ClientEvent::CapsAcknowledged { .. } => notes.push(Note::CapsAck),
+            ClientEvent::Synced => Some(Note::Synced),
+            ClientEvent::CapsAcknowledged { .. } => Some(Note::CapsAck),
+            // The answer to this session's own contact request (other terminals' and
+            // the administrator's changes carry no tag).
+            ClientEvent::ContactsChanged {
+                req: Some(req),
+                user,
+                added,
+            } => Some(Note::Acked {
+                req,
+                contact: sh.pop.index_of(&user),
+                added,
+            }),
             ClientEvent::ServerError { code, req, .. } => {
                 s.errors += 1;
                 tracing::warn!(user = k, ?code, ?req, "server error");
-                refused = Some(format!("server error {code:?}"));
-                if req.is_some() {
-                    notes.push(Note::ReqError);
-                }
+                *refused = Some(format!("server error {code:?}"));
+                req.map(|_| Note::ReqError)
             }
             ClientEvent::Violation(v) => {
                 s.violations += 1;
                 tracing::warn!(user = k, violation = %v, "the core refused a message");
+                None
             }
-            _ => {}
+            _ => None,
         }
-    }
-    let idle = s.client.status() == Status::Idle;
-    drop(s);
-    for n in notes {
+    };
+    if let Some(n) = note {
         sh.note(k, n);
     }
-    if !idle {
-        return None;
-    }
-    Some(if logging_out {
-        End::LoggedOut
-    } else if lost || *was_online {
-        End::Lost {
-            was_online: *was_online,
-        }
-    } else {
-        End::Refused(refused.unwrap_or_else(|| "session ended before login_ok".into()))
-    })
 }
 
 // ----- the expected store ------------------------------------------------------------
@@ -760,87 +664,6 @@ async fn dump_store(target: &Target, pop: &Population) -> Result<StoreDump> {
 }
 
 // ----- tables ------------------------------------------------------------------------
-
-/// Online terminals by user index: session and capabilities' fingerprint.
-type Dir = HashMap<u32, Vec<(SessionId, Fingerprint)>>;
-
-/// INV-ONLINE-EXACT over a given contact graph (the store's), as [`crate::verify`]
-/// checks it over the generated one.
-#[derive(Default)]
-struct Tables {
-    params: HashMap<(Fingerprint, Fingerprint), CallParams>,
-}
-
-impl Tables {
-    /// Whether `client` (user `u`'s) holds exactly the online sessions of `u`'s mutual
-    /// contacts in `graph`, with their current capabilities and, in full mode, the
-    /// parameters `negotiate_pair` gives.
-    fn check(
-        &mut self,
-        pop: &Population,
-        graph: &[BTreeSet<u32>],
-        dir: &Dir,
-        u: usize,
-        client: &Client,
-        full: bool,
-    ) -> Result<(), String> {
-        let me = pop.name(u);
-        if client.status() != Status::Online || client.user() != Some(&me) {
-            return Err(format!("{me}: not online ({:?})", client.status()));
-        }
-        let Some(own) = client.capabilities() else {
-            return Err(format!("{me}: no own capabilities"));
-        };
-        let own_fp = own.fingerprint();
-        let mut expected: Vec<(Endpoint, Fingerprint)> = Vec::new();
-        for &c in graph.get(u).into_iter().flatten() {
-            if !graph.get(c as usize).is_some_and(|l| l.contains(&index(u))) {
-                continue;
-            }
-            let name = pop.name(c as usize);
-            for &(session, fp) in dir.get(&c).into_iter().flatten() {
-                let user = name.clone();
-                expected.push((Endpoint { user, session }, fp));
-            }
-        }
-        expected.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut actual = client.peers();
-        for (endpoint, fp) in &expected {
-            let Some((got, peer)) = actual.next() else {
-                return Err(format!("{me}: missing {endpoint}"));
-            };
-            if got != endpoint {
-                return Err(if got < endpoint {
-                    format!("{me}: unexpected {got}")
-                } else {
-                    format!("{me}: missing {endpoint}")
-                });
-            }
-            if peer.fingerprint != *fp {
-                return Err(format!("{me}: stale capabilities for {endpoint}"));
-            }
-            if full {
-                let theirs = peer.capabilities.fingerprint();
-                if theirs != *fp {
-                    return Err(format!(
-                        "{me}: capabilities of {endpoint} do not match their fingerprint"
-                    ));
-                }
-                let params = self
-                    .params
-                    .entry((own_fp, theirs))
-                    .or_insert_with(|| negotiate_pair(own, &peer.capabilities));
-                if peer.params != *params {
-                    return Err(format!("{me}: wrong parameters for {endpoint}"));
-                }
-            }
-        }
-        if let Some((extra, _)) = actual.next() {
-            return Err(format!("{me}: unexpected {extra}"));
-        }
-        Ok(())
-    }
-}
 
 /// Whether user `u`'s client holds exactly the store's contact list (its `login_ok`
 /// list, read from the store at login).
@@ -1041,23 +864,22 @@ async fn log_in_and_verify(co: &mut Coord, graph: &[BTreeSet<u32>], limit: Durat
         .await;
     let all_online = online.then(Instant::now);
     let pop = co.sh.pop.clone();
-    let mut dir: Dir = HashMap::new();
-    for k in 0..n {
+    let dir = Directory::from_entries((0..n).filter_map(|k| {
         let s = co.sh.slot(k);
-        if let (Some(session), Some(caps)) = (s.client.session(), s.client.capabilities()) {
-            dir.entry(index(k))
-                .or_default()
-                .push((session, caps.fingerprint()));
-        }
-    }
-    let mut tables = Tables::default();
+        Some(DirEntry {
+            user: index(k),
+            session: s.client.session()?,
+            fp: s.client.capabilities()?.fingerprint(),
+        })
+    }));
+    let mut tables = Checker::default();
     let mut pending: Vec<usize> = (0..n).collect();
     let complete = loop {
         co.drain_notes();
         pending.retain(|&k| {
             let s = co.sh.slot(k);
             tables
-                .check(&pop, graph, &dir, k, &s.client, false)
+                .check_in(&pop, graph, &dir, k, &s.client, false)
                 .is_err()
         });
         if pending.is_empty() {
@@ -1077,7 +899,7 @@ async fn log_in_and_verify(co: &mut Coord, graph: &[BTreeSet<u32>], limit: Durat
             not_online += 1;
         }
         verdict.entries += s.client.peers().count();
-        verdict.record(tables.check(&pop, graph, &dir, k, &s.client, true));
+        verdict.record(tables.check_in(&pop, graph, &dir, k, &s.client, true));
         if !contacts_match(&pop, graph, k, &s.client) {
             contacts_differ += 1;
             contacts_example.get_or_insert_with(|| {
@@ -1175,17 +997,17 @@ async fn drive(
         epoch: AtomicU64::new(0),
         slots: (0..n)
             .map(|_| {
-                Mutex::new(Sess {
+                Arc::new(Mutex::new(Sess {
                     client: Client::new(ClientConfig::default()),
                     violations: 0,
                     errors: 0,
-                })
+                }))
             })
             .collect(),
         connect_retries: AtomicU64::new(0),
         reconnect_for: wait,
         notes: notes_tx,
-        start: Instant::now(),
+        clock: Clock::new(),
     });
     let cmds = (0..n)
         .map(|k| {

@@ -12,21 +12,23 @@
 //! bytes carried by every message of the set-up at both ends (decoded after the call,
 //! so the accounting costs nothing on the critical path).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use precall_client::{Clock, Driver, Event, Login, Tap};
 use precall_protocol::client::SetupPath;
-use precall_protocol::codec::{decode_message, encode_payload, FrameDecoder, DEFAULT_MAX_FRAME};
+use precall_protocol::codec::{
+    decode_message, encode_payload, FrameDecoder, DEFAULT_MAX_FRAME, HEADER_LEN,
+};
 use precall_protocol::message::WireMessage;
 use precall_protocol::{
     CallId, CallParams, Client, ClientConfig, ClientEvent, ClientMessage, Endpoint, ServerMessage,
-    SessionId, Time,
+    SessionId,
 };
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout_at, Instant};
 
@@ -105,19 +107,59 @@ impl Ledger {
     }
 }
 
-/// One client and its socket, driven step by step.
-struct Link {
-    client: Client,
-    stream: TcpStream,
-    start: Instant,
-    events: std::collections::VecDeque<ClientEvent>,
+/// What one end records of its frames while a set-up is measured (the JSON is decoded
+/// after the call, so the accounting costs nothing on the critical path).
+struct LedgerTap {
     caller: bool,
-    /// Whether the caller's frames go to the ledger now (the callee's go there while
-    /// the ledger is measuring).
-    record: bool,
+    /// The caller's switch (the callee's frames go to the ledger while the ledger is
+    /// measuring).
+    record: Arc<AtomicBool>,
     ledger: Arc<Ledger>,
+    /// Framing only (a copy of the bytes the client receives).
     rx_frames: FrameDecoder,
-    buf: Vec<u8>,
+}
+
+impl LedgerTap {
+    fn recording(&self) -> bool {
+        if self.caller {
+            self.record.load(Ordering::Acquire)
+        } else {
+            self.ledger.measuring.load(Ordering::Acquire)
+        }
+    }
+}
+
+impl Tap for LedgerTap {
+    fn sent(&mut self, frame: &[u8]) {
+        if self.recording() {
+            self.ledger.push(Seen {
+                caller: self.caller,
+                sent: true,
+                payload: frame[HEADER_LEN..].to_vec(),
+            });
+        }
+    }
+
+    fn received<'a>(&mut self, data: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut rest = data;
+        while let Ok(Some(payload)) = self.rx_frames.decode(&mut rest) {
+            if self.recording() {
+                self.ledger.push(Seen {
+                    caller: self.caller,
+                    sent: false,
+                    payload,
+                });
+            }
+        }
+        Cow::Borrowed(data)
+    }
+}
+
+/// One client on the shared driver, driven step by step.
+struct Link {
+    driver: Driver,
+    /// Whether the caller's frames go to the ledger now.
+    record: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -128,31 +170,24 @@ impl Link {
         caller: bool,
         ledger: Arc<Ledger>,
     ) -> Result<(Self, SessionId)> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let mut link = Self {
-            client: Client::new(ClientConfig::default()),
-            stream,
-            start: Instant::now(),
-            events: Default::default(),
+        let record = Arc::new(AtomicBool::new(false));
+        let login = Login {
+            user: pop.name(user),
+            password: pop.password(user),
+            with: pop.login_with(user),
+        };
+        let client = Client::new(ClientConfig::default());
+        let mut driver = Driver::new(client, Clock::new(), addr.to_string()).with_login(login);
+        driver.set_tap(Some(Box::new(LedgerTap {
             caller,
-            record: false,
+            record: record.clone(),
             ledger,
             rx_frames: FrameDecoder::new(DEFAULT_MAX_FRAME),
-            buf: vec![0; 64 * 1024],
-        };
-        let now = link.now();
-        link.client
-            .login(
-                pop.name(user),
-                pop.password(user),
-                pop.login_with(user),
-                now,
-            )
-            .map_err(|e| anyhow!("login: {e}"))?;
-        link.flush().await?;
+        })));
+        driver.connect().await.map_err(|e| anyhow!(e))?;
+        driver.login().map_err(|e| anyhow!("login: {e}"))?;
+        let mut link = Self { driver, record };
+        link.send().await?;
         let deadline = Instant::now() + STEP;
         let mut session = None;
         loop {
@@ -167,101 +202,36 @@ impl Link {
         Ok((link, session))
     }
 
-    fn now(&self) -> Time {
-        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
-    }
-
-    fn recording(&self) -> bool {
-        if self.caller {
-            self.record
-        } else {
-            self.ledger.measuring.load(Ordering::Acquire)
-        }
+    fn client(&mut self) -> &mut Client {
+        self.driver.client_mut()
     }
 
     /// Writes every queued frame; returns how many.
-    async fn flush(&mut self) -> Result<usize> {
-        let mut bytes = Vec::new();
-        let mut n = 0;
-        while let Some(frame) = self.client.poll_transmit() {
-            if self.recording() {
-                self.ledger.push(Seen {
-                    caller: self.caller,
-                    sent: true,
-                    payload: frame[precall_protocol::codec::HEADER_LEN..].to_vec(),
-                });
-            }
-            bytes.extend_from_slice(&frame);
-            n += 1;
-        }
-        if n > 0 {
-            self.stream
-                .write_all(&bytes)
-                .await
-                .context("the connection to the server failed")?;
-        }
-        Ok(n)
+    async fn send(&mut self) -> Result<usize> {
+        self.driver
+            .flush()
+            .await
+            .map_err(|e| anyhow!("the connection to the server failed: {e}"))
     }
 
-    /// Reads once from the socket into the client (and the ledger).
-    async fn read(&mut self, deadline: Instant) -> Result<()> {
-        let ping = self
-            .client
-            .poll_timeout()
-            .map(|t| self.start + Duration::from_millis(t.0));
-        let until = ping.map_or(deadline, |p| p.min(deadline));
-        match timeout_at(until, self.stream.readable()).await {
-            Err(_) if Some(until) == ping && until < deadline => {
-                let now = self.now();
-                self.client.handle_timeout(now);
-                self.flush().await?;
-                return Ok(());
-            }
-            Err(_) => bail!("timed out"),
-            Ok(r) => r.context("the connection to the server failed")?,
-        }
-        let n = match self.stream.try_read(&mut self.buf) {
-            Ok(0) => bail!("the server closed the connection"),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e).context("the connection to the server failed"),
-        };
-        let now = self.now();
-        let data = &self.buf[..n];
-        self.client
-            .receive(data, now)
-            .map_err(|e| anyhow!("the session broke: {e}"))?;
-        // Framing only (a copy); the JSON is decoded after the call.
-        let mut rest = data;
-        while let Ok(Some(payload)) = self.rx_frames.decode(&mut rest) {
-            if self.recording() {
-                self.ledger.push(Seen {
-                    caller: self.caller,
-                    sent: false,
-                    payload,
-                });
-            }
-        }
-        while let Some(ev) = self.client.poll_event() {
-            self.events.push_back(ev);
-        }
-        // Automatic answers of the core (caps_reply, call_retry) go out at once.
-        self.flush().await?;
-        Ok(())
-    }
-
-    /// The next event, reading as needed.
+    /// The next event, reading as needed (automatic answers of the core, caps_reply
+    /// and call_retry, go out at once).
     async fn next_event(&mut self, deadline: Instant) -> Result<ClientEvent> {
         loop {
-            if let Some(ev) = self.events.pop_front() {
-                return Ok(ev);
+            match timeout_at(deadline, self.driver.next()).await {
+                Err(_) => bail!("timed out"),
+                Ok(None) => bail!("the connection to the server is gone"),
+                Ok(Some(Event::Client(ev))) => return Ok(ev),
+                Ok(Some(Event::Disconnected(why))) => {
+                    bail!("the connection to the server failed: {why}")
+                }
+                Ok(Some(_)) => {}
             }
-            self.read(deadline).await?;
         }
     }
 
     fn check(&self, pop: &Population, dir: &Directory, user: usize) -> Result<(), String> {
-        Checker::default().check(pop, dir, user, &self.client, true)
+        Checker::default().check(pop, dir, user, self.driver.client(), true)
     }
 }
 
@@ -292,14 +262,14 @@ async fn callee_task(
 ) {
     let result: Result<()> = async {
         loop {
-            while let Some(ev) = link.events.pop_front() {
-                match ev {
+            tokio::select! {
+                ev = link.next_event(Instant::now() + Duration::from_secs(3600)) => match ev? {
                     ClientEvent::IncomingCall { call, .. } => {
-                        let now = link.now();
-                        link.client
+                        let now = link.driver.clock().now();
+                        link.client()
                             .answer(call, true, now)
                             .map_err(|e| anyhow!("answer: {e}"))?;
-                        link.flush().await?;
+                        link.send().await?;
                     }
                     ClientEvent::CallEstablished { call, params, .. } => {
                         let _ = notes.send(CalleeNote::Accepted(call, params));
@@ -310,10 +280,7 @@ async fn callee_task(
                     ClientEvent::Violation(v) => bail!("violation at the callee: {v}"),
                     ClientEvent::LoggedOut => bail!("the callee's session ended"),
                     _ => {}
-                }
-            }
-            tokio::select! {
-                r = link.read(Instant::now() + Duration::from_secs(3600)) => r?,
+                },
                 cmd = cmds.recv() => match cmd {
                     Some(CalleeCmd::Check(dir, reply)) => {
                         let _ = reply.send(link.check(&pop, &dir, user));
@@ -358,12 +325,13 @@ pub async fn run(
     let (callee, callee_session) =
         Link::login(relay_b.addr, &pop, callee_user, false, ledger.clone()).await?;
     let caller_fp = caller
-        .client
+        .client()
         .capabilities()
         .ok_or_else(|| anyhow!("caller has no capabilities"))?
         .fingerprint();
     let callee_fp = callee
-        .client
+        .driver
+        .client()
         .capabilities()
         .ok_or_else(|| anyhow!("callee has no capabilities"))?
         .fingerprint();
@@ -393,13 +361,13 @@ pub async fn run(
     // caller's login. Wait for it.
     let deadline = Instant::now() + STEP;
     let callee_name = pop.name(callee_user);
-    while !caller.client.peers().any(|(e, _)| e.user == callee_name) {
+    while !caller.client().peers().any(|(e, _)| e.user == callee_name) {
         caller
-            .read(deadline)
+            .next_event(deadline)
             .await
             .context("waiting for the callee's online push")?;
     }
-    caller.events.clear();
+    while caller.driver.poll().is_some() {}
     let mut report = Report::new(
         "call-setup",
         json!({"calls": calls, "delay_ms_one_way": delay.as_secs_f64() * 1000.0, "seed": pop.seed}),
@@ -418,7 +386,7 @@ pub async fn run(
 
     // The caller pays one set-up before measuring (warms both ends' caches).
     let callee_ep = caller
-        .client
+        .client()
         .peers()
         .map(|(e, _)| e.clone())
         .find(|e| e.user == pop.name(callee_user))
@@ -503,28 +471,28 @@ async fn one_call(
 ) -> Result<Sample> {
     ledger.take();
     ledger.measuring.store(true, Ordering::Release);
-    caller.record = true;
+    caller.record.store(true, Ordering::Release);
     let deadline = Instant::now() + STEP;
     let t0 = Instant::now();
-    let now = caller.now();
+    let now = caller.driver.clock().now();
     let placed = match method {
-        Method::Fast => caller.client.place_call(callee, now),
+        Method::Fast => caller.client().place_call(callee, now),
         Method::PriorArt => caller
-            .client
+            .client()
             .place_call_exchanging_capabilities(callee, now),
-        Method::QueryFirst => caller.client.query_caps(callee, now),
+        Method::QueryFirst => caller.client().query_caps(callee, now),
     };
     placed.map_err(|e| anyhow!("{}: {e}", method.name()))?;
-    let mut rounds = usize::from(caller.flush().await? > 0);
+    let mut rounds = usize::from(caller.send().await? > 0);
     let (call, params, path, t1) = loop {
         match caller.next_event(deadline).await? {
             ClientEvent::CapsResult { .. } if method == Method::QueryFirst => {
-                let now = caller.now();
+                let now = caller.driver.clock().now();
                 caller
-                    .client
+                    .client()
                     .place_call_exchanging_capabilities(callee, now)
                     .map_err(|e| anyhow!("call after the query: {e}"))?;
-                rounds += usize::from(caller.flush().await? > 0);
+                rounds += usize::from(caller.send().await? > 0);
             }
             ClientEvent::CallEstablished { call, params, path } => {
                 break (call, params, path, Instant::now());
@@ -537,13 +505,13 @@ async fn one_call(
             _ => {}
         }
     };
-    caller.record = false;
-    let now = caller.now();
+    caller.record.store(false, Ordering::Release);
+    let now = caller.driver.clock().now();
     caller
-        .client
+        .client()
         .hangup(call, now)
         .map_err(|e| anyhow!("hangup: {e}"))?;
-    caller.flush().await?;
+    caller.send().await?;
     let mut callee_params = None;
     loop {
         let note = timeout_at(deadline, notes.recv())

@@ -17,10 +17,10 @@
 //!    capability change, a logout, or a logout followed by a new login, so that the
 //!    away sessions that list them miss table frames.
 //! 4. Every away session reconnects at once, each after a random wait from the core's
-//!    [`Backoff`] (full jitter), and sends `resume`. A connection the server refuses
-//!    (`rate_limited` with `retry_after_ms`, ...) leaves the session detached: the tool
-//!    looks at the first frame of each new connection before the core does (the core
-//!    would end the session on any fatal error) and retries after
+//!    [`Backoff`](precall_protocol::Backoff) (full jitter), and sends `resume`, through
+//!    the shared driver ([`precall_client::Driver::reconnect`]). A connection the
+//!    server refuses (`rate_limited` with `retry_after_ms`, ...) leaves the session
+//!    detached (the core's rule) and is tried again after
 //!    `Backoff::next_delay(random, retry_after)`. A `resume_failed` is counted as a
 //!    failure, and the session logs in again with its password so that its table can
 //!    still be checked.
@@ -40,7 +40,7 @@
 //! (the table frames between its `resumed` and `synced`) instead of handing them to
 //! its client: the final verification must then fail.
 
-use std::cell::RefCell;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
@@ -49,16 +49,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use precall_client::{Clock, Driver, Event as Wire, Login, Start, Tap};
 use precall_protocol::client::Status;
 use precall_protocol::codec::{decode_message, FrameDecoder, MIN_MAX_FRAME};
-use precall_protocol::{
-    Backoff, Capabilities, Client, ClientConfig, ClientEvent, ErrorCode, ServerMessage, Time,
-};
+use precall_protocol::{Capabilities, Client, ClientConfig, ClientEvent, ErrorCode, ServerMessage};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
+use tokio::time::{sleep, timeout_at, Instant};
 
 use crate::population::Population;
 use crate::report::{ms, Report, Stats};
@@ -67,24 +64,11 @@ use crate::serverproc::Target;
 use crate::verify::{Checker, DirEntry, Directory, Verdict};
 use crate::ReconnectArgs;
 
-/// Bytes read from a socket at once (one buffer for the thread's sessions).
-const READ_BUF: usize = 64 * 1024;
-
-/// The bound of one TCP connect.
-const CONNECT_WAIT: Duration = Duration::from_secs(10);
-
-/// How long the first frame of a new connection may take.
-const FIRST_FRAME_WAIT: Duration = Duration::from_secs(30);
-
 /// How long tables may take to become exact once every session is back.
 const SETTLE: Duration = Duration::from_secs(5);
 
 /// How often the coordinator polls.
 const POLL: Duration = Duration::from_millis(20);
-
-thread_local! {
-    static READ: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUF]);
-}
 
 /// A deliberate defect of the tool, to show that the verification can fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -140,9 +124,6 @@ struct Sess {
     user: usize,
     /// Whether its catch-up is dropped (the seeded fault).
     faulty: bool,
-    /// While the faulty session's catch-up is filtered: the frames of the connection,
-    /// and whether `resumed` was seen.
-    filter: Option<(FrameDecoder, bool)>,
     /// Catch-up frames dropped by the seeded fault.
     dropped_frames: u64,
     /// Connection attempts, and those the server refused (`retry_after_ms`), by mode.
@@ -158,8 +139,6 @@ struct Sess {
     in_catchup: bool,
     /// `resume_failed` answers.
     resume_failed: u64,
-    /// The session must log in again (its resume failed).
-    relogin: bool,
     /// A logout was requested.
     leaving: bool,
     /// Logged out on request (not expected online).
@@ -174,14 +153,21 @@ struct Sess {
     back: Option<Instant>,
 }
 
+impl AsMut<Client> for Sess {
+    fn as_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 /// What the coordinator and the session tasks share.
 struct Shared {
     addr: SocketAddr,
     pop: Arc<Population>,
     /// Users below this index are the ones cut.
     cut_users: usize,
-    slots: Vec<Mutex<Sess>>,
-    start: Instant,
+    slots: Vec<Arc<Mutex<Sess>>>,
+    /// The clients' clock.
+    clock: Clock,
     notes: mpsc::UnboundedSender<(usize, Note, Instant)>,
     backoff: (Duration, Duration),
     seed: u64,
@@ -194,10 +180,6 @@ impl Shared {
         self.slots[k]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn now(&self) -> Time {
-        Time(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
     fn note(&self, k: usize, note: Note) {
@@ -213,96 +195,96 @@ impl Shared {
 /// The task of session `k` (user `k`).
 async fn session_task(sh: Arc<Shared>, k: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
     let mut rng = Rng::new(sh.seed ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x7e5u64);
-    let mut stream: Option<TcpStream> = None;
+    let login = Login {
+        user: sh.pop.name(k),
+        password: sh.pop.password(k),
+        with: sh.pop.login_with(k),
+    };
+    let (base, max) = sh.backoff;
+    // Connection attempts retry after the core's back-off while the server refuses
+    // the connection or cannot be reached; a `resume_failed` session logs in again
+    // with its password, so that its table can still be checked (the failure is
+    // counted).
+    let mut driver = Driver::new(sh.slots[k].clone(), sh.clock, sh.addr.to_string())
+        .with_login(login)
+        .with_reconnect(base, max, move || rng.next_u64());
+    // The mode of the attempt under way.
+    let mut mode = Mode::Login;
     loop {
-        let Some(s) = stream.as_mut() else {
-            let mode = match cmds.recv().await {
-                Some(Cmd::Login) => Mode::Login,
-                Some(Cmd::Resume) => Mode::Resume,
+        if !driver.is_connected() && !driver.is_reconnecting() {
+            match cmds.recv().await {
+                Some(Cmd::Login) => driver.reconnect(Start::Now),
+                Some(Cmd::Resume) => {
+                    // Every session reconnects "at once": spread by the jitter of the
+                    // first wait.
+                    sh.slot(k).resume_sent = Some(Instant::now());
+                    driver.reconnect(Start::AfterBackoff);
+                }
                 Some(Cmd::Close) | None => return,
-                Some(other) => {
-                    tracing::debug!(user = k, ?other, "not connected: command ignored");
-                    continue;
-                }
-            };
-            stream = establish(&sh, k, mode, &mut rng).await;
+                Some(other) => tracing::debug!(user = k, ?other, "not connected: command ignored"),
+            }
             continue;
-        };
+        }
         let mut lost = false;
-        let mut cut = false;
-        if flush(&sh, k, s).await {
-            let ping_at = sh
-                .slot(k)
-                .client
-                .poll_timeout()
-                .map(|t| sh.start + Duration::from_millis(t.0));
-            tokio::select! {
-                ready = s.readable() => {
-                    match ready.and_then(|()| read_into(&sh, k, s)) {
-                        Ok(true) => {}
-                        Ok(false) => lost = true,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            tracing::debug!(user = k, error = %e, "read failed");
-                            lost = true;
+        tokio::select! {
+            ev = driver.next() => {
+                let Some(ev) = ev else { continue };
+                let mut batch = vec![ev];
+                batch.extend(std::iter::from_fn(|| driver.poll()));
+                for ev in &batch {
+                    match ev {
+                        Wire::Attempt { resume } => {
+                            mode = if *resume { Mode::Resume } else { Mode::Login };
+                            attempt(&sh, k, &mut driver, mode);
                         }
+                        Wire::ConnectFailed(why) => {
+                            tracing::debug!(user = k, why, "connect failed");
+                            sh.slot(k).connect_errors += 1;
+                        }
+                        Wire::Disconnected(_) => lost |= !driver.is_reconnecting(),
+                        _ => {}
                     }
                 }
-                cmd = cmds.recv() => {
-                    let now = sh.now();
-                    let mut slot = sh.slot(k);
-                    let result = match cmd {
-                        Some(Cmd::Cut) => {
-                            cut = true;
-                            Ok(())
-                        }
-                        Some(Cmd::Logout) => {
-                            slot.leaving = true;
-                            slot.client.logout(now)
-                        }
-                        Some(Cmd::Caps(caps)) => slot.client.update_caps(caps, now).map(drop),
-                        Some(Cmd::Login | Cmd::Resume) => Ok(()),
-                        Some(Cmd::Close) | None => return,
-                    };
-                    if let Err(e) = result {
-                        tracing::warn!(user = k, error = %e, "command refused by the core");
+                drain(&sh, k, mode, batch);
+            }
+            cmd = cmds.recv() => {
+                let now = sh.clock.now();
+                let mut slot = sh.slot(k);
+                let result = match cmd {
+                    Some(Cmd::Cut) => {
+                        drop(slot);
+                        // A reset: nothing more is said; the session is detached.
+                        driver.cut();
+                        let events = std::iter::from_fn(|| driver.poll()).collect();
+                        drain(&sh, k, mode, events);
+                        sh.note(k, Note::Cut);
+                        continue;
                     }
-                }
-                () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
-                    sh.slot(k).client.handle_timeout(sh.now());
+                    Some(Cmd::Logout) => {
+                        slot.leaving = true;
+                        slot.client.logout(now)
+                    }
+                    Some(Cmd::Caps(caps)) => slot.client.update_caps(caps, now).map(drop),
+                    Some(Cmd::Login | Cmd::Resume) => Ok(()),
+                    Some(Cmd::Close) | None => return,
+                };
+                if let Err(e) = result {
+                    tracing::warn!(user = k, error = %e, "command refused by the core");
                 }
             }
-        } else {
-            lost = true;
         }
-        if cut {
-            // A reset: the socket is closed with SO_LINGER 0, nothing more is said.
-            if let Some(s) = stream.take() {
-                if let Err(e) = s.set_zero_linger() {
-                    tracing::debug!(user = k, error = %e, "SO_LINGER");
-                }
-            }
-            sh.slot(k).client.connection_closed(sh.now());
-            drain(&sh, k);
-            sh.note(k, Note::Cut);
+        if driver.is_reconnecting() {
             continue;
         }
-        if lost {
-            stream = None;
-            sh.slot(k).client.connection_closed(sh.now());
-        }
-        drain(&sh, k);
-        let (status, relogin, leaving) = {
+        let (status, leaving) = {
             let s = sh.slot(k);
-            (s.client.status(), s.relogin, s.leaving)
+            (s.client.status(), s.leaving)
         };
         if status == Status::Idle {
-            stream = None;
-            if relogin {
-                // The session is gone at the server: log in again, so that its table
-                // can still be checked (the failure is counted).
-                stream = establish(&sh, k, Mode::Login, &mut rng).await;
-            } else if leaving {
+            driver.close();
+            let events = std::iter::from_fn(|| driver.poll()).collect();
+            drain(&sh, k, mode, events);
+            if leaving {
                 let mut s = sh.slot(k);
                 s.leaving = false;
                 s.out = true;
@@ -317,254 +299,104 @@ async fn session_task(sh: Arc<Shared>, k: usize, mut cmds: mpsc::UnboundedReceiv
     }
 }
 
-/// Connects and logs in or resumes, retrying after the core's back-off while the
-/// server refuses the connection or cannot be reached. Returns the connection once its
-/// first frame was handed to the client (`None` if the session cannot go on).
-async fn establish(sh: &Shared, k: usize, mode: Mode, rng: &mut Rng) -> Option<TcpStream> {
-    let (base, max) = sh.backoff;
-    let mut backoff = Backoff::new(base, max);
-    let m = mode as usize;
-    if mode == Mode::Resume {
-        // Every session reconnects "at once": spread by the jitter of the first wait.
-        sh.slot(k).resume_sent = Some(Instant::now());
-        sleep(backoff.next_delay(rng.next_u64(), None)).await;
-    }
-    loop {
-        sh.slot(k).attempts[m] += 1;
-        let mut stream = match timeout(CONNECT_WAIT, TcpStream::connect(sh.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                tracing::debug!(user = k, error = %e, "connect failed");
-                sh.slot(k).connect_errors += 1;
-                sleep(backoff.next_delay(rng.next_u64(), None)).await;
-                continue;
-            }
-            Err(_) => {
-                sh.slot(k).connect_errors += 1;
-                sleep(backoff.next_delay(rng.next_u64(), None)).await;
-                continue;
-            }
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay");
-        }
-        {
-            let now = sh.now();
-            let mut s = sh.slot(k);
-            let result = match mode {
-                Mode::Login => {
-                    s.relogin = false;
-                    s.out = false;
-                    let p = &sh.pop;
-                    s.client
-                        .login(p.name(k), p.password(k), p.login_with(k), now)
-                }
-                Mode::Resume => {
-                    if s.faulty {
-                        s.filter = Some((FrameDecoder::new(MIN_MAX_FRAME), false));
-                    }
-                    s.client.resume(now)
-                }
-            };
-            if let Err(e) = result {
-                drop(s);
-                sh.note(k, Note::Failed(format!("{mode:?} refused locally: {e}")));
-                return None;
-            }
-        }
-        let verdict = if flush(sh, k, &mut stream).await {
-            first_frame(&stream).await
-        } else {
-            First::Lost
-        };
-        match verdict {
-            First::Frame(bytes) => {
-                deliver(sh, k, &bytes);
-                drain(sh, k);
-                return Some(stream);
-            }
-            First::Refused(retry_after) => {
-                sh.slot(k).refused[m] += 1;
-                // The server did not look at the session: it stays detached (or, for
-                // a login, there is none yet).
-                abort_attempt(sh, k);
-                drop(stream);
-                sleep(backoff.next_delay(rng.next_u64(), retry_after)).await;
-            }
-            First::Lost => {
-                abort_attempt(sh, k);
-                sleep(backoff.next_delay(rng.next_u64(), None)).await;
-            }
-        }
-    }
-}
-
-/// A connection attempt that did not get through: the core is told the connection
-/// is gone (a resuming session is detached again, a login is over) and its events,
-/// which say only that, are dropped.
-fn abort_attempt(sh: &Shared, k: usize) {
-    let mut s = sh.slot(k);
-    s.client.connection_closed(sh.now());
-    while s.client.poll_event().is_some() {}
-    s.filter = None;
-}
-
-/// The first frame of a connection, read before the core sees it.
-enum First {
-    /// A frame other than a refusal: these bytes (the frame and whatever followed)
-    /// are for the core.
-    Frame(Vec<u8>),
-    /// The server refused the connection (`rate_limited`, `too_many_connections`,
-    /// `login_throttled`), asking to wait this long.
-    Refused(Option<Duration>),
-    /// The connection ended (or stalled) before a complete frame.
-    Lost,
-}
-
-/// Reads until the first frame of `stream` is complete and says what it is.
-async fn first_frame(stream: &TcpStream) -> First {
-    let deadline = Instant::now() + FIRST_FRAME_WAIT;
-    let mut got = Vec::new();
-    loop {
-        match timeout_at(deadline, stream.readable()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => return First::Lost,
-        }
-        let read = READ.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            stream
-                .try_read(&mut buf)
-                .inspect(|&n| got.extend_from_slice(&buf[..n]))
-        });
-        match read {
-            Ok(0) => return First::Lost,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return First::Lost,
-        }
-        let mut decoder = FrameDecoder::new(MIN_MAX_FRAME);
-        let mut input = &got[..];
-        match decoder.decode(&mut input) {
-            Ok(None) => continue,
-            Ok(Some(payload)) => {
-                if let Ok(ServerMessage::Error {
-                    code,
-                    retry_after_ms,
-                    ..
-                }) = decode_message::<ServerMessage>(&payload)
-                {
-                    // The core's rule: these refuse the connection, not the session.
-                    if code.refuses_connection() {
-                        return First::Refused(retry_after_ms.map(Duration::from_millis));
-                    }
-                }
-                return First::Frame(got);
-            }
-            // The core reports a broken stream itself.
-            Err(_) => return First::Frame(got),
-        }
-    }
-}
-
-/// Reads what the socket holds into the client. `Ok(false)` at end of stream.
-fn read_into(sh: &Shared, k: usize, stream: &TcpStream) -> std::io::Result<bool> {
-    READ.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let n = stream.try_read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        deliver(sh, k, &buf[..n]);
-        Ok(true)
-    })
-}
-
-/// Hands bytes to the client; for the faulty session, without its catch-up's table
-/// frames.
-fn deliver(sh: &Shared, k: usize, data: &[u8]) {
-    let now = sh.now();
-    let mut s = sh.slot(k);
-    let s = &mut *s;
-    let Some((decoder, resumed)) = s.filter.as_mut() else {
-        if let Err(e) = s.client.receive(data, now) {
-            tracing::warn!(user = k, error = %e, "session ended by the core");
-        }
-        return;
-    };
-    let mut input = data;
-    let mut done = false;
-    while let Ok(Some(payload)) = decoder.decode(&mut input) {
-        let msg = decode_message::<ServerMessage>(&payload);
-        let skip = *resumed
-            && matches!(
-                msg,
-                Ok(ServerMessage::Online(_)
-                    | ServerMessage::Offline(_)
-                    | ServerMessage::ContactAdded { .. }
-                    | ServerMessage::ContactRemoved { .. })
-            );
-        match msg {
-            Ok(ServerMessage::Resumed { .. }) => *resumed = true,
-            Ok(ServerMessage::Synced {}) => done = true,
-            _ => {}
-        }
-        if skip {
-            s.dropped_frames += 1;
-            continue;
-        }
-        let mut frame = u32::try_from(payload.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes()
-            .to_vec();
-        frame.extend_from_slice(&payload);
-        if let Err(e) = s.client.receive(&frame, now) {
-            tracing::warn!(user = k, error = %e, "session ended by the core");
-        }
-    }
-    if done {
-        s.filter = None;
-        if !input.is_empty() {
-            let _ = s.client.receive(input, now);
-        }
-    }
-}
-
-/// Writes every frame the client queued. `false` if the connection failed.
-async fn flush(sh: &Shared, k: usize, stream: &mut TcpStream) -> bool {
-    let bytes: Vec<u8> = {
+/// A connection attempt starts: counted; the faulty session's resume gets the filter
+/// that drops its catch-up.
+fn attempt(sh: &Shared, k: usize, driver: &mut Driver<Arc<Mutex<Sess>>>, mode: Mode) {
+    let faulty = {
         let mut s = sh.slot(k);
-        let mut out = Vec::new();
-        while let Some(frame) = s.client.poll_transmit() {
-            out.extend_from_slice(&frame);
+        s.attempts[mode as usize] += 1;
+        if mode == Mode::Login {
+            s.out = false;
         }
-        out
+        s.faulty
     };
-    if bytes.is_empty() {
-        return true;
-    }
-    match stream.write_all(&bytes).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::debug!(user = k, error = %e, "write failed");
-            false
+    let tap: Option<Box<dyn Tap>> = (faulty && mode == Mode::Resume).then(|| {
+        Box::new(SkipCatchup {
+            sess: sh.slots[k].clone(),
+            decoder: FrameDecoder::new(MIN_MAX_FRAME),
+            resumed: false,
+            done: false,
+        }) as Box<dyn Tap>
+    });
+    driver.set_tap(tap);
+}
+
+/// The seeded fault: a resumed session's catch-up (the table frames between
+/// `resumed` and `synced`) does not reach its client.
+struct SkipCatchup {
+    sess: Arc<Mutex<Sess>>,
+    decoder: FrameDecoder,
+    /// `resumed` was seen.
+    resumed: bool,
+    /// `synced` was seen: the rest passes.
+    done: bool,
+}
+
+impl Tap for SkipCatchup {
+    fn received<'a>(&mut self, data: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.done {
+            return Cow::Borrowed(data);
         }
+        let mut kept = Vec::new();
+        let mut input = data;
+        let mut dropped = 0;
+        while let Ok(Some(payload)) = self.decoder.decode(&mut input) {
+            let msg = decode_message::<ServerMessage>(&payload);
+            let skip = self.resumed
+                && matches!(
+                    msg,
+                    Ok(ServerMessage::Online(_)
+                        | ServerMessage::Offline(_)
+                        | ServerMessage::ContactAdded { .. }
+                        | ServerMessage::ContactRemoved { .. })
+                );
+            match msg {
+                Ok(ServerMessage::Resumed { .. }) => self.resumed = true,
+                Ok(ServerMessage::Synced {}) => self.done = true,
+                _ => {}
+            }
+            if skip {
+                dropped += 1;
+                continue;
+            }
+            kept.extend_from_slice(
+                &u32::try_from(payload.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            kept.extend_from_slice(&payload);
+        }
+        if self.done {
+            kept.extend_from_slice(input);
+        }
+        if dropped > 0 {
+            let mut s = self
+                .sess
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.dropped_frames += dropped;
+        }
+        Cow::Owned(kept)
     }
 }
 
-/// Handles the client's events: counts them and tells the coordinator the milestones.
-fn drain(sh: &Shared, k: usize) {
+/// Handles a batch of events (those of one read): counts them and tells the
+/// coordinator the milestones.
+fn drain(sh: &Shared, k: usize, mode: Mode, batch: Vec<Wire>) {
     let mut notes = Vec::new();
     let at = Instant::now();
     let cut_happened = sh.cut.load(std::sync::atomic::Ordering::SeqCst);
     let mut s = sh.slot(k);
-    let events: Vec<ClientEvent> = std::iter::from_fn(|| s.client.poll_event()).collect();
     // A snapshot's `Resumed` follows the clean-up of the old table (`PeerOffline` for
     // every entry): those are not pushes.
-    let cleanup = events
+    let cleanup = batch
         .iter()
-        .position(|e| matches!(e, ClientEvent::Resumed { snapshot: true, .. }))
+        .position(|e| matches!(e, Wire::Client(ClientEvent::Resumed { snapshot: true, .. })))
         .unwrap_or(0);
-    for (i, ev) in events.iter().enumerate() {
+    for (i, ev) in batch.iter().enumerate() {
+        let Wire::Client(ev) = ev else {
+            continue;
+        };
         match ev {
             ClientEvent::Resumed { snapshot, .. } => {
                 s.resumes += 1;
@@ -599,9 +431,12 @@ fn drain(sh: &Shared, k: usize) {
             }
             ClientEvent::CapsAcknowledged { .. } => notes.push(Note::CapsAck),
             ClientEvent::ServerError { code, .. } => {
-                if *code == ErrorCode::ResumeFailed {
+                if code.refuses_connection() {
+                    // The server did not look at the session: it stays detached (or,
+                    // for a login, there is none yet); the driver tries again.
+                    s.refused[mode as usize] += 1;
+                } else if *code == ErrorCode::ResumeFailed {
                     s.resume_failed += 1;
-                    s.relogin = true;
                 } else {
                     s.errors += 1;
                     tracing::warn!(user = k, ?code, "server error");
@@ -859,11 +694,10 @@ async fn storm(
         cut_users: n,
         slots: (0..users)
             .map(|u| {
-                Mutex::new(Sess {
+                Arc::new(Mutex::new(Sess {
                     client: Client::new(ClientConfig::default()),
                     user: u,
                     faulty: Some(u) == faulty,
-                    filter: None,
                     dropped_frames: 0,
                     attempts: [0; 2],
                     refused: [0; 2],
@@ -873,7 +707,6 @@ async fn storm(
                     catchup: 0,
                     in_catchup: false,
                     resume_failed: 0,
-                    relogin: false,
                     leaving: false,
                     out: false,
                     offline_about_cut: 0,
@@ -881,10 +714,10 @@ async fn storm(
                     errors: 0,
                     resume_sent: None,
                     back: None,
-                })
+                }))
             })
             .collect(),
-        start: Instant::now(),
+        clock: Clock::new(),
         notes: tx,
         backoff: (
             Duration::from_millis(a.backoff_base_ms),

@@ -6,12 +6,16 @@
 //! that its user and that user list each other; its actual table is
 //! [`Client::peers`]. They must hold the same endpoints with the same capabilities, and
 //! every entry's parameters must be `negotiate_pair(own capabilities, entry's
-//! capabilities)`.
+//! capabilities)`. The same check runs over another contact graph than the generated
+//! one ([`Checker::check_in`]: the crash scenario's store, which contact changes move
+//! away from the population).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use precall_protocol::client::Status;
-use precall_protocol::{negotiate_pair, CallParams, Client, Endpoint, Fingerprint, SessionId};
+use precall_protocol::{
+    negotiate_pair, CallParams, Client, Endpoint, Fingerprint, SessionId, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::population::Population;
@@ -54,14 +58,40 @@ impl Directory {
     /// What user `user`'s clients must hold, sorted by endpoint (the order of
     /// [`Client::peers`]).
     pub fn expected(&self, pop: &Population, user: usize) -> Vec<(Endpoint, Fingerprint)> {
+        let contacts = pop.contacts(user).iter().copied();
+        self.expected_of(pop, contacts, |c| pop.lists(c, user))
+    }
+
+    /// As [`Directory::expected`], over the contact lists `graph` (by user index)
+    /// instead of the population's.
+    pub fn expected_in(
+        &self,
+        pop: &Population,
+        graph: &[BTreeSet<u32>],
+        user: usize,
+    ) -> Vec<(Endpoint, Fingerprint)> {
+        let me = u32::try_from(user).unwrap_or(u32::MAX);
+        let contacts = graph.get(user).into_iter().flatten().copied();
+        self.expected_of(pop, contacts, |c| {
+            graph.get(c).is_some_and(|l| l.contains(&me))
+        })
+    }
+
+    /// The online sessions of those of `contacts` that `mutual` says list the user
+    /// back, sorted by endpoint.
+    fn expected_of(
+        &self,
+        pop: &Population,
+        contacts: impl Iterator<Item = u32>,
+        mutual: impl Fn(usize) -> bool,
+    ) -> Vec<(Endpoint, Fingerprint)> {
         let mut out = Vec::new();
-        for &c in pop.contacts(user) {
-            let c = c as usize;
-            if !pop.lists(c, user) {
+        for c in contacts {
+            if !mutual(c as usize) {
                 continue;
             }
-            if let Some(list) = u32::try_from(c).ok().and_then(|k| self.sessions.get(&k)) {
-                let name = pop.name(c);
+            if let Some(list) = self.sessions.get(&c) {
+                let name = pop.name(c as usize);
                 out.extend(list.iter().map(|(session, fp)| {
                     (
                         Endpoint {
@@ -108,17 +138,41 @@ impl Checker {
         client: &Client,
         full: bool,
     ) -> Result<(), String> {
-        let me = pop.name(user);
-        if client.status() != Status::Online || client.user() != Some(&me) {
+        self.check_table(&pop.name(user), &dir.expected(pop, user), client, full)
+    }
+
+    /// As [`Checker::check`], over the contact lists `graph` (by user index) instead of
+    /// the population's.
+    pub fn check_in(
+        &mut self,
+        pop: &Population,
+        graph: &[BTreeSet<u32>],
+        dir: &Directory,
+        user: usize,
+        client: &Client,
+        full: bool,
+    ) -> Result<(), String> {
+        let expected = dir.expected_in(pop, graph, user);
+        self.check_table(&pop.name(user), &expected, client, full)
+    }
+
+    /// Whether `client` (user `me`'s) is online and holds exactly `expected`.
+    fn check_table(
+        &mut self,
+        me: &UserId,
+        expected: &[(Endpoint, Fingerprint)],
+        client: &Client,
+        full: bool,
+    ) -> Result<(), String> {
+        if client.status() != Status::Online || client.user() != Some(me) {
             return Err(format!("{me}: not online ({:?})", client.status()));
         }
         let Some(own) = client.capabilities() else {
             return Err(format!("{me}: no own capabilities"));
         };
         let own_fp = own.fingerprint();
-        let expected = dir.expected(pop, user);
         let mut actual = client.peers();
-        for (endpoint, fp) in &expected {
+        for (endpoint, fp) in expected {
             let Some((got, peer)) = actual.next() else {
                 return Err(format!("{me}: missing {endpoint}"));
             };
