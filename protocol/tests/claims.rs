@@ -15,42 +15,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use precall_protocol::caps::{Bandwidth, Camera, CpuClass, Size};
 use precall_protocol::client::{CallState, ClientError, Status, Violation};
-use precall_protocol::codec::{decode_message, encode_frame, DEFAULT_MAX_FRAME, HEADER_LEN};
+use precall_protocol::codec::{encode_frame, DEFAULT_MAX_FRAME, HEADER_LEN};
 use precall_protocol::invariant;
 use precall_protocol::message::{EndReason, Presence};
 use precall_protocol::server::{AuthRequest, AuthVerdict, ServerError};
 use precall_protocol::sim::{sample_caps, Directory, Sim};
 use precall_protocol::{
     negotiate_pair, CallDigest, CallId, Capabilities, Client, ClientConfig, ClientEvent,
-    ClientMessage, Codec, ConnId, Endpoint, ErrorCode, LoginWith, Password, ReqId, ResumeSecret,
-    ResumeToken, Server, ServerConfig, ServerEvent, ServerMessage, SessionId, TerminalId, Time,
-    UserId, PROTOCOL_VERSION,
+    ClientMessage, Codec, ConnId, Endpoint, ErrorCode, LoginWith, ReqId, ResumeSecret, ResumeToken,
+    Server, ServerConfig, ServerEvent, ServerMessage, SessionId, Time, UserId, PROTOCOL_VERSION,
 };
 
-// ----- shared helpers ------------------------------------------------------------------
+mod common;
+use common::*;
 
-fn u(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
-
-fn users(list: &[&str]) -> Vec<UserId> {
-    list.iter().map(|s| u(s)).collect()
-}
-
-fn pw(s: &str) -> Password {
-    Password::new(s).unwrap()
-}
-
-fn tid(s: &str) -> TerminalId {
-    TerminalId::new(s).unwrap()
-}
-
-fn ep(user: &str, session: u64) -> Endpoint {
-    Endpoint {
-        user: u(user),
-        session: SessionId(session),
-    }
-}
+// ----- helpers used throughout this file ------------------------------------------------------------------
 
 /// Alice's desktop.
 fn caps_a() -> Capabilities {
@@ -98,18 +77,6 @@ fn presence(user: &str, session: u64, caps: Capabilities) -> ServerMessage {
     })
 }
 
-fn decode_server(frame: &[u8]) -> ServerMessage {
-    let len = u32::from_be_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
-    assert_eq!(len, frame.len() - HEADER_LEN, "one whole frame");
-    decode_message::<ServerMessage>(&frame[HEADER_LEN..]).expect("server frame decodes")
-}
-
-fn decode_client(frame: &[u8]) -> ClientMessage {
-    let len = u32::from_be_bytes(frame[..HEADER_LEN].try_into().unwrap()) as usize;
-    assert_eq!(len, frame.len() - HEADER_LEN, "one whole frame");
-    decode_message::<ClientMessage>(&frame[HEADER_LEN..]).expect("client frame decodes")
-}
-
 fn json_of(frame: &[u8]) -> serde_json::Value {
     serde_json::from_slice(&frame[HEADER_LEN..]).unwrap()
 }
@@ -151,11 +118,7 @@ fn world_with(config: ServerConfig) -> Sim {
         d.add_user(&u(n), "pw");
     }
     d.befriend(&u("alice"), &u("bob"));
-    d.accounts
-        .get_mut(&u("carol"))
-        .unwrap()
-        .contacts
-        .insert(u("bob"));
+    lists(&mut d, &u("carol"), &u("bob"));
     d.register(&tid("bob-phone"), &u("bob"), caps_b());
     d.register(&tid("alice-tablet"), &u("alice"), caps_c());
     Sim::new(d, 6, config)
@@ -169,22 +132,6 @@ fn conn(sim: &Sim, i: usize) -> ConnId {
     sim.terminals[i].conn.expect("terminal is connected")
 }
 
-/// The frames the server sent to `conn` since `mark` (an index into `sim.sent`).
-fn frames_since(sim: &Sim, mark: usize, conn: ConnId) -> Vec<Bytes> {
-    sim.sent[mark..]
-        .iter()
-        .filter(|(c, _)| *c == conn)
-        .map(|(_, f)| f.clone())
-        .collect()
-}
-
-fn sent_since(sim: &Sim, mark: usize, conn: ConnId) -> Vec<ServerMessage> {
-    frames_since(sim, mark, conn)
-        .iter()
-        .map(|f| decode_server(f))
-        .collect()
-}
-
 /// Whether any frame since `mark`, to anyone, mentions `user`'s presence.
 fn presence_of_sent_to(sim: &Sim, mark: usize, conn: ConnId, user: &str) -> bool {
     sent_since(sim, mark, conn).iter().any(|m| match m {
@@ -192,14 +139,6 @@ fn presence_of_sent_to(sim: &Sim, mark: usize, conn: ConnId, user: &str) -> bool
         ServerMessage::Offline(e) => e.user.as_str() == user,
         _ => false,
     })
-}
-
-fn no_violations(sim: &Sim) {
-    assert!(
-        sim.recorded_violations().is_empty(),
-        "{:?}",
-        sim.recorded_violations()
-    );
 }
 
 fn has_error(msgs: &[ServerMessage], want: ErrorCode) -> bool {
@@ -1113,31 +1052,9 @@ fn c14_terminal_apparatus_deletes_all_on_logout() {
 
 // ----- the server apparatus alone (C15–C18) ----------------------------------------------
 
-fn drain(s: &mut Server) -> Vec<ServerEvent> {
-    std::iter::from_fn(|| s.poll_event()).collect()
-}
-
-fn msgs_to(ev: &[ServerEvent], conn: ConnId) -> Vec<ServerMessage> {
-    ev.iter()
-        .filter_map(|e| match e {
-            ServerEvent::Transmit { conn: c, frame } if *c == conn => Some(decode_server(frame)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn closed(ev: &[ServerEvent], conn: ConnId) -> bool {
     ev.iter()
         .any(|e| matches!(e, ServerEvent::Close { conn: c } if *c == conn))
-}
-
-fn login_msg(user: &str, password: &str, with: LoginWith) -> Bytes {
-    encode_frame(&ClientMessage::Login {
-        version: PROTOCOL_VERSION,
-        user: u(user),
-        password: pw(password),
-        with,
-    })
 }
 
 /// Connects `conn`, sends a login and returns the credential check it caused.
@@ -1149,17 +1066,10 @@ fn begin_login(
     now: Time,
 ) -> AuthRequest {
     s.connect(conn, now).unwrap();
-    s.receive(conn, &login_msg(user, "pw", with), now);
+    s.receive(conn, &login_frame(user, "pw", with), now);
     match drain(s).as_slice() {
         [ServerEvent::Authenticate(req)] => req.clone(),
         other => panic!("expected one credential check, got {other:?}"),
-    }
-}
-
-fn accepted(contacts: &[&str], registered: Option<Capabilities>) -> AuthVerdict {
-    AuthVerdict::Accepted {
-        contacts: users(contacts),
-        registered,
     }
 }
 
@@ -1180,11 +1090,7 @@ fn log_in(
     (s.session_of(conn).expect("logged in"), ev)
 }
 
-const C1: ConnId = ConnId(1);
-const C2: ConnId = ConnId(2);
-const C3: ConnId = ConnId(3);
-const C4: ConnId = ConnId(4);
-const C5: ConnId = ConnId(5);
+/// The connection the bad-input tests send from.
 const C9: ConnId = ConnId(9);
 
 #[test]
@@ -1239,7 +1145,7 @@ fn c16_server_apparatus_receives_login_with_caps() {
     s.connect(C1, T0).unwrap();
     s.receive(
         C1,
-        &login_msg("alice", "pw", LoginWith::Capabilities(caps_a())),
+        &login_frame("alice", "pw", LoginWith::Capabilities(caps_a())),
         T0,
     );
     let ev = drain(&mut s);
@@ -1621,7 +1527,7 @@ fn bad_input_call_before_login_is_not_logged_in() {
     // The connection may still log in.
     s.receive(
         C9,
-        &login_msg("carol", "pw", LoginWith::Capabilities(caps_c())),
+        &login_frame("carol", "pw", LoginWith::Capabilities(caps_c())),
         T0,
     );
     let ev = drain(&mut s);
@@ -1636,7 +1542,7 @@ fn bad_input_wrong_password_is_bad_credentials_and_closes() {
     s.connect(C9, T0).unwrap();
     s.receive(
         C9,
-        &login_msg("bob", "guess", LoginWith::Capabilities(caps_c())),
+        &login_frame("bob", "guess", LoginWith::Capabilities(caps_c())),
         T0,
     );
     let ev = drain(&mut s);
@@ -1993,7 +1899,7 @@ fn a_server_frame_limit_below_the_minimum_acts_as_the_minimum() {
         config.max_frame = 10;
         config
     });
-    let frame = login_msg("alice", "pw", LoginWith::Capabilities(caps_a()));
+    let frame = login_frame("alice", "pw", LoginWith::Capabilities(caps_a()));
     assert!(frame.len() > 10);
     s.connect(C1, T0).unwrap();
     s.receive(C1, &frame, T0);

@@ -5,34 +5,13 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN};
-use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage, PROTOCOL_VERSION};
+use precall_protocol::codec::encode_frame;
+use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage};
 use precall_protocol::server::{AuthVerdict, Limits, ServerEvent};
-use precall_protocol::sim::sample_caps;
-use precall_protocol::{
-    Capabilities, Codec, ConnId, ErrorCode, Password, Server, ServerConfig, Time, UserId,
-};
+use precall_protocol::{Capabilities, Codec, ConnId, ErrorCode, Server, Time};
 
-const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-
-fn server(limits: Limits) -> Server {
-    Server::new({
-        let mut config = ServerConfig::default();
-        config.limits = limits;
-        config
-    })
-}
-
-fn login_frame(user: &str, pw: &str, caps: Capabilities) -> Vec<u8> {
-    encode_frame(&ClientMessage::Login {
-        version: PROTOCOL_VERSION,
-        user: UserId::new(user).unwrap(),
-        password: Password::new(pw).unwrap(),
-        with: LoginWith::Capabilities(caps),
-    })
-    .to_vec()
-}
+mod common;
+use common::*;
 
 /// What the server did: messages per connection and closed connections. Credential
 /// checks succeed for password "pw" and fail otherwise.
@@ -47,17 +26,14 @@ fn pump(s: &mut Server, now: Time, seen: &mut Seen) {
     while let Some(ev) = s.poll_event() {
         match ev {
             ServerEvent::Transmit { conn, frame } => {
-                let m = decode_message::<ServerMessage>(&frame[HEADER_LEN..]).unwrap();
+                let m = decode_server(&frame);
                 seen.msgs.push((conn, m));
             }
             ServerEvent::Close { conn } => seen.closed.push(conn),
             ServerEvent::Authenticate(req) => {
                 seen.checks += 1;
                 let verdict = if req.password.expose() == "pw" {
-                    AuthVerdict::Accepted {
-                        contacts: vec![],
-                        registered: None,
-                    }
+                    accepted(&[], None)
                 } else {
                     AuthVerdict::Rejected
                 };
@@ -80,16 +56,12 @@ fn error_of(seen: &Seen, conn: ConnId) -> Option<(ErrorCode, Option<u64>)> {
     })
 }
 
-fn caps() -> Capabilities {
-    sample_caps(&["h264"], 1280, 30)
-}
-
 /// A logged-in bystander on connection 1000, to show it keeps working.
 fn bystander(s: &mut Server, seen: &mut Seen) -> ConnId {
     let c = ConnId(1000);
     s.connect_from(c, Some(IpAddr::V4(Ipv4Addr::new(192, 168, 1, 1))), Time(0))
         .unwrap();
-    s.receive(c, &login_frame("bystander", "pw", caps()), Time(0));
+    s.receive(c, &plain_login_frame("bystander", "pw"), Time(0));
     pump(s, Time(0), seen);
     assert!(seen
         .msgs
@@ -128,7 +100,7 @@ fn failed_logins_throttle_the_account_with_a_retry_hint() {
             Time(0),
         )
         .unwrap();
-        s.receive(c, &login_frame("alice", "wrong", caps()), Time(0));
+        s.receive(c, &plain_login_frame("alice", "wrong"), Time(0));
         pump(&mut s, Time(0), &mut seen);
         assert_eq!(error_of(&seen, c), Some((ErrorCode::BadCredentials, None)));
     }
@@ -137,7 +109,7 @@ fn failed_logins_throttle_the_account_with_a_retry_hint() {
     // without a credential check, and told to wait for the rest of the window.
     let c = ConnId(10);
     s.connect_from(c, Some(B), Time(5_000)).unwrap();
-    s.receive(c, &login_frame("alice", "pw", caps()), Time(5_000));
+    s.receive(c, &plain_login_frame("alice", "pw"), Time(5_000));
     pump(&mut s, Time(5_000), &mut seen);
     assert_eq!(
         error_of(&seen, c),
@@ -148,7 +120,7 @@ fn failed_logins_throttle_the_account_with_a_retry_hint() {
     // Another account is not throttled, and the bystander is served.
     let d = ConnId(11);
     s.connect_from(d, Some(B), Time(5_000)).unwrap();
-    s.receive(d, &login_frame("bob", "pw", caps()), Time(5_000));
+    s.receive(d, &plain_login_frame("bob", "pw"), Time(5_000));
     pump(&mut s, Time(5_000), &mut seen);
     assert!(seen
         .msgs
@@ -158,7 +130,7 @@ fn failed_logins_throttle_the_account_with_a_retry_hint() {
     // After the window, alice may log in again.
     let e = ConnId(12);
     s.connect_from(e, Some(B), Time(60_001)).unwrap();
-    s.receive(e, &login_frame("alice", "pw", caps()), Time(60_001));
+    s.receive(e, &plain_login_frame("alice", "pw"), Time(60_001));
     pump(&mut s, Time(60_001), &mut seen);
     assert!(seen
         .msgs
@@ -179,12 +151,12 @@ fn failed_logins_throttle_the_source_address() {
     for (i, user) in ["u1", "u2"].iter().enumerate() {
         let c = ConnId(i as u64);
         s.connect_from(c, Some(A), Time(0)).unwrap();
-        s.receive(c, &login_frame(user, "wrong", caps()), Time(0));
+        s.receive(c, &plain_login_frame(user, "wrong"), Time(0));
         pump(&mut s, Time(0), &mut seen);
     }
     let c = ConnId(5);
     s.connect_from(c, Some(A), Time(1_000)).unwrap();
-    s.receive(c, &login_frame("u3", "pw", caps()), Time(1_000));
+    s.receive(c, &plain_login_frame("u3", "pw"), Time(1_000));
     pump(&mut s, Time(1_000), &mut seen);
     assert_eq!(
         error_of(&seen, c),
@@ -193,7 +165,7 @@ fn failed_logins_throttle_the_source_address() {
     // Another address is fine.
     let d = ConnId(6);
     s.connect_from(d, Some(B), Time(1_000)).unwrap();
-    s.receive(d, &login_frame("u3", "pw", caps()), Time(1_000));
+    s.receive(d, &plain_login_frame("u3", "pw"), Time(1_000));
     pump(&mut s, Time(1_000), &mut seen);
     assert!(seen
         .msgs
@@ -308,22 +280,26 @@ fn oversized_capability_documents_are_refused() {
     let huge = Capabilities::new(
         big.clone(),
         big,
-        caps().screen(),
-        caps().camera(),
-        caps().cpu(),
-        caps().bandwidth(),
+        plain_caps().screen(),
+        plain_caps().camera(),
+        plain_caps().cpu(),
+        plain_caps().bandwidth(),
     )
     .unwrap();
     let c = ConnId(1);
     s.connect_from(c, Some(A), Time(0)).unwrap();
-    s.receive(c, &login_frame("alice", "pw", huge.clone()), Time(0));
+    s.receive(
+        c,
+        &login_frame("alice", "pw", LoginWith::Capabilities(huge.clone())),
+        Time(0),
+    );
     pump(&mut s, Time(0), &mut seen);
     assert_eq!(error_of(&seen, c), Some((ErrorCode::CapsTooLarge, None)));
     assert_eq!(seen.checks, 0, "refused before the credential check");
     // A small login works; growing the document later is refused the same way.
     let d = ConnId(2);
     s.connect_from(d, Some(A), Time(0)).unwrap();
-    s.receive(d, &login_frame("bob", "pw", caps()), Time(0));
+    s.receive(d, &plain_login_frame("bob", "pw"), Time(0));
     pump(&mut s, Time(0), &mut seen);
     let update = ClientMessage::UpdateCaps {
         req: precall_protocol::ReqId(1),
@@ -350,12 +326,12 @@ fn credential_checks_per_source_are_capped() {
     for i in 0..3u64 {
         let c = ConnId(i);
         s.connect_from(c, Some(A), Time(0)).unwrap();
-        s.receive(c, &login_frame("alice", "pw", caps()), Time(0));
+        s.receive(c, &plain_login_frame("alice", "pw"), Time(0));
         while let Some(ev) = s.poll_event() {
             match ev {
                 ServerEvent::Authenticate(req) => held.push(req),
                 ServerEvent::Transmit { conn, frame } => {
-                    let m = decode_message::<ServerMessage>(&frame[HEADER_LEN..]).unwrap();
+                    let m = decode_server(&frame);
                     assert_eq!(conn, ConnId(2), "only the third is answered");
                     assert!(matches!(
                         m,
@@ -373,29 +349,26 @@ fn credential_checks_per_source_are_capped() {
     assert_eq!(held.len(), 2, "two checks from source A at once");
     // Source B is not held back by A.
     s.connect_from(ConnId(10), Some(B), Time(0)).unwrap();
-    s.receive(ConnId(10), &login_frame("bob", "pw", caps()), Time(0));
+    s.receive(ConnId(10), &plain_login_frame("bob", "pw"), Time(0));
     assert!(
         std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, ServerEvent::Authenticate(_)))
     );
     // A's first client leaves before its check ran: the embedder is told to skip it,
     // and the place is free again.
     s.connection_closed(ConnId(0), Time(1));
-    let events: Vec<ServerEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+    let events = drain(&mut s);
     assert!(events.contains(&ServerEvent::AuthCancelled(held[0].ticket)));
     s.connect_from(ConnId(3), Some(A), Time(1)).unwrap();
-    s.receive(ConnId(3), &login_frame("alice", "pw", caps()), Time(1));
+    s.receive(ConnId(3), &plain_login_frame("alice", "pw"), Time(1));
     assert!(
         std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, ServerEvent::Authenticate(_)))
     );
     // A finished check frees its place too.
-    let verdict = AuthVerdict::Accepted {
-        contacts: vec![],
-        registered: None,
-    };
-    s.complete_auth(held[1].ticket, verdict, Time(2)).unwrap();
-    let _ = std::iter::from_fn(|| s.poll_event()).count();
+    s.complete_auth(held[1].ticket, accepted(&[], None), Time(2))
+        .unwrap();
+    let _ = drain(&mut s);
     s.connect_from(ConnId(4), Some(A), Time(2)).unwrap();
-    s.receive(ConnId(4), &login_frame("carol", "pw", caps()), Time(2));
+    s.receive(ConnId(4), &plain_login_frame("carol", "pw"), Time(2));
     assert!(
         std::iter::from_fn(|| s.poll_event()).any(|e| matches!(e, ServerEvent::Authenticate(_)))
     );
@@ -411,8 +384,7 @@ fn logins_over_the_session_limit_are_throttled() {
         limits
     };
     let mut s = Server::new({
-        let mut config = ServerConfig::default();
-        config.limits = limits;
+        let mut config = config_with_limits(limits);
         config.max_sessions_per_user = 1;
         config
     });
@@ -420,7 +392,7 @@ fn logins_over_the_session_limit_are_throttled() {
     for i in 0..5u64 {
         let c = ConnId(i);
         s.connect_from(c, Some(A), Time(0)).unwrap();
-        s.receive(c, &login_frame("alice", "pw", caps()), Time(0));
+        s.receive(c, &plain_login_frame("alice", "pw"), Time(0));
         pump(&mut s, Time(0), &mut seen);
     }
     let codes: Vec<Option<ErrorCode>> = (0..5u64)
@@ -453,7 +425,7 @@ fn failure_counters_are_forgotten_when_their_window_ends() {
         let c = ConnId(u64::from(i) + 100 * now.0);
         let ip = IpAddr::V4(Ipv4Addr::new(10, 1, 0, i));
         s.connect_from(c, Some(ip), now).unwrap();
-        s.receive(c, &login_frame(&format!("user{i}"), "wrong", caps()), now);
+        s.receive(c, &plain_login_frame(&format!("user{i}"), "wrong"), now);
         pump(s, now, seen);
     };
     for i in 0..3 {

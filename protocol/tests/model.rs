@@ -1,7 +1,10 @@
 //! Exhaustive model checks of the real state machines with stateright (spec section
 //! "Model checking"). Requires the `model` feature.
 //!
-//! Timing figures are printed, never asserted.
+//! Timing figures are printed, never asserted. The state counts and depths of the fixed
+//! configurations are pinned as insta snapshots (as stateright's own examples pin
+//! theirs): a change to the state machines that changes the explored space shows up
+//! for review (`cargo insta review`).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -27,6 +30,18 @@ fn check_exhaustively(name: &str, cfg: ModelConfig) {
         started.elapsed()
     );
     assert!(checker.is_done(), "the search ran to completion");
+    let snapshot: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    insta::assert_snapshot!(
+        snapshot.replace("__", "_"),
+        format!(
+            "{} unique states, max depth {}",
+            checker.unique_state_count(),
+            checker.max_depth()
+        )
+    );
     for p in ALWAYS {
         assert!(
             checker.discovery(p).is_none(),

@@ -12,19 +12,17 @@ use precall_protocol::codec::{encode_frame, encode_payload};
 use precall_protocol::message::{ClientMessage, LoginWith, PROTOCOL_VERSION};
 use precall_protocol::sim::{sample_caps, Directory, Sim};
 use precall_protocol::{
-    CallId, ConnId, Endpoint, Password, ResumeSecret, ResumeToken, ServerConfig, SessionId,
-    TerminalId, UserId,
+    CallId, ConnId, Endpoint, ResumeSecret, ResumeToken, ServerConfig, SessionId,
 };
+
+mod common;
+use common::*;
 
 const ALICE: usize = 0;
 const BOB: usize = 1;
 const MALLORY: usize = 2;
 /// A raw connection mallory writes arbitrary messages on.
 const MALLORY_RAW: usize = 3;
-
-fn u(name: &str) -> UserId {
-    UserId::new(name).unwrap()
-}
 
 fn alice_caps() -> Capabilities {
     sample_caps(&["av1", "h265", "vp9"], 3008, 48)
@@ -40,29 +38,16 @@ fn world_with(config: ServerConfig) -> Sim {
         d.add_user(&u(name), "pw");
     }
     d.befriend(&u("alice"), &u("bob"));
-    d.accounts
-        .get_mut(&u("mallory"))
-        .unwrap()
-        .contacts
-        .insert(u("alice"));
-    d.register(
-        &TerminalId::new("alice-desk").unwrap(),
-        &u("alice"),
-        alice_caps(),
-    );
+    lists(&mut d, &u("mallory"), &u("alice"));
+    d.register(&tid("alice-desk"), &u("alice"), alice_caps());
     let mut sim = Sim::new(d, 4, config);
     sim.login(
         ALICE,
         &u("alice"),
         "pw",
-        LoginWith::TerminalId(TerminalId::new("alice-desk").unwrap()),
+        LoginWith::TerminalId(tid("alice-desk")),
     );
-    sim.login(
-        BOB,
-        &u("bob"),
-        "pw",
-        LoginWith::Capabilities(sample_caps(&["h264"], 1280, 30)),
-    );
+    sim.login(BOB, &u("bob"), "pw", LoginWith::Capabilities(plain_caps()));
     sim.login(
         MALLORY,
         &u("mallory"),
@@ -73,23 +58,14 @@ fn world_with(config: ServerConfig) -> Sim {
     sim.connect(MALLORY_RAW);
     sim.inject(
         MALLORY_RAW,
-        &encode_frame(&login(LoginWith::Capabilities(sample_caps(
-            &["vp8"],
-            640,
-            15,
-        )))),
+        &login_frame(
+            "mallory",
+            "pw",
+            LoginWith::Capabilities(sample_caps(&["vp8"], 640, 15)),
+        ),
     );
     sim.settle().unwrap();
     sim
-}
-
-fn login(with: LoginWith) -> ClientMessage {
-    ClientMessage::Login {
-        version: PROTOCOL_VERSION,
-        user: u("mallory"),
-        password: Password::new("pw").unwrap(),
-        with,
-    }
 }
 
 fn alice(sim: &Sim) -> Endpoint {
@@ -191,10 +167,7 @@ fn calls_and_queries_to_her_terminal_are_not_reachable() {
     let mut msgs = Vec::new();
     // Her real endpoint and every guessable session number.
     for session in [target.session.0, 1, 2, 3, 4, 5, 99] {
-        let to = Endpoint {
-            user: u("alice"),
-            session: SessionId(session),
-        };
+        let to = ep("alice", session);
         msgs.push(ClientMessage::Call {
             req: precall_protocol::ReqId(1),
             to: to.clone(),
@@ -264,8 +237,11 @@ fn logging_in_with_her_terminal_id_gives_nothing() {
     let mut sim = world();
     sim.drop_connection(MALLORY_RAW);
     sim.connect(MALLORY_RAW);
-    let id = TerminalId::new("alice-desk").unwrap();
-    raw(&mut sim, &[login(LoginWith::TerminalId(id))]);
+    let id = tid("alice-desk");
+    raw(
+        &mut sim,
+        &[login("mallory", "pw", LoginWith::TerminalId(id))],
+    );
     let conns = mallory_conns(&sim);
     assert_nothing_leaked(&mut sim, &conns);
     // The login was refused, not silently given other capabilities.

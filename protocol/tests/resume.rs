@@ -7,28 +7,22 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use precall_protocol::caps::Capabilities;
 use precall_protocol::client::Status;
-use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN};
+use precall_protocol::codec::encode_frame;
 use precall_protocol::message::{ClientMessage, EndReason, LoginWith, ServerMessage};
-use precall_protocol::server::{AuthVerdict, ServerEvent};
-use precall_protocol::sim::{sample_caps, Directory, Sim};
+use precall_protocol::server::ServerEvent;
+use precall_protocol::sim::{Directory, Sim};
 use precall_protocol::{
-    Client, ClientConfig, ClientEvent, ConnId, Endpoint, ErrorCode, Password, ResumeToken, Server,
-    ServerConfig, SessionId, Time, UserId, PROTOCOL_VERSION,
+    Client, ClientConfig, ClientEvent, ConnId, Endpoint, ErrorCode, ResumeToken, Server,
+    ServerConfig, SessionId, Time, PROTOCOL_VERSION,
 };
+
+mod common;
+use common::*;
 
 const ALICE: usize = 0;
 const BOB: usize = 1;
 const CAROL: usize = 2;
-
-fn u(name: &str) -> UserId {
-    UserId::new(name).unwrap()
-}
-
-fn caps(width: u16) -> Capabilities {
-    sample_caps(&["h264", "vp8"], width, 30)
-}
 
 /// alice lists bob and carol, who list her back; all three online and settled.
 fn world(config: ServerConfig) -> Sim {
@@ -45,15 +39,11 @@ fn world(config: ServerConfig) -> Sim {
         (BOB, "bob", 1280),
         (CAROL, "carol", 640),
     ] {
-        sim.login(t, &u(name), "pw", LoginWith::Capabilities(caps(width)));
+        sim.login(t, &u(name), "pw", LoginWith::Capabilities(caps_of(width)));
     }
     sim.settle().unwrap();
     assert_eq!(sim.client(ALICE).peers().count(), 2);
     sim
-}
-
-fn decode(frame: &Bytes) -> ServerMessage {
-    decode_message(&frame[HEADER_LEN..]).unwrap()
 }
 
 /// Messages the server sent to terminal `t`'s current connection since `mark`.
@@ -62,7 +52,7 @@ fn sent_to(sim: &Sim, t: usize, mark: usize) -> Vec<ServerMessage> {
     sim.sent[mark..]
         .iter()
         .filter(|(c, _)| Some(*c) == conn)
-        .map(|(_, f)| decode(f))
+        .map(|(_, f)| decode_server(f))
         .collect()
 }
 
@@ -70,7 +60,7 @@ fn sent_to(sim: &Sim, t: usize, mark: usize) -> Vec<ServerMessage> {
 fn presence_about(sim: &Sim, who: &Endpoint, mark: usize) -> Vec<ServerMessage> {
     sim.sent[mark..]
         .iter()
-        .map(|(_, f)| decode(f))
+        .map(|(_, f)| decode_server(f))
         .filter(|m| match m {
             ServerMessage::Offline(e) => e == who,
             ServerMessage::Online(p) => p.endpoint() == *who,
@@ -89,7 +79,7 @@ fn a_resumed_session_gets_only_what_it_missed_and_watchers_never_see_it_leave() 
     assert_eq!(sim.client(ALICE).peers().count(), 2, "the table is kept");
     // While alice is away, bob changes capabilities (one frame: cheaper than the
     // two-terminal snapshot).
-    sim.command(BOB, |c, now| c.update_caps(caps(1024), now))
+    sim.command(BOB, |c, now| c.update_caps(caps_of(1024), now))
         .unwrap();
     sim.settle().unwrap();
     assert_eq!(sim.server.detached_count(), 1);
@@ -104,7 +94,7 @@ fn a_resumed_session_gets_only_what_it_missed_and_watchers_never_see_it_leave() 
             ServerMessage::Resumed {
                 version: PROTOCOL_VERSION,
                 session: alice.session,
-                capabilities: caps(1920),
+                capabilities: caps_of(1920),
                 // bob and carol came online after alice (1, 2), bob's update (3).
                 seq: 3,
                 contacts: None,
@@ -112,7 +102,7 @@ fn a_resumed_session_gets_only_what_it_missed_and_watchers_never_see_it_leave() 
             ServerMessage::Online(precall_protocol::message::Presence {
                 user: bob_now.user.clone(),
                 session: bob_now.session,
-                capabilities: caps(1024),
+                capabilities: caps_of(1024),
             }),
             ServerMessage::Synced {},
         ]
@@ -133,7 +123,7 @@ fn a_snapshot_when_it_is_cheaper_than_the_missed_frames() {
     let mut sim = world(ServerConfig::default());
     sim.drop_connection(ALICE);
     for width in [1000, 1010, 1020, 1030, 1040, 1050] {
-        sim.command(BOB, |c, now| c.update_caps(caps(width), now))
+        sim.command(BOB, |c, now| c.update_caps(caps_of(width), now))
             .unwrap();
         sim.settle().unwrap();
     }
@@ -165,7 +155,12 @@ fn a_snapshot_when_the_log_no_longer_reaches_back() {
     // but the log keeps only the last.
     sim.command(CAROL, |c, now| c.logout(now)).unwrap();
     sim.settle().unwrap();
-    sim.login(CAROL, &u("carol"), "pw", LoginWith::Capabilities(caps(640)));
+    sim.login(
+        CAROL,
+        &u("carol"),
+        "pw",
+        LoginWith::Capabilities(caps_of(640)),
+    );
     sim.settle().unwrap();
     let mark = sim.sent.len();
     sim.resume(ALICE).unwrap();
@@ -182,16 +177,12 @@ fn a_snapshot_when_the_log_no_longer_reaches_back() {
 #[test]
 fn a_catch_up_cut_short_is_not_counted_as_seen() {
     let mut c = Client::new(ClientConfig::default());
-    let me = Endpoint {
-        user: u("alice"),
-        session: SessionId(1),
-    };
+    let me = ep("alice", 1);
     let token = ResumeToken::new("0123456789abcdef0123456789abcdef").unwrap();
-    let pw = Password::new("pw").unwrap();
-    let own = caps(1920);
+    let own = caps_of(1920);
     c.login(
         me.user.clone(),
-        pw,
+        pw("pw"),
         LoginWith::Capabilities(own.clone()),
         Time(0),
     )
@@ -212,7 +203,7 @@ fn a_catch_up_cut_short_is_not_counted_as_seen() {
     let bob = |s| precall_protocol::message::Presence {
         user: u("bob"),
         session: SessionId(s),
-        capabilities: caps(1280),
+        capabilities: caps_of(1280),
     };
     feed(&mut c, ServerMessage::Online(bob(2)));
     feed(&mut c, ServerMessage::Offline(bob(2).endpoint()));
@@ -220,8 +211,7 @@ fn a_catch_up_cut_short_is_not_counted_as_seen() {
     let resume_of = |c: &mut Client| {
         c.connection_closed(Time(0));
         c.resume(Time(0)).unwrap();
-        let frame = c.poll_transmit().unwrap();
-        decode_message::<ClientMessage>(&frame[HEADER_LEN..]).unwrap()
+        decode_client(&c.poll_transmit().unwrap())
     };
     let seen = |m: ClientMessage| match m {
         ClientMessage::Resume { seen, token: t, .. } => {
@@ -267,19 +257,19 @@ fn resume_resends_a_capability_change_lost_with_the_connection() {
     let alice = sim.endpoint(ALICE).unwrap();
     // The update is queued but the connection dies before it is written.
     sim.client_mut(ALICE)
-        .update_caps(caps(800), Time(0))
+        .update_caps(caps_of(800), Time(0))
         .unwrap();
     sim.drop_connection(ALICE);
     let record = |sim: &Sim| {
         let s = sim.server.sessions().find(|s| s.endpoint == alice);
         s.unwrap().capabilities.clone()
     };
-    assert_eq!(record(&sim), caps(1920));
+    assert_eq!(record(&sim), caps_of(1920));
     sim.resume(ALICE).unwrap();
     sim.settle().unwrap();
-    assert_eq!(record(&sim), caps(800));
+    assert_eq!(record(&sim), caps_of(800));
     let at_bob = sim.client(BOB).peer(&alice).unwrap();
-    assert_eq!(at_bob.capabilities, caps(800));
+    assert_eq!(at_bob.capabilities, caps_of(800));
 }
 
 #[test]
@@ -359,7 +349,7 @@ fn the_grace_running_out_and_a_logout_end_the_session_and_its_token() {
         ALICE,
         &u("alice"),
         "pw",
-        LoginWith::Capabilities(caps(1920)),
+        LoginWith::Capabilities(caps_of(1920)),
     );
     sim.settle().unwrap();
     sim.command(ALICE, |c, now| c.logout(now)).unwrap();
@@ -370,33 +360,11 @@ fn the_grace_running_out_and_a_logout_end_the_session_and_its_token() {
 
 // ----- the server alone ----------------------------------------------------------------
 
-const C1: ConnId = ConnId(1);
-const C2: ConnId = ConnId(2);
-const C3: ConnId = ConnId(3);
-
-fn drain(s: &mut Server) -> Vec<ServerEvent> {
-    std::iter::from_fn(|| s.poll_event()).collect()
-}
-
-fn msgs_to(ev: &[ServerEvent], conn: ConnId) -> Vec<ServerMessage> {
-    ev.iter()
-        .filter_map(|e| match e {
-            ServerEvent::Transmit { conn: c, frame } if *c == conn => Some(decode(frame)),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Logs `user` in on `conn` (contacts `contacts`) and returns its resume token.
 fn log_in(s: &mut Server, conn: ConnId, user: &str, contacts: &[&str]) -> ResumeToken {
     s.connect(conn, Time(0)).unwrap();
-    let login = ClientMessage::Login {
-        version: PROTOCOL_VERSION,
-        user: u(user),
-        password: Password::new("pw").unwrap(),
-        with: LoginWith::Capabilities(caps(1280)),
-    };
-    s.receive(conn, &encode_frame(&login), Time(0));
+    let login = login_frame(user, "pw", LoginWith::Capabilities(caps_of(1280)));
+    s.receive(conn, &login, Time(0));
     let ticket = drain(s)
         .into_iter()
         .find_map(|e| match e {
@@ -404,12 +372,8 @@ fn log_in(s: &mut Server, conn: ConnId, user: &str, contacts: &[&str]) -> Resume
             _ => None,
         })
         .unwrap();
-    let contacts = contacts.iter().map(|c| u(c)).collect();
-    let verdict = AuthVerdict::Accepted {
-        contacts,
-        registered: None,
-    };
-    s.complete_auth(ticket, verdict, Time(0)).unwrap();
+    s.complete_auth(ticket, accepted(contacts, None), Time(0))
+        .unwrap();
     msgs_to(&drain(s), conn)
         .into_iter()
         .find_map(|m| match m {
@@ -528,13 +492,8 @@ fn without_resumption_no_token_is_issued_and_a_drop_ends_the_session() {
     config.resume.grace = Duration::ZERO;
     let mut s = Server::new(config);
     s.connect(C1, Time(0)).unwrap();
-    let login = ClientMessage::Login {
-        version: PROTOCOL_VERSION,
-        user: u("alice"),
-        password: Password::new("pw").unwrap(),
-        with: LoginWith::Capabilities(caps(1280)),
-    };
-    s.receive(C1, &encode_frame(&login), Time(0));
+    let login = login_frame("alice", "pw", LoginWith::Capabilities(caps_of(1280)));
+    s.receive(C1, &login, Time(0));
     let ticket = drain(&mut s)
         .into_iter()
         .find_map(|e| match e {
@@ -542,11 +501,8 @@ fn without_resumption_no_token_is_issued_and_a_drop_ends_the_session() {
             _ => None,
         })
         .unwrap();
-    let verdict = AuthVerdict::Accepted {
-        contacts: vec![],
-        registered: None,
-    };
-    s.complete_auth(ticket, verdict, Time(0)).unwrap();
+    s.complete_auth(ticket, accepted(&[], None), Time(0))
+        .unwrap();
     assert!(matches!(
         msgs_to(&drain(&mut s), C1)[0],
         ServerMessage::LoginOk {
@@ -615,7 +571,7 @@ fn an_attached_session_keeps_only_a_short_tail() {
         let width = 640 + u16::try_from(i).unwrap();
         let msg = ClientMessage::UpdateCaps {
             req: precall_protocol::ReqId(u32::try_from(i).unwrap()),
-            capabilities: caps(width),
+            capabilities: caps_of(width),
         };
         s.receive(C3, &encode_frame(&msg), Time(1));
     }
@@ -641,7 +597,7 @@ fn an_attached_session_keeps_only_a_short_tail() {
     for i in 0..3u64 {
         let msg = ClientMessage::UpdateCaps {
             req: precall_protocol::ReqId(100),
-            capabilities: caps(900 + u16::try_from(i).unwrap()),
+            capabilities: caps_of(900 + u16::try_from(i).unwrap()),
         };
         s.receive(C3, &encode_frame(&msg), Time(3));
     }
@@ -675,7 +631,7 @@ fn without_a_tail_a_resume_that_missed_a_frame_gets_a_snapshot() {
     // alice's table frames: bob online (1), bob's change (2); nothing logged.
     let msg = ClientMessage::UpdateCaps {
         req: precall_protocol::ReqId(1),
-        capabilities: caps(700),
+        capabilities: caps_of(700),
     };
     s.receive(C3, &encode_frame(&msg), Time(1));
     drain(&mut s);
@@ -696,7 +652,7 @@ fn without_a_tail_a_resume_that_missed_a_frame_gets_a_snapshot() {
     );
     assert!(
         m.iter()
-            .any(|m| matches!(m, ServerMessage::Online(p) if p.capabilities == caps(700))),
+            .any(|m| matches!(m, ServerMessage::Online(p) if p.capabilities == caps_of(700))),
         "the snapshot holds bob's latest: {m:?}"
     );
     // Having seen everything (the snapshot restarted the count at 0): an empty delta.

@@ -5,17 +5,13 @@
 //! changes may queue up (at most `max_unstored_changes` per connection), and nothing
 //! of this holds back another connection.
 
-use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN, MIN_MAX_FRAME};
-use precall_protocol::message::{
-    ClientMessage, LoginWith, ServerMessage, WireMessage, PROTOCOL_VERSION,
-};
-use precall_protocol::server::{AuthVerdict, Limits, ServerEvent, StoreOutcome, StoreRequest};
-use precall_protocol::sim::sample_caps;
-use precall_protocol::{ConnId, ErrorCode, Password, ReqId, Server, ServerConfig, Time, UserId};
+use precall_protocol::codec::{encode_frame, MIN_MAX_FRAME};
+use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
+use precall_protocol::server::{Limits, ServerEvent, StoreOutcome, StoreRequest};
+use precall_protocol::{ConnId, ErrorCode, ReqId, Server, ServerConfig, Time};
 
-fn u(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
+mod common;
+use common::*;
 
 /// A server core and what it did, with the store under the test's control.
 struct World {
@@ -28,14 +24,10 @@ struct World {
 
 impl World {
     fn new(max_unstored_changes: usize) -> Self {
-        let server = Server::new({
-            let mut config = ServerConfig::default();
-            config.limits = {
-                let mut limits = Limits::default();
-                limits.max_unstored_changes = max_unstored_changes;
-                limits
-            };
-            config
+        let server = server({
+            let mut limits = Limits::default();
+            limits.max_unstored_changes = max_unstored_changes;
+            limits
         });
         World {
             server,
@@ -50,21 +42,18 @@ impl World {
         while let Some(ev) = self.server.poll_event() {
             match ev {
                 ServerEvent::Transmit { conn, frame } => {
-                    let m = decode_message::<ServerMessage>(&frame[HEADER_LEN..]).unwrap();
+                    let m = decode_server(&frame);
                     self.msgs.push((conn, m));
                 }
                 ServerEvent::Close { conn } => self.closed.push(conn),
                 ServerEvent::Authenticate(req) => {
-                    let contacts = match req.user.as_str() {
-                        "alice" => vec![u("bob")],
-                        "bob" => vec![u("alice"), u("carol"), u("dave")],
-                        "carol" => vec![u("bob")],
-                        _ => vec![],
+                    let contacts: &[&str] = match req.user.as_str() {
+                        "alice" => &["bob"],
+                        "bob" => &["alice", "carol", "dave"],
+                        "carol" => &["bob"],
+                        _ => &[],
                     };
-                    let verdict = AuthVerdict::Accepted {
-                        contacts,
-                        registered: None,
-                    };
+                    let verdict = accepted(contacts, None);
                     self.server
                         .complete_auth(req.ticket, verdict, self.now)
                         .unwrap();
@@ -79,12 +68,7 @@ impl World {
     fn login(&mut self, id: u64, user: &str) -> ConnId {
         let conn = ConnId(id);
         self.server.connect(conn, self.now).unwrap();
-        let login = ClientMessage::Login {
-            version: PROTOCOL_VERSION,
-            user: u(user),
-            password: Password::new("pw").unwrap(),
-            with: LoginWith::Capabilities(sample_caps(&["h264"], 1280, 30)),
-        };
+        let login = login(user, "pw", LoginWith::Capabilities(plain_caps()));
         self.send(conn, &[login]);
         conn
     }

@@ -15,36 +15,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use precall_protocol::codec::{decode_message, encode_frame, HEADER_LEN};
-use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage, PROTOCOL_VERSION};
+use precall_protocol::codec::encode_frame;
+use precall_protocol::message::{ClientMessage, LoginWith, ServerMessage};
 use precall_protocol::server::{source_key, AuthTicket, AuthVerdict, Limits, ServerError};
-use precall_protocol::sim::{sample_caps, Directory, Sim};
+use precall_protocol::sim::{Directory, Sim};
 use precall_protocol::{
-    negotiate_pair, Capabilities, ConnId, ErrorCode, Password, Server, ServerConfig, ServerEvent,
-    Time, UserId,
+    negotiate_pair, Capabilities, ConnId, ErrorCode, Server, ServerEvent, Time,
 };
 
-fn u(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
-
-fn server(limits: Limits) -> Server {
-    Server::new({
-        let mut config = ServerConfig::default();
-        config.limits = limits;
-        config
-    })
-}
-
-fn login_frame(user: &str) -> Vec<u8> {
-    encode_frame(&ClientMessage::Login {
-        version: PROTOCOL_VERSION,
-        user: u(user),
-        password: Password::new("pw").unwrap(),
-        with: LoginWith::Capabilities(sample_caps(&["h264"], 1280, 30)),
-    })
-    .to_vec()
-}
+mod common;
+use common::*;
 
 /// Every event so far: messages per connection, closed connections, credential checks
 /// handed out (not answered).
@@ -60,7 +40,7 @@ fn pump(s: &mut Server, seen: &mut Seen) {
     while let Some(ev) = s.poll_event() {
         match ev {
             ServerEvent::Transmit { conn, frame } => {
-                let m = decode_message::<ServerMessage>(&frame[HEADER_LEN..]).unwrap();
+                let m = decode_server(&frame);
                 seen.msgs.push((conn, m));
             }
             ServerEvent::Close { conn } => seen.closed.push(conn),
@@ -77,10 +57,6 @@ fn pongs(seen: &Seen, conn: ConnId) -> usize {
         .filter(|(c, m)| *c == conn && *m == ServerMessage::Pong {})
         .count()
 }
-
-const A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-const B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
-const C: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
 
 #[test]
 fn frame_rate_limit_pauses_a_flooding_connection_until_the_next_second() {
@@ -192,21 +168,12 @@ fn alice_and_bob(limits: Limits) -> Sim {
     d.add_user(&u("alice"), "pw");
     d.add_user(&u("bob"), "pw");
     d.befriend(&u("alice"), &u("bob"));
-    let config = {
-        let mut config = ServerConfig::default();
-        config.limits = limits;
-        config
-    };
-    let mut sim = Sim::new(d, 2, config);
-    let caps = sample_caps(&["h264"], 1280, 30);
+    let mut sim = Sim::new(d, 2, config_with_limits(limits));
+    let caps = plain_caps();
     sim.login(0, &u("alice"), "pw", LoginWith::Capabilities(caps.clone()));
     sim.login(1, &u("bob"), "pw", LoginWith::Capabilities(caps));
     sim.settle().unwrap();
     sim
-}
-
-fn caps_of(width: u16) -> Capabilities {
-    sample_caps(&["h264", "vp8"], width, 30)
 }
 
 /// What bob's table holds for alice.
@@ -237,11 +204,7 @@ fn update_caps_over_the_limit_is_refused_and_sent_again_when_allowed() {
         .unwrap();
     sim.settle().unwrap();
     let alice_conn = sim.terminals[0].conn.unwrap();
-    let answers: Vec<ServerMessage> = sim.sent[mark..]
-        .iter()
-        .filter(|(c, _)| *c == alice_conn)
-        .map(|(_, f)| decode_message::<ServerMessage>(&f[HEADER_LEN..]).unwrap())
-        .collect();
+    let answers = sent_since(&sim, mark, alice_conn);
     let started = sim.now;
     assert_eq!(
         answers,
@@ -265,7 +228,7 @@ fn update_caps_over_the_limit_is_refused_and_sent_again_when_allowed() {
     let bob = sim.endpoint(1).unwrap();
     assert_eq!(
         sim.client(0).peer(&bob).unwrap().params,
-        negotiate_pair(&caps_of(1024), &sample_caps(&["h264"], 1280, 30))
+        negotiate_pair(&caps_of(1024), &plain_caps())
     );
     // Nothing is sent again before the window ends …
     sim.advance(Duration::from_millis(9_999));
@@ -343,7 +306,7 @@ fn credential_checks_are_handed_out_one_source_at_a_time() {
         conn += 1;
         let c = ConnId(conn);
         s.connect_from(c, Some(ip), Time(0)).unwrap();
-        s.receive(c, &login_frame(&format!("user{conn}")), Time(0));
+        s.receive(c, &plain_login_frame(&format!("user{conn}"), "pw"), Time(0));
         c
     };
     let a: Vec<ConnId> = (0..8).map(|_| open(&mut s, A)).collect();
@@ -382,7 +345,7 @@ fn an_abandoned_waiting_check_is_dropped_and_a_running_one_cancelled() {
     let mut seen = Seen::default();
     for (i, ip) in [(1, A), (2, A), (3, B)] {
         s.connect_from(ConnId(i), Some(ip), Time(0)).unwrap();
-        s.receive(ConnId(i), &login_frame("alice"), Time(0));
+        s.receive(ConnId(i), &plain_login_frame("alice", "pw"), Time(0));
     }
     pump(&mut s, &mut seen);
     assert_eq!(seen.checks.len(), 1);
@@ -413,7 +376,7 @@ fn with_no_limit_on_running_checks_every_check_goes_at_once() {
     let mut seen = Seen::default();
     for i in 1..=6 {
         s.connect_from(ConnId(i), Some(A), Time(0)).unwrap();
-        s.receive(ConnId(i), &login_frame("alice"), Time(0));
+        s.receive(ConnId(i), &plain_login_frame("alice", "pw"), Time(0));
     }
     pump(&mut s, &mut seen);
     assert_eq!(seen.checks.len(), 6);
