@@ -8,10 +8,7 @@ use precall_protocol::{
 };
 
 fn lines<E: std::fmt::Display + std::fmt::Debug>(errors: &[E]) -> String {
-    errors
-        .iter()
-        .map(|e| format!("{e:?}\n    {e}\n"))
-        .collect()
+    errors.iter().map(|e| format!("{e:?}\n    {e}\n")).collect()
 }
 
 #[test]

@@ -15,9 +15,16 @@ use syn::{Attribute, Fields, ImplItem, Item, Visibility};
 
 /// The attributes that are part of an item's API.
 fn keep_attr(a: &Attribute) -> bool {
-    ["derive", "non_exhaustive", "must_use", "deprecated", "repr", "private_fields"]
-        .iter()
-        .any(|n| a.path().is_ident(n))
+    [
+        "derive",
+        "non_exhaustive",
+        "must_use",
+        "deprecated",
+        "repr",
+        "private_fields",
+    ]
+    .iter()
+    .any(|n| a.path().is_ident(n))
 }
 
 fn is_pub(v: &Visibility) -> bool {
@@ -75,8 +82,10 @@ fn public_part(item: &Item) -> Option<Item> {
             if i.trait_.is_some() {
                 i.items.clear();
             } else {
-                i.items.retain(|x| matches!(x, ImplItem::Fn(f) if is_pub(&f.vis))
-                    || matches!(x, ImplItem::Const(c) if is_pub(&c.vis)));
+                i.items.retain(|x| {
+                    matches!(x, ImplItem::Fn(f) if is_pub(&f.vis))
+                        || matches!(x, ImplItem::Const(c) if is_pub(&c.vis))
+                });
                 if i.items.is_empty() {
                     return None;
                 }
@@ -124,7 +133,10 @@ fn walk(file: &Path, path: &str, out: &mut String) {
         if let Some(cfg) = cfg_of(attrs) {
             if let Item::Mod(m) = item {
                 if is_pub(&m.vis) {
-                    out.push_str(&format!("// {path}::{}: behind cfg({cfg}), not listed\n", m.ident));
+                    out.push_str(&format!(
+                        "// {path}::{}: behind cfg({cfg}), not listed\n",
+                        m.ident
+                    ));
                 }
             }
             continue;
@@ -165,7 +177,10 @@ fn the_public_api_is_the_reviewed_one() {
 #[test]
 fn the_listing_sees_signatures_fields_and_attributes() {
     let api = api();
-    assert!(api.contains("pub fn poll_transmit(&mut self) -> Option<Bytes> {}"), "{api}");
+    assert!(
+        api.contains("pub fn poll_transmit(&mut self) -> Option<Bytes> {}"),
+        "{api}"
+    );
     assert!(api.contains("#[must_use]\n    pub fn poll_event(&mut self) -> Option<ClientEvent> {}"));
     assert!(api.contains("#[non_exhaustive]\npub enum ClientEvent {"));
     assert!(api.contains("#[private_fields]\npub struct Capabilities {}"));

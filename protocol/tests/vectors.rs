@@ -14,13 +14,10 @@
 //!   `spec/vectors/NAME.json`, every vector file is shown at least once, and no
 //!   placeholder names a missing file.
 //!
-//! To regenerate the files and the spec's blocks from the Rust values, run
-//!
-//! ```text
-//! PRECALL_BLESS=1 cargo test -p precall-protocol --test vectors
-//! ```
-//!
-//! then run the test again without the variable, and review the diff.
+//! The files are the spec's, read by people and by other implementations, so they are
+//! plain payloads, written by hand: when the wire changes, the failing check prints the
+//! exact bytes each file and each block must hold. (The crate's other snapshots are
+//! insta's, `cargo insta review`; there is no second way to bless.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -38,7 +35,7 @@ use precall_protocol::{
     StreamParams, TerminalId, UserId, PROTOCOL_VERSION,
 };
 
-// ----- locations and bless mode ------------------------------------------------------
+// ----- locations ------------------------------------------------------
 
 fn spec_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec")
@@ -52,39 +49,18 @@ fn spec_path() -> PathBuf {
     spec_dir().join("protocol.md")
 }
 
-// The test harness is an embedder, not the sans-IO core that `clippy.toml` guards: it
-// reads one switch from the environment and the files it checks.
-#[allow(clippy::disallowed_methods)]
-fn blessing() -> bool {
-    std::env::var("PRECALL_BLESS").is_ok_and(|v| v == "1")
-}
-
-/// Writes a file through a temporary sibling and a rename, so a concurrently running
-/// test never reads half of it.
-fn write_atomically(path: &Path, content: &str) {
-    let tmp = path.with_extension("tmp~");
-    fs::write(&tmp, content).unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
-    fs::rename(&tmp, path).unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
-}
-
-/// In bless mode writes `spec/vectors/NAME.json`; otherwise asserts the file holds
-/// exactly `content` and returns it.
-fn bless_or_check(name: &str, content: &str) -> String {
+/// Asserts `spec/vectors/NAME.json` holds exactly `content`, and returns it.
+fn check_file(name: &str, content: &str) -> String {
     let path = vectors_dir().join(format!("{name}.json"));
-    if blessing() {
-        fs::create_dir_all(vectors_dir()).expect("creating spec/vectors");
-        write_atomically(&path, content);
-        return content.to_owned();
-    }
     let on_disk = fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; run `PRECALL_BLESS=1 cargo test -p precall-protocol --test vectors`",
+            "{}: {e}; it must hold exactly (no trailing newline):\n{content}",
             path.display()
         )
     });
     assert!(
         on_disk == content,
-        "{} differs from the Rust value{}\n file: {on_disk:?}\n want: {content:?}",
+        "{} differs from the Rust value{}; it must hold exactly (no trailing newline):\n{content}",
         path.display(),
         first_difference(&on_disk, content),
     );
@@ -831,7 +807,7 @@ fn all_vectors() -> BTreeMap<String, String> {
 fn message_vectors_are_canonical_and_decode() {
     for (name, msg) in messages() {
         let expected = payload(&msg);
-        let file = bless_or_check(name, &expected);
+        let file = check_file(name, &expected);
         assert!(!file.ends_with('\n'), "{name}: no trailing newline");
         assert!(!file.contains('\n'), "{name}: canonical JSON is one line");
         match msg {
@@ -887,7 +863,7 @@ fn message_vectors_cover_every_message_type() {
 #[test]
 fn fingerprint_vector_matches_capabilities_fingerprint() {
     let expected = fingerprint_vector();
-    let file = bless_or_check("fingerprint", &expected);
+    let file = check_file("fingerprint", &expected);
     let v: FingerprintVector = serde_json::from_str(&file).expect("fingerprint.json");
     // What a third-party implementer checks: the preimage hashes to the fingerprint,
     // and the capabilities' fingerprint is it.
@@ -914,7 +890,7 @@ fn negotiate_vectors_match_negotiate() {
         assert_eq!(negotiate(&b, &a), b_to_a, "{name}: b to a");
     }
     let expected = negotiate_vector();
-    let file = bless_or_check("negotiate", &expected);
+    let file = check_file("negotiate", &expected);
     // ... and what a third-party implementer checks against the file alone.
     let cases: Vec<NegotiateCase> = serde_json::from_str(&file).expect("negotiate.json");
     assert_eq!(cases.len(), 9);
@@ -934,22 +910,13 @@ fn negotiate_vectors_match_negotiate() {
 #[test]
 fn vector_directory_holds_exactly_the_vectors() {
     let want = all_vectors();
-    if blessing() {
-        fs::create_dir_all(vectors_dir()).expect("creating spec/vectors");
-    }
     let on_disk = vector_files();
     for stray in on_disk.keys().filter(|n| !want.contains_key(*n)) {
         let path = vectors_dir().join(format!("{stray}.json"));
-        if blessing() {
-            fs::remove_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        } else {
-            panic!("{} is not a vector this test defines", path.display());
-        }
+        panic!("{} is not a vector this test defines", path.display());
     }
-    if !blessing() {
-        let names: BTreeSet<&String> = on_disk.keys().collect();
-        assert_eq!(names, want.keys().collect(), "spec/vectors/*.json");
-    }
+    let names: BTreeSet<&String> = on_disk.keys().collect();
+    assert_eq!(names, want.keys().collect(), "spec/vectors/*.json");
 }
 
 /// The vector files on disk, by name (file stem).
@@ -1039,7 +1006,7 @@ fn check_spec(md: &str, files: &BTreeMap<String, String>) -> Vec<String> {
                 b.line, b.name, b.name
             )),
             Some(file) if *file != content => problems.push(format!(
-                "line {}: the block of `{}` differs from spec/vectors/{}.json{}",
+                "line {}: the block of `{}` differs from spec/vectors/{}.json{}; it must read:\n{file}",
                 b.line,
                 b.name,
                 b.name,
@@ -1057,8 +1024,9 @@ fn check_spec(md: &str, files: &BTreeMap<String, String>) -> Vec<String> {
     problems
 }
 
-/// Replaces the content of every block whose vector exists with the vector.
-fn bless_spec(md: &str, files: &BTreeMap<String, String>) -> String {
+/// `md` with the content of every block whose vector exists replaced by the vector (what
+/// the checker expects; used by its own tests).
+fn fill_blocks(md: &str, files: &BTreeMap<String, String>) -> String {
     let lines: Vec<&str> = md.split('\n').collect();
     let (blocks, _) = parse_placeholders(&lines);
     let mut out: Vec<&str> = Vec::with_capacity(lines.len());
@@ -1091,36 +1059,20 @@ fn read_spec() -> String {
 #[test]
 fn spec_shows_every_vector_exactly() {
     let md = read_spec();
-    if blessing() {
-        let files = all_vectors();
-        let blessed = bless_spec(&md, &files);
-        if blessed != md {
-            write_atomically(&spec_path(), &blessed);
-        }
-        let problems = check_spec(&blessed, &files);
-        assert!(
-            problems.is_empty(),
-            "after blessing:\n{}",
-            problems.join("\n")
-        );
-        return;
-    }
     let files = vector_files();
     let problems = check_spec(&md, &files);
     assert!(
         problems.is_empty(),
-        "spec/protocol.md does not match spec/vectors (run with PRECALL_BLESS=1 to refresh \
-         the blocks):\n{}",
+        "spec/protocol.md does not match spec/vectors:\n{}",
         problems.join("\n")
     );
 }
 
 #[test]
 fn spec_check_catches_a_changed_character() {
-    // The blessed spec, computed in memory so this test does not depend on the order
-    // in which tests run in bless mode.
+    // The spec as the vectors say it must be, computed in memory.
     let files = all_vectors();
-    let md = bless_spec(&read_spec(), &files);
+    let md = fill_blocks(&read_spec(), &files);
     assert_eq!(check_spec(&md, &files), Vec::<String>::new());
     let lines: Vec<&str> = md.split('\n').collect();
     let (blocks, _) = parse_placeholders(&lines);
@@ -1178,15 +1130,15 @@ fn spec_check_reports_missing_unshown_and_malformed_blocks() {
             .any(|p| p.contains("not immediately followed")),
         "{problems:?}"
     );
-    // Blessing fills the empty block; the other problems remain.
-    let blessed = bless_spec(md, &files);
-    assert!(blessed.contains("<!-- vector: ping -->\n```json\n{\"type\":\"ping\"}\n```\n"));
-    let after = check_spec(&blessed, &files);
+    // Filling the blocks fixes the empty one; the other problems remain.
+    let filled = fill_blocks(md, &files);
+    assert!(filled.contains("<!-- vector: ping -->\n```json\n{\"type\":\"ping\"}\n```\n"));
+    let after = check_spec(&filled, &files);
     assert!(
         !after.iter().any(|p| p.contains("`ping` differs")),
         "{after:?}"
     );
     assert_eq!(after.len(), 3, "{after:?}");
-    // Blessing is idempotent.
-    assert_eq!(bless_spec(&blessed, &files), blessed);
+    // Filling is idempotent.
+    assert_eq!(fill_blocks(&filled, &files), filled);
 }
