@@ -49,6 +49,9 @@ impl From<Duration> for Time {
     }
 }
 
+/// How far ahead of its epoch [`Epoch::instant`] reaches at most: 100 years of 365 days.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// An embedder's clock mapped to [`Time`]: the `Instant` taken as the epoch once (when
 /// the process or the connection starts), then `Instant`s to `Time` for the core and
 /// the core's deadlines back to `Instant`s for the runtime's timers. The core itself
@@ -86,7 +89,6 @@ impl Epoch {
     /// A [`Time`] (a deadline from `poll_timeout`) as an `Instant`. A time too far
     /// ahead for the platform's `Instant` is capped at about a century from the epoch.
     pub fn instant(&self, t: Time) -> Instant {
-        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
         self.0
             .checked_add(t.as_duration().min(CENTURY))
             .unwrap_or(self.0)
@@ -124,7 +126,10 @@ mod tests {
             epoch.instant(Time(2500)),
             start + Duration::from_millis(2500)
         );
-        // The end of time does not overflow the platform's clock.
-        assert!(epoch.instant(Time(u64::MAX)) > start + Duration::from_secs(3600));
+        // The end of time does not overflow the platform's clock: it is capped at a
+        // century (3,153,600,000 s) after the epoch.
+        let cap = Duration::from_secs(3_153_600_000);
+        assert_eq!(epoch.instant(Time(u64::MAX)), start + cap);
+        assert_eq!(epoch.instant(Time::from_duration(cap)), start + cap);
     }
 }
