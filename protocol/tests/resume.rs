@@ -48,12 +48,9 @@ fn world(config: ServerConfig) -> Sim {
 
 /// Messages the server sent to terminal `t`'s current connection since `mark`.
 fn sent_to(sim: &Sim, t: usize, mark: usize) -> Vec<ServerMessage> {
-    let conn = sim.terminals[t].conn;
-    sim.sent[mark..]
-        .iter()
-        .filter(|(c, _)| Some(*c) == conn)
-        .map(|(_, f)| decode_server(f))
-        .collect()
+    sim.terminals[t]
+        .conn
+        .map_or_else(Vec::new, |conn| sent_since(sim, mark, conn))
 }
 
 /// Messages about `who` the server sent to anyone since `mark`.
