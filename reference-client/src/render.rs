@@ -561,6 +561,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::vec_init_then_push)] // one push per event, as JSON.md lists them
     fn core_events_render_as_the_contract_says() {
         let none = Extra::default;
         let mut shown = Vec::new();
