@@ -411,3 +411,11 @@ fn login_ok_out_of_the_blue_is_a_violation() {
         Some(ClientEvent::Violation(Violation::UnexpectedLogin))
     );
 }
+
+/// The paths are named as the spec writes them (the client binary's `--json` and the
+/// demo print these names).
+#[test]
+fn setup_paths_are_named_as_the_spec_writes_them() {
+    assert_eq!(SetupPath::Fast.name(), "fast");
+    assert_eq!(SetupPath::Fallback.name(), "fallback");
+}
