@@ -159,3 +159,38 @@ pub fn tail(path: &Path, max: usize) -> String {
     let start = bytes.len().saturating_sub(max);
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
+
+/// The path of an example of `precall-protocol` (`embedder`, `walkthrough`), built first
+/// under `cargo test` like [`ensure_binaries`] builds the binaries (same profile, same
+/// target directory; not with `PRECALL_E2E_NO_BUILD` or `PRECALL_BIN_DIR`).
+pub fn example_bin(name: &str) -> Res<PathBuf> {
+    let dir = bin_dir();
+    let bin = dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let build = std::env::var_os("PRECALL_E2E_NO_BUILD").is_none()
+        && std::env::var_os("PRECALL_BIN_DIR").is_none();
+    if let (true, Some(cargo), Some(target)) = (build, std::env::var_os("CARGO"), dir.parent()) {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "precall-protocol", "--example", name])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target)
+            .stdin(Stdio::null());
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        } else {
+            cmd.args(["--profile", "test"]);
+        }
+        let status = cmd.status()?;
+        ensure!(status.success(), "building the example {name} failed");
+    }
+    ensure!(
+        bin.is_file(),
+        "{} not found: `cargo build -p precall-protocol --example {name}`",
+        bin.display()
+    );
+    Ok(bin)
+}

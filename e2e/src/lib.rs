@@ -34,7 +34,9 @@ mod sandbox;
 mod server_proc;
 mod stats;
 
-pub use binaries::{bin_dir, client_bin, ensure_binaries, server_bin, signal, tail, wait_timeout};
+pub use binaries::{
+    bin_dir, client_bin, ensure_binaries, example_bin, server_bin, signal, tail, wait_timeout,
+};
 pub use caps::{
     caps, caps_json, describe_direction, describe_params, params_json, params_of, phone_caps,
 };

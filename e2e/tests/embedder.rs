@@ -6,54 +6,11 @@
 //! each printed, the call took the fast path, the resume kept the session and the
 //! table, and bob never saw alice go offline until she logged out.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use precall_e2e::*;
 use precall_protocol::{negotiate_pair, CallParams, Capabilities, Direction};
-
-/// The example's binary, built like the workspace's binaries (`ensure_binaries`).
-fn embedder_bin() -> Res<PathBuf> {
-    let dir = bin_dir();
-    let bin = dir
-        .join("examples")
-        .join(format!("embedder{}", std::env::consts::EXE_SUFFIX));
-    let cargo = std::env::var_os("CARGO");
-    let build = cargo.is_some()
-        && std::env::var_os("PRECALL_E2E_NO_BUILD").is_none()
-        && std::env::var_os("PRECALL_BIN_DIR").is_none();
-    if let (true, Some(cargo), Some(target)) = (build, cargo, dir.parent()) {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "-q",
-            "-p",
-            "precall-protocol",
-            "--example",
-            "embedder",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target)
-        .stdin(Stdio::null());
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        } else {
-            cmd.args(["--profile", "test"]);
-        }
-        let status = cmd.status()?;
-        ensure!(status.success(), "building the embedder example failed");
-    }
-    ensure!(
-        bin.is_file(),
-        "{} not found: `cargo build -p precall-protocol --example embedder`",
-        bin.display()
-    );
-    Ok(bin)
-}
 
 /// What the example prints for one direction and a parameter set.
 fn describe(p: &CallParams) -> String {
@@ -89,7 +46,7 @@ fn line_after(out: &str, from: usize, prefix: &str) -> Res<usize> {
 #[test]
 fn the_example_embedder_logs_in_calls_and_survives_a_dropped_connection() -> Res<()> {
     ensure_binaries()?;
-    let bin = embedder_bin()?;
+    let bin = example_bin("embedder")?;
     let sb = Sandbox::with_cast()?;
     let server = sb.start_server(&[])?;
     let run = |user: &str, args: &[&str]| -> Res<std::process::Child> {

@@ -76,7 +76,23 @@ enum State {
     Resuming(Box<Online>),
 }
 
-/// The client state machine. See the module documentation.
+/// The client state machine. See the module documentation, and the crate's "Driving a
+/// client over a socket" for the loop around it.
+///
+/// ```
+/// use precall_protocol::{Capabilities, Client, ClientConfig, LoginWith, Password, Status, Time, UserId};
+///
+/// let mut client = Client::new(ClientConfig::default());
+/// let caps = Capabilities::builder().codecs(["h264"]).screen(1280, 720).bandwidth(1_000, 1_000).build()?;
+/// client.login(UserId::new("alice")?, Password::new("pw")?, LoginWith::Capabilities(caps), Time(0)).unwrap();
+/// // A command only queues frames: the embedder writes them.
+/// let login = client.poll_transmit().expect("the login frame");
+/// assert!(login.len() > 4);
+/// assert_eq!(client.status(), Status::LoggingIn);
+/// // The first ping is due within the idle timeout.
+/// assert!(client.poll_timeout().is_some());
+/// # Ok::<(), precall_protocol::InvalidValue>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Client {
     config: ClientConfig,

@@ -156,6 +156,29 @@ pub struct SessionView<'a> {
 }
 
 /// The server state machine. See the module documentation.
+///
+/// ```
+/// use precall_protocol::codec::encode_frame;
+/// use precall_protocol::{
+///     Capabilities, ClientMessage, ConnId, LoginWith, Password, Server, ServerConfig,
+///     ServerEvent, Time, UserId, PROTOCOL_VERSION,
+/// };
+///
+/// let mut server = Server::new(ServerConfig::default());
+/// server.connect(ConnId(7), Time(0)).unwrap();
+/// let caps = Capabilities::builder().codecs(["vp8"]).screen(640, 360).bandwidth(500, 500).build()?;
+/// let login = ClientMessage::Login {
+///     version: PROTOCOL_VERSION,
+///     user: UserId::new("bob")?,
+///     password: Password::new("pw")?,
+///     with: LoginWith::Capabilities(caps),
+/// };
+/// server.receive(ConnId(7), &encode_frame(&login), Time(1));
+/// // The core never checks a password itself: it asks the embedder to.
+/// let Some(ServerEvent::Authenticate(req)) = server.poll_event() else { panic!() };
+/// assert_eq!((req.conn, req.user.as_str()), (ConnId(7), "bob"));
+/// # Ok::<(), precall_protocol::InvalidValue>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Server {
     config: ServerConfig,
