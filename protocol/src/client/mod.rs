@@ -89,8 +89,8 @@ enum State {
 /// let login = client.poll_transmit().expect("the login frame");
 /// assert!(login.len() > 4);
 /// assert_eq!(client.status(), Status::LoggingIn);
-/// // The first ping is due within the idle timeout.
-/// assert!(client.poll_timeout().is_some());
+/// // No deadline until the login is answered: pings start once online.
+/// assert_eq!(client.poll_timeout(), None);
 /// # Ok::<(), precall_protocol::InvalidValue>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
