@@ -9,7 +9,7 @@
 //! spec 9.6), capability changes, logouts and logins. At a random point of the round
 //! (drawn from the seeded generator) it sends a burst of contact changes and, 0-3 ms
 //! later, SIGKILLs the server (so that some requests are in flight). It waits until
-//! every client has seen its connection drop (`Client::connection_lost`, then
+//! every client has seen its connection drop (`Client::connection_closed`, then
 //! `Client::abandon` of the session kept for resuming), and reads the store as the
 //! crash left it (`precall-server admin user list`, `terminal list`, `contact dump`):
 //!

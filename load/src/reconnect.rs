@@ -11,7 +11,7 @@
 //!    [`crate::verify`]).
 //! 2. The connection of every session but the connected few is cut at once: each
 //!    socket is closed with a reset, without a word, and the core's client is told
-//!    (`connection_lost`: the session is detached, its table kept). The tool waits
+//!    (`connection_closed`: the session is detached, its table kept). The tool waits
 //!    until the server's log shows every session detached.
 //! 3. While they are away, each connected session makes one change in turn: a
 //!    capability change, a logout, or a logout followed by a new login, so that the

@@ -149,7 +149,7 @@ pub enum Event {
     Client(ClientEvent),
     /// The connection is gone (closed by the server, failed, refused by the core, or
     /// given up with [`Driver::disconnect`]); the client was told
-    /// ([`Client::connection_lost`]) and its events follow.
+    /// ([`Client::connection_closed`]) and its events follow.
     Disconnected(String),
     /// A reconnection attempt starts: it resumes the session (`resume`) or logs in.
     Attempt {
