@@ -71,12 +71,12 @@
 //!
 //! ## Modules
 //!
-//! - [`codec`]: codec tokens to encoding names and payload types;
-//! - [`h264`], [`av1`], [`h265`]: the level tables and the level picked for a stream;
-//! - [`fmtp`]: each codec's `a=fmtp` parameters;
-//! - [`mod@offer`]: the section, offer and answer, and its SDP text;
-//! - [`encoder`]: the sender's settings and why they exist;
-//! - [`error`]: [`SdpError`].
+//! - [`codec`] maps codec tokens to encoding names and payload types;
+//! - [`h264`], [`av1`] and [`h265`] hold the level tables and pick a stream's level;
+//! - [`fmtp`] writes each codec's `a=fmtp` parameters;
+//! - [`mod@offer`] builds the section, offer and answer, and its SDP text;
+//! - [`encoder`] gives the sender's settings and why they exist;
+//! - [`error`] holds [`SdpError`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

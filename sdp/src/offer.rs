@@ -278,21 +278,28 @@ pub fn answer(
     params: &CallParams,
     offer: &MediaSection,
 ) -> Result<MediaSection, SdpError> {
-    let mut mine = section(own, params)?;
-    if mine.direction != offer.direction.mirrored() {
+    let direction = MediaDirection::of(params);
+    if direction != offer.direction.mirrored() {
         return Err(SdpError::OfferMismatch {
             reason: format!(
                 "offer is {}, the answer would be {}",
                 offer.direction.as_str(),
-                mine.direction.as_str()
+                direction.as_str()
             ),
         });
     }
-    if mine.direction == MediaDirection::Inactive {
+    if direction == MediaDirection::Inactive {
+        // Nothing flows: echo the offer's first format, whatever this end decodes.
         let first = offer.formats.first().ok_or(SdpError::NothingToList)?;
-        mine.formats = vec![format(first.codec, None)];
-        return Ok(mine);
+        return Ok(MediaSection {
+            direction,
+            formats: vec![format(first.codec, None)],
+            bandwidth: None,
+            imageattr: None,
+            framerate: None,
+        });
     }
+    let mine = section(own, params)?;
     for p in &mine.formats {
         if !offer
             .formats
