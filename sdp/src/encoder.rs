@@ -99,3 +99,71 @@ pub fn encoder_settings(
         codec_preferences: prefs,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precall_protocol::{Codec, NoVideo, StreamParams};
+
+    fn own(camera: (u16, u16)) -> Capabilities {
+        Capabilities::builder()
+            .codecs(["vp8", "h264", "theora", "av1"])
+            .screen(1920, 1080)
+            .camera(camera.0, camera.1, 30)
+            .bandwidth(4_000, 4_000)
+            .build()
+            .expect("valid")
+    }
+
+    fn video(codec: &str, width: u16, height: u16) -> Direction {
+        Direction::Video(StreamParams {
+            codec: Codec::new(codec).expect("valid token"),
+            width,
+            height,
+            fps: 24,
+            bitrate_kbps: 1_500,
+        })
+    }
+
+    #[test]
+    fn settings_carry_rate_bit_rate_scale_and_codec_order() {
+        let p = CallParams {
+            send: video("h264", 1280, 720),
+            recv: video("vp8", 640, 360),
+        };
+        let e = encoder_settings(&own((1920, 1080)), &p)
+            .expect("maps")
+            .expect("sends video");
+        assert_eq!(e.codec, VideoCodec::H264);
+        assert_eq!((e.max_bitrate_bps, e.max_framerate), (1_500_000, 24));
+        assert_eq!(e.scale_resolution_down_by, Some(1.5));
+        // Received codec, sent codec, then the decode list (theora has no mapping).
+        assert_eq!(
+            e.codec_preferences,
+            ["video/VP8", "video/H264", "video/AV1"]
+        );
+        // A 4:3 camera: 1440/1280 = 1.125 on the long side, 1080/720 = 1.5 on the
+        // short one; 1.5 fits both.
+        let e = encoder_settings(&own((1440, 1080)), &p)
+            .expect("maps")
+            .expect("sends video");
+        assert_eq!(e.scale_resolution_down_by, Some(1.5));
+    }
+
+    #[test]
+    fn no_video_sent_is_no_settings_and_an_unknown_codec_an_error() {
+        let p = CallParams {
+            send: Direction::Off(NoVideo::NoCommonCodec),
+            recv: video("vp8", 640, 360),
+        };
+        assert_eq!(encoder_settings(&own((1280, 720)), &p), Ok(None));
+        let p = CallParams {
+            send: video("theora", 640, 360),
+            recv: video("vp8", 640, 360),
+        };
+        assert!(matches!(
+            encoder_settings(&own((1280, 720)), &p),
+            Err(SdpError::UnknownCodec { .. })
+        ));
+    }
+}

@@ -317,3 +317,166 @@ pub fn answer(
     }
     Ok(mine)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precall_protocol::{Codec, NoVideo};
+
+    fn caps(codecs: &[&str]) -> Capabilities {
+        Capabilities::builder()
+            .codecs(codecs.iter().copied())
+            .screen(1280, 720)
+            .camera(1280, 720, 30)
+            .bandwidth(4_000, 4_000)
+            .build()
+            .expect("valid")
+    }
+
+    fn video(codec: &str, width: u16, height: u16, fps: u16, kbps: u32) -> Direction {
+        Direction::Video(StreamParams {
+            codec: Codec::new(codec).expect("valid token"),
+            width,
+            height,
+            fps,
+            bitrate_kbps: kbps,
+        })
+    }
+
+    fn params(send: Direction, recv: Direction) -> CallParams {
+        CallParams { send, recv }
+    }
+
+    /// The whole section for 720p30 H.264 both ways, line by line. b=AS: 2 764 000 bit/s
+    /// in ceil(2 764 000 / 9600) = 288 packets/s of 40 header bytes: 2 856 160 bit/s,
+    /// 2857 kbit/s rounded up.
+    #[test]
+    fn a_sendrecv_h264_offer_in_full() {
+        let p = params(
+            video("h264", 1280, 720, 30, 2_764),
+            video("h264", 1280, 720, 30, 2_764),
+        );
+        let o = offer(&caps(&["h264"]), &p).expect("exports");
+        assert_eq!(
+            o.to_string(),
+            "m=video 9 UDP/TLS/RTP/SAVPF 100\r\n\
+             c=IN IP4 0.0.0.0\r\n\
+             b=AS:2857\r\n\
+             b=TIAS:2764000\r\n\
+             a=sendrecv\r\n\
+             a=rtpmap:100 H264/90000\r\n\
+             a=fmtp:100 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+             a=imageattr:100 send [x=1280,y=720] recv [x=1280,y=720]\r\n\
+             a=framerate:30\r\n"
+        );
+    }
+
+    /// RFC 3264 §5.1: the direction attribute follows which directions carry video, and
+    /// the limits follow the received stream (the sent one for sendonly).
+    #[test]
+    fn direction_attributes_follow_the_off_directions() {
+        let own = caps(&["vp8"]);
+        let on = || video("vp8", 640, 360, 30, 760);
+        let off = || Direction::Off(NoVideo::NoCamera);
+
+        let o = offer(&own, &params(off(), on())).expect("exports");
+        assert_eq!(o.direction, MediaDirection::RecvOnly);
+        let t = o.to_string();
+        assert!(
+            t.contains("a=recvonly\r\n") && t.contains("a=imageattr:96 recv [x=640,y=360]\r\n")
+        );
+        assert!(!t.contains(" send ["));
+
+        let o = offer(&own, &params(on(), off())).expect("exports");
+        assert_eq!(o.direction, MediaDirection::SendOnly);
+        let t = o.to_string();
+        assert!(
+            t.contains("a=sendonly\r\n") && t.contains("a=imageattr:96 send [x=640,y=360]\r\n")
+        );
+        assert!(
+            t.contains("a=fmtp:96 max-fs=920;max-fr=30\r\n") && t.contains("b=TIAS:760000\r\n")
+        );
+
+        let o = offer(&own, &params(off(), off())).expect("exports");
+        assert_eq!(o.direction, MediaDirection::Inactive);
+        assert_eq!(
+            o.to_string(),
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=inactive\r\na=rtpmap:96 VP8/90000\r\n"
+        );
+        let a = answer(&own, &params(off(), off()), &o).expect("answers");
+        assert_eq!(a.direction, MediaDirection::Inactive);
+
+        // Sendonly is answered recvonly, with the same format.
+        let o = offer(&own, &params(on(), off())).expect("exports");
+        let a = answer(&own, &params(off(), on()), &o).expect("answers");
+        assert_eq!(a.direction, MediaDirection::RecvOnly);
+        assert_eq!(a.payload_types(), o.payload_types());
+    }
+
+    #[test]
+    fn different_codecs_each_way_list_the_received_one_first() {
+        let p = params(
+            video("h264", 1280, 720, 30, 2_764),
+            video("vp8", 640, 360, 30, 760),
+        );
+        let o = offer(&caps(&["h264", "vp8"]), &p).expect("exports");
+        assert_eq!(o.payload_types(), [96, 100]);
+        assert!(o.to_string().contains("a=imageattr:* send"));
+        let a = answer(&caps(&["vp8", "h264"]), &p.mirrored(), &o).expect("answers");
+        assert_eq!(a.payload_types(), [100, 96]);
+        // An end that does not decode its send codec cannot offer it in one section.
+        let own = Capabilities::builder()
+            .encode(["h264"])
+            .decode(["vp8"])
+            .screen(1280, 720)
+            .camera(1280, 720, 30)
+            .bandwidth(4_000, 4_000)
+            .build()
+            .expect("valid");
+        assert!(matches!(
+            offer(&own, &p),
+            Err(SdpError::AsymmetricCodecs { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unmappable_codec_and_a_mismatched_offer_are_typed_errors() {
+        let p = params(
+            video("theora", 640, 360, 30, 760),
+            video("theora", 640, 360, 30, 760),
+        );
+        assert!(matches!(
+            offer(&caps(&["theora"]), &p),
+            Err(SdpError::UnknownCodec { .. })
+        ));
+        let vp8 = params(
+            video("vp8", 640, 360, 30, 760),
+            video("vp8", 640, 360, 30, 760),
+        );
+        let o = offer(&caps(&["vp8"]), &vp8).expect("exports");
+        let h264 = params(
+            video("h264", 640, 360, 30, 691),
+            video("h264", 640, 360, 30, 691),
+        );
+        assert!(matches!(
+            answer(&caps(&["h264"]), &h264, &o),
+            Err(SdpError::OfferMismatch { .. })
+        ));
+        let recv_only = params(
+            Direction::Off(NoVideo::NoCamera),
+            video("vp8", 640, 360, 30, 760),
+        );
+        assert!(matches!(
+            answer(&caps(&["vp8"]), &recv_only, &o),
+            Err(SdpError::OfferMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn as_counts_the_headers_on_top_of_tias() {
+        assert_eq!(as_kbps(0), 0);
+        // 1 packet of 40 header bytes: 1000 + 320 bit/s, 2 kbit/s rounded up.
+        assert_eq!(as_kbps(1_000), 2);
+        assert_eq!(as_kbps(2_764_000), 2_857);
+    }
+}
