@@ -6,6 +6,8 @@
 //! (`sqrt(8 * MaxLumaPs)`, A.4.1), the luma sample rate (`MaxLumaSr`) and, in the
 //! main tier, the bit rate (`MaxBR`, 1000 bit/s for the Main profile's
 //! `CpbVclFactor`).
+//! The rows were checked against FFmpeg's transcription of Tables A.8 and A.9
+//! (`libavcodec/h265_profile_level.c`), not against the ITU-T document itself.
 
 /// One level of ITU-T H.265 Tables A.8 and A.9 (the columns this crate uses).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
