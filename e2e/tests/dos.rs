@@ -616,9 +616,15 @@ fn logins_from_many_sources_take_turns() -> Res<()> {
         all.as_secs_f64()
     );
     ensure!(rejected == 128, "{rejected} of 128 rejected");
+    // In turn, the login waits for about one check of each of the 16 sources and the
+    // ones already running: some 20 of the 128, a sixth of the flood; measured 0.14 to
+    // 0.32 of it on this 2-core machine (the first run of a batch the slowest). First
+    // come first served it waits for nearly all of it (3.5 s of 3.6 s, measured against
+    // the binary before fair scheduling). Half the flood separates the two with room
+    // for a loaded machine.
     ensure!(
-        took * 3 < all,
-        "the login waited {took:?}, a third or more of the whole flood's {all:?}"
+        took * 2 < all,
+        "the login waited {took:?}, half or more of the whole flood's {all:?}"
     );
     ensure!(took < Duration::from_secs(2), "the login took {took:?}");
     Ok(())
