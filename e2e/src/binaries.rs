@@ -61,6 +61,13 @@ pub fn ensure_binaries() -> Res<()> {
 }
 
 fn build_binaries() -> Result<(), String> {
+    cargo_build(&["-p", "precall-server", "-p", "precall-client"])
+}
+
+/// Under `cargo test` (a test executable in `deps/`, `CARGO` set, neither
+/// `PRECALL_E2E_NO_BUILD` nor `PRECALL_BIN_DIR`), runs `cargo build -q ARGS` into the
+/// target directory the tests run from, with its profile; otherwise does nothing.
+fn cargo_build(args: &[&str]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let in_deps = exe
         .parent()
@@ -81,19 +88,13 @@ fn build_binaries() -> Result<(), String> {
     };
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        "precall-server",
-        "-p",
-        "precall-client",
-    ])
-    .arg("--manifest-path")
-    .arg(&manifest)
-    .arg("--target-dir")
-    .arg(target_dir)
-    .stdin(Stdio::null());
+    cmd.args(["build", "-q"])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null());
     // `cargo test` builds the workspace's binaries with the `test` profile into
     // `target/debug/`: build with the same one, so a `cargo test --workspace` that already
     // built them finds them fresh.
@@ -105,18 +106,17 @@ fn build_binaries() -> Result<(), String> {
         // A custom profile or a cross target directory: do not guess, use what is there.
         return Ok(());
     }
+    let what = format!("`cargo build {}`", args.join(" "));
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("running cargo build: {e}"))?;
     match wait_timeout(&mut child, Duration::from_secs(600)) {
         Some(s) if s.success() => Ok(()),
-        Some(s) => Err(format!(
-            "`cargo build -p precall-server -p precall-client` failed ({s})"
-        )),
+        Some(s) => Err(format!("{what} failed ({s})")),
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            Err("`cargo build -p precall-server -p precall-client` timed out".into())
+            Err(format!("{what} timed out"))
         }
     }
 }
@@ -161,32 +161,12 @@ pub fn tail(path: &Path, max: usize) -> String {
 }
 
 /// The path of an example of `precall-protocol` (`embedder`, `walkthrough`), built first
-/// under `cargo test` like [`ensure_binaries`] builds the binaries (same profile, same
-/// target directory; not with `PRECALL_E2E_NO_BUILD` or `PRECALL_BIN_DIR`).
+/// under `cargo test` as [`ensure_binaries`] builds the binaries.
 pub fn example_bin(name: &str) -> Res<PathBuf> {
-    let dir = bin_dir();
-    let bin = dir
+    let bin = bin_dir()
         .join("examples")
         .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let build = std::env::var_os("PRECALL_E2E_NO_BUILD").is_none()
-        && std::env::var_os("PRECALL_BIN_DIR").is_none();
-    if let (true, Some(cargo), Some(target)) = (build, std::env::var_os("CARGO"), dir.parent()) {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "precall-protocol", "--example", name])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target)
-            .stdin(Stdio::null());
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        } else {
-            cmd.args(["--profile", "test"]);
-        }
-        let status = cmd.status()?;
-        ensure!(status.success(), "building the example {name} failed");
-    }
+    cargo_build(&["-p", "precall-protocol", "--example", name]).map_err(Error)?;
     ensure!(
         bin.is_file(),
         "{} not found: `cargo build -p precall-protocol --example {name}`",
