@@ -36,4 +36,16 @@ pub enum SdpError {
         /// What did not match.
         reason: String,
     },
+    /// A WebRTC stack's session description given to
+    /// [`session::apply`](crate::session::apply) has no `m=video` section.
+    #[error("the session description has no m=video section")]
+    NoVideoSection,
+    /// The WebRTC stack's video section lists no format of a codec precall's section
+    /// needs, so the stack cannot send or receive it (a browser without an AV1 or H.265
+    /// encoder, say).
+    #[error("the media stack lists no {} format: it cannot send or receive the negotiated codec", codec.encoding_name())]
+    CodecNotInStack {
+        /// The codec the stack lacks.
+        codec: crate::codec::VideoCodec,
+    },
 }

@@ -76,6 +76,7 @@
 //! - [`fmtp`] writes each codec's `a=fmtp` parameters;
 //! - [`mod@offer`] builds the section, offer and answer, and its SDP text;
 //! - [`encoder`] gives the sender's settings and why they exist;
+//! - [`session`] puts a section into a WebRTC stack's own session description;
 //! - [`error`] holds [`SdpError`].
 
 #![forbid(unsafe_code)]
@@ -89,6 +90,7 @@ pub mod fmtp;
 pub mod h264;
 pub mod h265;
 pub mod offer;
+pub mod session;
 
 pub use codec::{VideoCodec, VIDEO_CLOCK_RATE};
 pub use encoder::{encoder_settings, EncoderSettings};
@@ -97,3 +99,4 @@ pub use fmtp::{Fmtp, FmtpParam};
 pub use offer::{
     answer, offer, ImageAttr, MediaDirection, MediaSection, PayloadFormat, SectionBandwidth,
 };
+pub use session::apply;
