@@ -20,11 +20,13 @@
 //! The modules follow the harness's parts: errors ([`Error`], [`bail!`], [`ensure!`]),
 //! finding and building the binaries, capabilities, the [`Sandbox`] (directory, database,
 //! admin commands), the [`ServerProc`] and [`ClientProc`] processes, raw connections
-//! ([`RawConn`], [`FakeServer`]), the cuttable [`Relay`], and statistics.
+//! ([`RawConn`], [`FakeServer`]), the cuttable [`Relay`], statistics, and a real
+//! headless browser driven over the DevTools protocol ([`browser`]).
 
 use std::time::Duration;
 
 mod binaries;
+pub mod browser;
 mod caps;
 mod client_proc;
 mod error;
