@@ -103,6 +103,9 @@ pub enum Event {
         from: Endpoint,
         /// The parameters.
         params: CallParams,
+        /// The SDP answer this terminal could send at once (`precall-sdp`), or why
+        /// there is none.
+        sdp_answer: Result<String, String>,
     },
     /// A call is established.
     CallEstablished {
@@ -194,9 +197,12 @@ impl Event {
             }
             ClientEvent::CapsAcknowledged { .. } => Event::CapsAcknowledged,
             ClientEvent::CallRinging { call, to, .. } => Event::CallRinging { call, to: Some(to) },
-            ClientEvent::IncomingCall { call, from, params } => {
-                Event::IncomingCall { call, from, params }
-            }
+            ClientEvent::IncomingCall { call, from, params } => Event::IncomingCall {
+                sdp_answer: sdp_answer(client, &from, &params),
+                call,
+                from,
+                params,
+            },
             ClientEvent::CallEstablished { call, params, path } => Event::CallEstablished {
                 call,
                 path,
@@ -286,9 +292,21 @@ impl Event {
                 }
                 v
             }
-            Event::IncomingCall { call, from, params } => json!({
-                "event": "incoming_call", "call": call, "from": from.to_string(), "params": params
-            }),
+            Event::IncomingCall {
+                call,
+                from,
+                params,
+                sdp_answer,
+            } => {
+                let mut v = json!({
+                    "event": "incoming_call", "call": call, "from": from.to_string(), "params": params
+                });
+                match sdp_answer {
+                    Ok(sdp) => v["sdp_answer"] = json!(sdp),
+                    Err(why) => v["sdp_error"] = json!(why),
+                }
+                v
+            }
             Event::CallEstablished {
                 call,
                 path,
@@ -366,7 +384,9 @@ impl Event {
             }
             Event::CallRinging { call, to: Some(to) } => format!("call {call} ringing at {to}"),
             Event::CallRinging { call, to: None } => format!("call {call} ringing"),
-            Event::IncomingCall { call, from, params } => format!(
+            Event::IncomingCall {
+                call, from, params, ..
+            } => format!(
                 "incoming call {call} from {from}: {} (answer {call} / reject {call})",
                 params_human(params)
             ),
@@ -456,6 +476,23 @@ fn rows_human(rows: &[Row]) -> String {
         }
     }
     s
+}
+
+/// The `m=video` section of the SDP answer the callee of `call` could send at once: the
+/// caller's offer is what `precall_sdp::offer` gives for the caller's capabilities (in
+/// the table since it came online) and the caller's view of the parameters; the answer
+/// is this terminal's, from its own capabilities. No capability exchange is needed.
+fn sdp_answer(client: &Client, from: &Endpoint, params: &CallParams) -> Result<String, String> {
+    let own = client
+        .capabilities()
+        .ok_or("this terminal's capabilities are not known yet")?;
+    let caller = client
+        .peer(from)
+        .ok_or_else(|| format!("{from} is not in the table"))?;
+    let offer =
+        precall_sdp::offer(&caller.capabilities, &params.mirrored()).map_err(|e| e.to_string())?;
+    let answer = precall_sdp::answer(own, params, &offer).map_err(|e| e.to_string())?;
+    Ok(answer.to_string())
 }
 
 fn peer_json(event: &str, endpoint: &Endpoint, params: &CallParams) -> Value {
@@ -693,7 +730,11 @@ mod tests {
         let mut rendered = RENDERED.with(|r| r.borrow().clone());
         rendered.push(Event::Table { table: vec![] }.to_json());
         let documented = documented_events();
-        let optional: std::collections::BTreeSet<String> = ["setup_us"].map(String::from).into();
+        // `setup_us` only where it applies; an incoming call carries `sdp_answer` or,
+        // when none can be made, `sdp_error`.
+        let optional: std::collections::BTreeSet<String> = ["setup_us", "sdp_answer", "sdp_error"]
+            .map(String::from)
+            .into();
         for v in &rendered {
             let doc = documented
                 .iter()
@@ -701,7 +742,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("{} is not documented in JSON.md", v["event"]));
             let (have, shown) = (keys(v), keys(doc));
             assert!(
-                have.is_subset(&shown) && shown.difference(&have).all(|k| optional.contains(k)),
+                have.difference(&shown).all(|k| optional.contains(k))
+                    && shown.difference(&have).all(|k| optional.contains(k)),
                 "JSON.md shows {} with {shown:?}, the client prints {have:?}",
                 v["event"]
             );

@@ -14,10 +14,13 @@
 //! | `b=` lines | precall's `b=AS` and `b=TIAS` |
 //! | the direction attribute | precall's |
 //! | `a=imageattr`, `a=framerate` | precall's |
-//! | everything else (`c=`, `a=mid`, `a=ice-*`, `a=fingerprint`, `a=setup`, `a=extmap`, `a=rtcp-mux`, `a=msid`, `a=ssrc`, `a=rtcp-fb:*`, ...) | kept, in order |
+//! | `a=ssrc-group:FID` and the `a=ssrc:` lines of its rtx SSRC | dropped, with the rtx formats |
+//! | everything else (`c=`, `a=mid`, `a=ice-*`, `a=fingerprint`, `a=setup`, `a=extmap`, `a=rtcp-mux`, `a=msid`, the media `a=ssrc`, `a=rtcp-fb:*`, ...) | kept, in order |
 //!
 //! Retransmission formats (`rtx`, `red`, `ulpfec`, `flexfec`) are dropped with the
-//! rest of the stack's formats: precall negotiates one codec per direction. A stack
+//! rest of the stack's formats: precall negotiates one codec per direction; so are
+//! the retransmission streams (`a=ssrc-group:FID` and the rtx SSRC's `a=ssrc:` lines),
+//! so the section names no SSRC without a format. A stack
 //! that does not list precall's codec at all cannot send or receive it, which is
 //! [`SdpError::CodecNotInStack`]. Other sections (audio, data) are left as they are.
 
@@ -135,10 +138,23 @@ fn rewrite(video: &[&str], section: &MediaSection) -> Result<String, SdpError> {
     }
     out.push_str("\r\n");
     // RFC 8866 §5 order inside a section: i=, c=, b=, k=, a=.
+    // The retransmission streams of the dropped rtx formats: `a=ssrc-group:FID
+    // <media> <rtx>` and the rtx SSRC's `a=ssrc:` lines go with them.
+    let rtx_ssrcs: Vec<&str> = video
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=ssrc-group:FID "))
+        .flat_map(|g| g.split(' ').skip(1))
+        .collect();
+    let is_rtx_stream = |l: &str| {
+        l.starts_with("a=ssrc-group:FID ")
+            || l.strip_prefix("a=ssrc:")
+                .and_then(|r| r.split(' ').next())
+                .is_some_and(|ssrc| rtx_ssrcs.contains(&ssrc))
+    };
     let kept: Vec<&str> = video[1..]
         .iter()
         .copied()
-        .filter(|l| !precall_owns(l))
+        .filter(|l| !precall_owns(l) && !is_rtx_stream(l))
         .collect();
     let (before_a, attrs): (Vec<&str>, Vec<&str>) = kept.iter().partition(|l| !l.starts_with("a="));
     for l in before_a.iter().filter(|l| !l.starts_with("k=")) {
@@ -210,7 +226,9 @@ a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001
 a=rtpmap:103 h264/90000\r\n\
 a=rtcp-fb:103 goog-remb\r\n\
 a=rtpmap:127 red/90000\r\n\
+a=ssrc-group:FID 1 2\r\n\
 a=ssrc:1 cname:x\r\n\
+a=ssrc:2 cname:x\r\n\
 m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
 a=mid:2\r\n";
 

@@ -293,6 +293,18 @@ fn run(calls: usize) -> Res<()> {
         "the first call should take the fast path: {est}"
     );
     println!("   the call request carried two 128-bit fingerprints and no capabilities.");
+    let Some(sdp) = inc["sdp_answer"].as_str() else {
+        bail!("bob's incoming_call should carry the SDP answer he can send at once: {inc}");
+    };
+    println!("   the m=video section of the SDP answer bob could send at once (precall-sdp, from");
+    println!("   his own capabilities and alice's, already in his table; spec section 18):");
+    for line in sdp.lines() {
+        println!("     {line}");
+    }
+    ensure!(
+        sdp.starts_with("m=video ") && sdp.contains("a=rtpmap:") && sdp.contains("b=TIAS:"),
+        "bob's SDP answer should be a video section with a format and a bit rate: {sdp:?}"
+    );
 
     // ---------------------------------------------------------------- 6. caps change
     heading(
