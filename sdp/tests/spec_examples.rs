@@ -36,8 +36,9 @@ fn tablet() -> Capabilities {
         .unwrap()
 }
 
-/// The examples, by name: the exported section text.
-fn examples() -> Vec<(&'static str, String)> {
+/// The examples, by name: the exported section text. `md` is the spec, for the example
+/// whose input (a WebRTC stack's description) is itself a block of it.
+fn examples(md: &str) -> Vec<(&'static str, String)> {
     let (alice, bob) = pair();
     let params = negotiate_pair(&alice, &bob);
     let offer = precall_sdp::offer(&alice, &params).unwrap();
@@ -45,10 +46,15 @@ fn examples() -> Vec<(&'static str, String)> {
     let t = tablet();
     let to_tablet = negotiate_pair(&alice, &t);
     let one_way = precall_sdp::offer(&alice, &to_tablet).unwrap();
+    // Section 18.4: alice's offer put into her browser's own description.
+    let stack = block(md, "stack_offer_alice").unwrap_or_default();
+    let applied = precall_sdp::apply(&stack, &offer)
+        .unwrap_or_else(|e| format!("precall_sdp::apply failed: {e}"));
     vec![
         ("offer_alice_to_bob", offer.to_string()),
         ("answer_bob_to_alice", answer.to_string()),
         ("offer_alice_to_tablet", one_way.to_string()),
+        ("applied_offer_alice", applied),
     ]
 }
 
@@ -64,7 +70,11 @@ fn block(md: &str, name: &str) -> Option<String> {
 fn the_spec_shows_exactly_what_the_crate_exports() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/protocol.md");
     let md = fs::read_to_string(&path).unwrap();
-    for (name, text) in examples() {
+    assert!(
+        block(&md, "stack_offer_alice").is_some(),
+        "spec/protocol.md has no `<!-- sdp: stack_offer_alice -->` block"
+    );
+    for (name, text) in examples(&md) {
         let shown = block(&md, name)
             .unwrap_or_else(|| panic!("spec/protocol.md has no `<!-- sdp: {name} -->` block"));
         // SDP lines end with CRLF (RFC 8866 §5); the spec shows them with LF.
@@ -80,7 +90,7 @@ fn the_spec_shows_exactly_what_the_crate_exports() {
 /// The check is not blind: a changed character is caught.
 #[test]
 fn a_changed_example_is_caught() {
-    let (name, text) = examples().remove(0);
+    let (name, text) = examples("").remove(0);
     let text = text.replace("\r\n", "\n");
     let md = format!(
         "<!-- sdp: {name} -->\n```sdp\n{}\n```\n",
