@@ -84,8 +84,8 @@ async function encoder(sender, settings) {
   e.maxBitrate = settings.max_bitrate_bps;
   e.maxFramerate = settings.max_framerate;
   if (settings.scale_resolution_down_by) e.scaleResolutionDownBy = settings.scale_resolution_down_by;
-  // The send codec, where the two directions of one section use different codecs
-  // (RTCRtpEncodingParameters.codec; the first negotiated codec otherwise).
+  // The send codec (RTCRtpEncodingParameters.codec). Chromium sends the first format
+  // of the peer's section anyway, which is this codec (measured without it as well).
   const codec = (p.codecs ?? []).find((c) => c.mimeType.toLowerCase() === settings.codec.toLowerCase());
   if (codec) e.codec = codec;
   // Measure the exported limits, not Chrome's own adaptation: keep the resolution
