@@ -117,6 +117,7 @@ fn call_msg(req: u32, user: &str, session: u64) -> Res<ClientMessage> {
         },
         digest: digest(),
         capabilities: None,
+        media: None,
     })
 }
 

@@ -494,7 +494,12 @@ async fn one_call(
                     .map_err(|e| anyhow!("call after the query: {e}"))?;
                 rounds += usize::from(caller.send().await? > 0);
             }
-            ClientEvent::CallEstablished { call, params, path } => {
+            ClientEvent::CallEstablished {
+                call,
+                params,
+                path,
+                media: _,
+            } => {
                 break (call, params, path, Instant::now());
             }
             ev @ (ClientEvent::CallFailed { .. }

@@ -103,6 +103,7 @@ fn client_messages() -> Vec<ClientMessage> {
             to: endpoint("bob@example.org", 4_211),
             digest: digest(),
             capabilities: None,
+            media: None,
         },
         ClientMessage::CallRetry {
             call: CallId(31),
@@ -111,6 +112,7 @@ fn client_messages() -> Vec<ClientMessage> {
         ClientMessage::Accept {
             call: CallId(31),
             capabilities: None,
+            media: None,
         },
         ClientMessage::Reject { call: CallId(32) },
         ClientMessage::NeedCaps { call: CallId(33) },
@@ -172,10 +174,12 @@ fn server_messages() -> Vec<ServerMessage> {
             from: endpoint("alice@example.org", 4_210),
             digest: digest(),
             capabilities: None,
+            media: None,
         },
         ServerMessage::CallAccepted {
             call: CallId(31),
             capabilities: None,
+            media: None,
         },
         ServerMessage::CallNeedCaps { call: CallId(33) },
         ServerMessage::CallEnded {

@@ -253,7 +253,12 @@ fn on_event(
                 client.logout(now)?;
             }
         }
-        ClientEvent::IncomingCall { call, from, params } => {
+        ClientEvent::IncomingCall {
+            call,
+            from,
+            params,
+            media: _,
+        } => {
             println!("incoming call {call} from {from}: {}", describe(&params));
             if args.answer {
                 script.callers.push(from);
@@ -261,7 +266,12 @@ fn on_event(
             }
         }
         ClientEvent::CallRinging { call, to, .. } => println!("call {call} ringing at {to}"),
-        ClientEvent::CallEstablished { call, params, path } => {
+        ClientEvent::CallEstablished {
+            call,
+            params,
+            path,
+            media: _,
+        } => {
             println!(
                 "call {call} established on the {} path: {}",
                 path.name(),

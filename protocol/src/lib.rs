@@ -205,6 +205,7 @@ pub mod fuzz;
 pub mod ids;
 #[cfg(feature = "testing")]
 pub mod invariant;
+pub mod media;
 pub mod message;
 #[cfg(feature = "model")]
 pub mod model;
@@ -230,6 +231,7 @@ pub use client::{
 };
 pub use error::{DecodeError, ErrorCode, FrameError, InvalidValue};
 pub use ids::{CallId, Codec, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+pub use media::MediaDescription;
 pub use message::{ClientMessage, EndReason, LoginWith, ServerMessage, PROTOCOL_VERSION};
 pub use negotiate::{negotiate, negotiate_pair};
 pub use resume::{Backoff, ResumeConfig, ResumeSecret, ResumeToken};

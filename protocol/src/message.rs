@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::caps::{CallDigest, Capabilities};
 use crate::error::ErrorCode;
 use crate::ids::{CallId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+use crate::media::MediaDescription;
 use crate::resume::ResumeToken;
 
 /// The protocol version this crate speaks.
@@ -98,6 +99,9 @@ pub enum ClientMessage {
         /// The caller's capabilities, sent only on the fallback path.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         capabilities: Option<Capabilities>,
+        /// The caller's media description, relayed to the callee (spec 10.8).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaDescription>,
     },
     /// Repeat a call's request with the caller's capabilities, after the callee
     /// answered [`ClientMessage::NeedCaps`].
@@ -115,6 +119,9 @@ pub enum ClientMessage {
         /// callee capabilities (fallback path).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         capabilities: Option<Capabilities>,
+        /// The callee's media description, relayed to the caller (spec 10.8).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaDescription>,
     },
     /// The callee declines the call.
     Reject {
@@ -288,6 +295,9 @@ pub enum ServerMessage {
         /// The caller's capabilities (fallback path only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         capabilities: Option<Capabilities>,
+        /// The caller's media description, if its request carried one (spec 10.8).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaDescription>,
     },
     /// The callee accepted.
     CallAccepted {
@@ -296,6 +306,9 @@ pub enum ServerMessage {
         /// The callee's capabilities (fallback path only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         capabilities: Option<Capabilities>,
+        /// The callee's media description, if its acceptance carried one (spec 10.8).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaDescription>,
     },
     /// The callee needs the caller's capabilities; the caller answers
     /// [`ClientMessage::CallRetry`].
@@ -528,12 +541,14 @@ mod tests {
                 callee: c.fingerprint(),
             },
             capabilities,
+            media: None,
         };
         assert_eq!(incoming(Some(c.clone())).call_capabilities(), Some(&c));
         assert_eq!(incoming(None).call_capabilities(), None);
         let accepted = ServerMessage::CallAccepted {
             call: CallId(1),
             capabilities: Some(c.clone()),
+            media: None,
         };
         assert_eq!(accepted.call_capabilities(), Some(&c));
         let result = ServerMessage::CapsResult {

@@ -1098,11 +1098,13 @@ impl PrecallActor {
                 if let Some(ClientMessage::Accept {
                     call,
                     capabilities: Some(_),
+                    media,
                 }) = client_message(&frame)
                 {
                     frame = encode_frame(&ClientMessage::Accept {
                         call,
                         capabilities: None,
+                        media,
                     });
                 }
             }

@@ -15,15 +15,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use precall_protocol::caps::{Bandwidth, Camera, CpuClass, Size};
 use precall_protocol::client::{CallState, ClientError, Status, Violation};
-use precall_protocol::codec::{encode_frame, DEFAULT_MAX_FRAME, HEADER_LEN};
+use precall_protocol::codec::{
+    decode_message, encode_frame, encode_payload, DEFAULT_MAX_FRAME, HEADER_LEN,
+};
 use precall_protocol::invariant;
 use precall_protocol::message::{EndReason, Presence};
 use precall_protocol::server::{AuthRequest, AuthVerdict, ServerError};
 use precall_protocol::sim::{sample_caps, Directory, Sim};
 use precall_protocol::{
     negotiate_pair, CallDigest, CallId, Capabilities, Client, ClientConfig, ClientEvent,
-    ClientMessage, Codec, ConnId, Endpoint, ErrorCode, LoginWith, ReqId, ResumeSecret, ResumeToken,
-    Server, ServerConfig, ServerEvent, ServerMessage, SessionId, Time, UserId, PROTOCOL_VERSION,
+    ClientMessage, Codec, ConnId, Endpoint, ErrorCode, LoginWith, MediaDescription, ReqId,
+    ResumeSecret, ResumeToken, Server, ServerConfig, ServerEvent, ServerMessage, SessionId,
+    SetupPath, Time, UserId, PROTOCOL_VERSION,
 };
 
 mod common;
@@ -794,7 +797,8 @@ fn c10_terminal_apparatus_sets_params_on_online_push() {
                 caller: caps_a().fingerprint(),
                 callee: caps_c().fingerprint()
             },
-            capabilities: None
+            capabilities: None,
+            media: None
         }]
     );
     feed(
@@ -1005,6 +1009,7 @@ fn c14_terminal_apparatus_deletes_all_on_logout() {
         &ServerMessage::CallAccepted {
             call: CallId(1),
             capabilities: None,
+            media: None,
         },
     );
     assert_eq!(c.calls().next().unwrap().1.state, CallState::Established);
@@ -1508,6 +1513,7 @@ fn bad_input_call_before_login_is_not_logged_in() {
             callee: caps_b().fingerprint(),
         },
         capabilities: None,
+        media: None,
     });
     s.receive(C9, &call, T0);
     let ev = drain(&mut s);
@@ -1580,6 +1586,7 @@ fn bad_input_call_to_non_contact_or_offline_is_not_reachable() {
                 callee: caps_c().fingerprint(),
             },
             capabilities: None,
+            media: None,
         })
     };
     let mut answers = Vec::new();
@@ -1706,6 +1713,7 @@ fn ring(s: &mut Server, sa: SessionId, sb: SessionId, now: Time) -> CallId {
         to: ep("bob", sb.0),
         digest,
         capabilities: None,
+        media: None,
     };
     s.receive(C1, &encode_frame(&call), now);
     let ev = drain(s);
@@ -1753,6 +1761,7 @@ fn an_accepted_call_does_not_ring_out() {
     let accept = ClientMessage::Accept {
         call,
         capabilities: None,
+        media: None,
     };
     s.receive(C2, &encode_frame(&accept), T0);
     drain(&mut s);
@@ -1973,6 +1982,7 @@ fn dial(s: &mut Server, conn: ConnId, to: &str, session: SessionId) -> Vec<Serve
             callee: fp,
         },
         capabilities: None,
+        media: None,
     };
     s.receive(conn, &encode_frame(&call), T0);
     msgs_to(&drain(s), conn)
@@ -2048,6 +2058,7 @@ fn only_the_two_parties_may_act_on_a_call() {
         ClientMessage::Accept {
             call,
             capabilities: None,
+            media: None,
         },
         ClientMessage::Reject { call },
     ] {
@@ -2063,6 +2074,7 @@ fn the_caller_cannot_accept_or_reject_its_own_call_nor_the_callee_reject_an_esta
     let accept = ClientMessage::Accept {
         call,
         capabilities: None,
+        media: None,
     };
     assert_eq!(
         error_code(&send(&mut s, C1, accept.clone())),
@@ -2110,4 +2122,160 @@ fn a_call_request_before_login_is_refused_with_its_call_echoed() {
             }]
         );
     }
+}
+
+// ----- media descriptions in the call signalling (spec 10.8) -----------------------------
+
+fn media(text: &str) -> MediaDescription {
+    MediaDescription::new(text).expect("valid media description")
+}
+
+/// The caller's description reaches the callee with the incoming call, the callee's
+/// reaches the caller with the acceptance, the path stays fast, and a call without one
+/// carries none.
+#[test]
+fn media_descriptions_ride_the_call_and_its_acceptance() {
+    let mut sim = world();
+    login_caps(&mut sim, ALICE, "alice", caps_a());
+    login_caps(&mut sim, BOB, "bob", caps_b());
+    sim.settle().unwrap();
+    let bob = sim.endpoint(BOB).unwrap();
+    let offer = media("v=0\r\no=alice\r\n");
+    let answer = media("v=0\r\no=bob\r\n");
+    let mark = sim.terminals[BOB].events.len();
+    let now = sim.now;
+    sim.client_mut(ALICE)
+        .place_call_with_media(&bob, offer.clone(), now)
+        .unwrap();
+    sim.settle().unwrap();
+    let (call, got) = sim.terminals[BOB].events[mark..]
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::IncomingCall { call, media, .. } => Some((*call, media.clone())),
+            _ => None,
+        })
+        .expect("incoming call");
+    assert_eq!(got, Some(offer));
+    let mark_a = sim.terminals[ALICE].events.len();
+    let mark_b = sim.terminals[BOB].events.len();
+    sim.client_mut(BOB)
+        .accept_with_media(call, answer.clone(), now)
+        .unwrap();
+    sim.settle().unwrap();
+    let established = |i: usize, mark: usize| {
+        sim.terminals[i].events[mark..]
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::CallEstablished { path, media, .. } => Some((*path, media.clone())),
+                _ => None,
+            })
+            .expect("established")
+    };
+    assert_eq!(established(ALICE, mark_a), (SetupPath::Fast, Some(answer)));
+    // The callee wrote its own; its event carries none.
+    assert_eq!(established(BOB, mark_b), (SetupPath::Fast, None));
+
+    // Without: nothing on the wire, nothing in the events.
+    let mark = sim.terminals[BOB].events.len();
+    sim.client_mut(ALICE).place_call(&bob, now).unwrap();
+    sim.settle().unwrap();
+    assert!(sim.terminals[BOB].events[mark..]
+        .iter()
+        .any(|e| matches!(e, ClientEvent::IncomingCall { media: None, .. })));
+    no_violations(&sim);
+}
+
+/// The server relays the caller's description again with the retry of fallback (c),
+/// relays the acceptance's, and refuses one over the bound as malformed input.
+#[test]
+fn media_descriptions_are_relayed_on_retry_and_bounded() {
+    let (mut s, sa, sb) = two_online();
+    let offer = media("v=0\r\no=alice 1\r\n");
+    // A digest naming caller capabilities bob does not hold: he asks for them.
+    let digest = CallDigest {
+        caller: caps_c().fingerprint(),
+        callee: caps_b().fingerprint(),
+    };
+    let call_msg = |media: Option<MediaDescription>| ClientMessage::Call {
+        req: ReqId(1),
+        to: ep("bob", sb.0),
+        digest,
+        capabilities: None,
+        media,
+    };
+    s.receive(C1, &encode_frame(&call_msg(Some(offer.clone()))), T0);
+    let ev = drain(&mut s);
+    let rung = msgs_to(&ev, C2);
+    let [ServerMessage::CallIncoming {
+        call,
+        media: relayed,
+        ..
+    }] = rung.as_slice()
+    else {
+        panic!("bob is rung: {ev:?}")
+    };
+    let call = *call;
+    assert_eq!(relayed.as_ref(), Some(&offer));
+    s.receive(C2, &encode_frame(&ClientMessage::NeedCaps { call }), T0);
+    drain(&mut s);
+    s.receive(
+        C1,
+        &encode_frame(&ClientMessage::CallRetry {
+            call,
+            capabilities: caps_a(),
+        }),
+        T0,
+    );
+    let ev = drain(&mut s);
+    assert_eq!(
+        msgs_to(&ev, C2),
+        vec![ServerMessage::CallIncoming {
+            call,
+            from: ep("alice", sa.0),
+            digest,
+            capabilities: Some(caps_a()),
+            media: Some(offer),
+        }],
+        "the retry's relay carries the caller's description again"
+    );
+    let answer = media("v=0\r\no=bob 1\r\n");
+    s.receive(
+        C2,
+        &encode_frame(&ClientMessage::Accept {
+            call,
+            capabilities: None,
+            media: Some(answer.clone()),
+        }),
+        T0,
+    );
+    let ev = drain(&mut s);
+    assert_eq!(
+        msgs_to(&ev, C1),
+        vec![ServerMessage::CallAccepted {
+            call,
+            capabilities: None,
+            media: Some(answer),
+        }]
+    );
+
+    // One byte over the bound: malformed, the connection closed, bob not rung.
+    let fast = String::from_utf8(encode_payload(&call_msg(None)).to_vec()).unwrap();
+    let long = "a".repeat(MediaDescription::MAX_LEN + 1);
+    let bad = format!("{},\"media\":\"{long}\"}}", &fast[..fast.len() - 1]);
+    // The same text at the bound is a call (so it is the length that is refused).
+    let ok = format!("{},\"media\":\"{}\"}}", &fast[..fast.len() - 1], &long[1..]);
+    assert!(matches!(
+        decode_message::<ClientMessage>(ok.as_bytes()),
+        Ok(ClientMessage::Call { media: Some(_), .. })
+    ));
+    s.receive(C1, &raw_frame(bad.as_bytes()), T0);
+    let ev = drain(&mut s);
+    assert_eq!(error_code(&msgs_to(&ev, C1)), [ErrorCode::Malformed]);
+    assert!(closed(&ev, C1));
+    assert!(
+        !msgs_to(&ev, C2)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::CallIncoming { .. })),
+        "bob is not rung by a malformed call"
+    );
 }

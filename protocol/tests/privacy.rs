@@ -173,12 +173,14 @@ fn calls_and_queries_to_her_terminal_are_not_reachable() {
             to: to.clone(),
             digest,
             capabilities: None,
+            media: None,
         });
         msgs.push(ClientMessage::Call {
             req: precall_protocol::ReqId(2),
             to: to.clone(),
             digest,
             capabilities: Some(mine.clone()),
+            media: None,
         });
         msgs.push(ClientMessage::QueryCaps {
             req: precall_protocol::ReqId(3),
@@ -219,10 +221,12 @@ fn call_messages_on_guessed_call_ids_give_nothing() {
         msgs.push(ClientMessage::Accept {
             call,
             capabilities: Some(mine.clone()),
+            media: None,
         });
         msgs.push(ClientMessage::Accept {
             call,
             capabilities: None,
+            media: None,
         });
         msgs.push(ClientMessage::Reject { call });
         msgs.push(ClientMessage::Hangup { call });

@@ -483,7 +483,12 @@ fn established_calls_agree(sim: &Sim) -> Result<Stats, String> {
                 ClientEvent::IncomingCall { call, .. } => {
                     callee_of.insert(*call, t);
                 }
-                ClientEvent::CallEstablished { call, params, path } => {
+                ClientEvent::CallEstablished {
+                    call,
+                    params,
+                    path,
+                    media: _,
+                } => {
                     established.insert((t, *call), (params.clone(), *path));
                 }
                 _ => {}
@@ -615,6 +620,7 @@ fn established(sim: &Sim, t: usize, call: CallId) -> (CallParams, SetupPath) {
                 call: c,
                 params,
                 path,
+                media: _,
             } if *c == call => Some((params.clone(), *path)),
             _ => None,
         })

@@ -31,8 +31,8 @@ use precall_protocol::codec::{decode_message, encode_payload};
 use precall_protocol::message::{EndReason, Presence, WireMessage};
 use precall_protocol::{
     negotiate, CallDigest, CallId, Capabilities, ClientMessage, Codec, Direction, Endpoint,
-    ErrorCode, LoginWith, Password, ReqId, ResumeSecret, ResumeToken, ServerMessage, SessionId,
-    StreamParams, TerminalId, UserId, PROTOCOL_VERSION,
+    ErrorCode, LoginWith, MediaDescription, Password, ReqId, ResumeSecret, ResumeToken,
+    ServerMessage, SessionId, StreamParams, TerminalId, UserId, PROTOCOL_VERSION,
 };
 
 // ----- locations ------------------------------------------------------
@@ -182,6 +182,23 @@ fn fallback_digest() -> CallDigest {
 
 const CALL: CallId = CallId(7);
 
+/// alice's media description for the call (spec 10.8): an SDP offer cut to the lines
+/// that matter here, her ICE credentials and one host candidate.
+fn alice_media() -> MediaDescription {
+    MediaDescription::new(
+        "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 100\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:EsAw\r\na=ice-pwd:bP+XJMM09aR8AiX1jdukzR6Y\r\na=candidate:1 1 udp 2122260223 192.0.2.10 49203 typ host\r\n",
+    )
+    .expect("valid")
+}
+
+/// bob's answer to it.
+fn bob_media() -> MediaDescription {
+    MediaDescription::new(
+        "v=0\r\no=- 9 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 100\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:Zt3q\r\na=ice-pwd:k9Rr0p6pGfH2mW1tQ8dY4sLc\r\na=candidate:1 1 udp 2122260223 192.0.2.20 50411 typ host\r\n",
+    )
+    .expect("valid")
+}
+
 enum Msg {
     C(ClientMessage),
     S(ServerMessage),
@@ -242,6 +259,17 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 to: bob_ep(),
                 digest: fast_digest(),
                 capabilities: None,
+                media: None,
+            }),
+        ),
+        (
+            "call_media",
+            C(ClientMessage::Call {
+                req: ReqId(4),
+                to: bob_ep(),
+                digest: fast_digest(),
+                capabilities: None,
+                media: Some(alice_media()),
             }),
         ),
         (
@@ -251,6 +279,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 to: bob_ep(),
                 digest: fallback_digest(),
                 capabilities: Some(alice_on_hotel_wifi()),
+                media: None,
             }),
         ),
         (
@@ -265,6 +294,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
             C(ClientMessage::Accept {
                 call: CALL,
                 capabilities: None,
+                media: None,
             }),
         ),
         (
@@ -272,6 +302,15 @@ fn messages() -> Vec<(&'static str, Msg)> {
             C(ClientMessage::Accept {
                 call: CALL,
                 capabilities: Some(bob_phone()),
+                media: None,
+            }),
+        ),
+        (
+            "accept_media",
+            C(ClientMessage::Accept {
+                call: CALL,
+                capabilities: None,
+                media: Some(bob_media()),
             }),
         ),
         ("reject", C(ClientMessage::Reject { call: CALL })),
@@ -371,6 +410,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 from: alice_ep(),
                 digest: fast_digest(),
                 capabilities: None,
+                media: None,
             }),
         ),
         (
@@ -380,6 +420,17 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 from: alice_ep(),
                 digest: fallback_digest(),
                 capabilities: Some(alice_on_hotel_wifi()),
+                media: None,
+            }),
+        ),
+        (
+            "call_incoming_media",
+            S(ServerMessage::CallIncoming {
+                call: CALL,
+                from: alice_ep(),
+                digest: fast_digest(),
+                capabilities: None,
+                media: Some(alice_media()),
             }),
         ),
         (
@@ -387,6 +438,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
             S(ServerMessage::CallAccepted {
                 call: CALL,
                 capabilities: None,
+                media: None,
             }),
         ),
         (
@@ -394,6 +446,15 @@ fn messages() -> Vec<(&'static str, Msg)> {
             S(ServerMessage::CallAccepted {
                 call: CALL,
                 capabilities: Some(bob_phone()),
+                media: None,
+            }),
+        ),
+        (
+            "call_accepted_media",
+            S(ServerMessage::CallAccepted {
+                call: CALL,
+                capabilities: None,
+                media: Some(bob_media()),
             }),
         ),
         (

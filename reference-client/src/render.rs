@@ -197,13 +197,23 @@ impl Event {
             }
             ClientEvent::CapsAcknowledged { .. } => Event::CapsAcknowledged,
             ClientEvent::CallRinging { call, to, .. } => Event::CallRinging { call, to: Some(to) },
-            ClientEvent::IncomingCall { call, from, params } => Event::IncomingCall {
+            ClientEvent::IncomingCall {
+                call,
+                from,
+                params,
+                media: _,
+            } => Event::IncomingCall {
                 sdp_answer: sdp_answer(client, &from, &params),
                 call,
                 from,
                 params,
             },
-            ClientEvent::CallEstablished { call, params, path } => Event::CallEstablished {
+            ClientEvent::CallEstablished {
+                call,
+                params,
+                path,
+                media: _,
+            } => Event::CallEstablished {
                 call,
                 path,
                 params,
@@ -652,6 +662,7 @@ mod tests {
                 call: CallId(5),
                 from: bob3(),
                 params: params(),
+                media: None,
             },
             none(),
         ));
@@ -660,6 +671,7 @@ mod tests {
                 call: CallId(5),
                 params: params(),
                 path: SetupPath::Fast,
+                media: None,
             },
             Extra {
                 setup_us: Some(840),
@@ -670,6 +682,7 @@ mod tests {
                 call: CallId(6),
                 params: params(),
                 path: SetupPath::Fallback,
+                media: None,
             },
             none(),
         ));

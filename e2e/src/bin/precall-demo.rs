@@ -521,9 +521,11 @@ fn signalling_bytes(a: &Capabilities, b: &Capabilities) -> (usize, usize) {
             callee: b.fingerprint(),
         },
         capabilities: None,
+        media: None,
     }) + frame_len(&ClientMessage::Accept {
         call: call_id,
         capabilities: None,
+        media: None,
     });
     let prior = frame_len(&ClientMessage::Call {
         req: ReqId(4),
@@ -533,9 +535,11 @@ fn signalling_bytes(a: &Capabilities, b: &Capabilities) -> (usize, usize) {
             callee: Fingerprint::NONE,
         },
         capabilities: Some(a.clone()),
+        media: None,
     }) + frame_len(&ClientMessage::Accept {
         call: call_id,
         capabilities: Some(b.clone()),
+        media: None,
     });
     (fast, prior)
 }

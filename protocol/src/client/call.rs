@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use super::{Client, ClientError, ClientEvent, Online, State, Violation};
 use crate::caps::{CallDigest, CallParams, Capabilities, Fingerprint};
 use crate::ids::{CallId, Endpoint, ReqId};
+use crate::media::MediaDescription;
 use crate::message::ClientMessage;
 use crate::negotiate::negotiate_pair;
 use crate::time::Time;
@@ -114,7 +115,32 @@ impl Client {
             callee: peer.fingerprint,
         };
         let params = Some(peer.params.clone());
-        Ok(self.dial(to, params, digest, None, now))
+        Ok(self.dial(to, params, digest, None, None, now))
+    }
+
+    /// [`Client::place_call`] with this terminal's media description (an SDP offer with
+    /// its ICE candidates and DTLS fingerprint, say), which the server relays to the
+    /// callee in the same request: the callee's [`ClientEvent::IncomingCall`] carries
+    /// it, and its acceptance can carry the answer back, so media set-up adds no round
+    /// trip to the call (spec 10.8). The description reveals this terminal's network
+    /// addresses to the callee.
+    pub fn place_call_with_media(
+        &mut self,
+        to: &Endpoint,
+        media: MediaDescription,
+        now: Time,
+    ) -> Result<ReqId, ClientError> {
+        let on = self.online_mut()?;
+        let peer = on
+            .peers
+            .get(to)
+            .ok_or_else(|| ClientError::UnknownPeer(to.clone()))?;
+        let digest = CallDigest {
+            caller: on.fingerprint,
+            callee: peer.fingerprint,
+        };
+        let params = Some(peer.params.clone());
+        Ok(self.dial(to, params, digest, None, Some(media), now))
     }
 
     /// Calls an online contact terminal the way the patent's prior art does (spec
@@ -137,7 +163,7 @@ impl Client {
             callee: Fingerprint::NONE,
         };
         let capabilities = Some(on.caps.clone());
-        Ok(self.dial(to, None, digest, capabilities, now))
+        Ok(self.dial(to, None, digest, capabilities, None, now))
     }
 
     /// Records a call request as dialing and sends it. The request tag is taken only
@@ -148,6 +174,7 @@ impl Client {
         params: Option<CallParams>,
         digest: CallDigest,
         capabilities: Option<Capabilities>,
+        media: Option<MediaDescription>,
         now: Time,
     ) -> ReqId {
         let req = self.next_req();
@@ -167,6 +194,7 @@ impl Client {
                 to,
                 digest,
                 capabilities,
+                media,
             },
             now,
         );
@@ -192,6 +220,28 @@ impl Client {
 
     /// Accepts or rejects an incoming call.
     pub fn answer(&mut self, call: CallId, accept: bool, now: Time) -> Result<(), ClientError> {
+        self.respond(call, accept, None, now)
+    }
+
+    /// Accepts an incoming call with this terminal's media description (the SDP
+    /// answer to the caller's, say), which the server relays to the caller with the
+    /// acceptance: the caller's [`ClientEvent::CallEstablished`] carries it (spec 10.8).
+    pub fn accept_with_media(
+        &mut self,
+        call: CallId,
+        media: MediaDescription,
+        now: Time,
+    ) -> Result<(), ClientError> {
+        self.respond(call, true, Some(media), now)
+    }
+
+    fn respond(
+        &mut self,
+        call: CallId,
+        accept: bool,
+        media: Option<MediaDescription>,
+        now: Time,
+    ) -> Result<(), ClientError> {
         let on = self.online_mut()?;
         let Some(c) = on
             .calls
@@ -213,12 +263,17 @@ impl Client {
             &ClientMessage::Accept {
                 call,
                 capabilities: caps,
+                media,
             },
             now,
         );
         if let Some(params) = params {
-            self.events
-                .push_back(ClientEvent::CallEstablished { call, params, path });
+            self.events.push_back(ClientEvent::CallEstablished {
+                call,
+                params,
+                path,
+                media: None,
+            });
         }
         Ok(())
     }
@@ -254,6 +309,7 @@ impl Online {
         from: Endpoint,
         digest: CallDigest,
         capabilities: Option<Capabilities>,
+        media: Option<MediaDescription>,
         events: &mut VecDeque<ClientEvent>,
     ) -> Option<Violation> {
         match self.calls.get(&call).map(|c| c.state) {
@@ -302,7 +358,12 @@ impl Online {
                 digest,
             },
         );
-        events.push_back(ClientEvent::IncomingCall { call, from, params });
+        events.push_back(ClientEvent::IncomingCall {
+            call,
+            from,
+            params,
+            media,
+        });
         None
     }
 }

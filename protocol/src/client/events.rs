@@ -9,6 +9,7 @@ use super::SetupPath;
 use crate::caps::{CallParams, Capabilities};
 use crate::error::{ErrorCode, FrameError};
 use crate::ids::{CallId, Endpoint, ReqId, SessionId, UserId};
+use crate::media::MediaDescription;
 use crate::message::EndReason;
 
 /// Something the application should know.
@@ -88,6 +89,8 @@ pub enum ClientEvent {
         from: Endpoint,
         /// The parameters the call will use, from this end.
         params: CallParams,
+        /// The caller's media description, if its request carried one (spec 10.8).
+        media: Option<MediaDescription>,
     },
     /// A call is established.
     CallEstablished {
@@ -97,6 +100,9 @@ pub enum ClientEvent {
         params: CallParams,
         /// Fast or fallback.
         path: SetupPath,
+        /// The callee's media description, if its acceptance carried one (spec 10.8);
+        /// always `None` at the callee, which wrote it.
+        media: Option<MediaDescription>,
     },
     /// A call ended.
     CallEnded {

@@ -148,8 +148,13 @@ impl Online {
                 from,
                 digest,
                 capabilities,
-            } => return self.incoming(call, from, digest, capabilities, events),
-            ServerMessage::CallAccepted { call, capabilities } => {
+                media,
+            } => return self.incoming(call, from, digest, capabilities, media, events),
+            ServerMessage::CallAccepted {
+                call,
+                capabilities,
+                media,
+            } => {
                 let own = self.caps.clone();
                 let c = match self.ringing_as_caller(call, "call_accepted") {
                     Ok(c) => c,
@@ -174,6 +179,7 @@ impl Online {
                         call,
                         params,
                         path: c.path(),
+                        media,
                     });
                 }
             }

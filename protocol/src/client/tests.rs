@@ -334,6 +334,7 @@ fn a_second_call_accepted_for_an_established_call_is_a_violation() {
     let accepted = ServerMessage::CallAccepted {
         call,
         capabilities: None,
+        media: None,
     };
     c.handle_message(accepted.clone(), Time(3));
     assert!(matches!(
@@ -366,6 +367,7 @@ fn a_repeated_call_incoming_without_the_capabilities_asked_for_is_a_violation() 
         from: bob.clone(),
         digest,
         capabilities,
+        media: None,
     };
     c.handle_message(incoming(None), Time(1));
     assert_eq!(sent(&mut c), vec![ClientMessage::NeedCaps { call }]);

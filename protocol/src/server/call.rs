@@ -7,6 +7,7 @@ use super::{Server, Timer};
 use crate::caps::{CallDigest, Capabilities};
 use crate::error::ErrorCode;
 use crate::ids::{CallId, ConnId, Endpoint, ReqId, SessionId, UserId};
+use crate::media::MediaDescription;
 use crate::message::{EndReason, ServerMessage};
 use crate::time::Time;
 
@@ -29,6 +30,9 @@ pub(super) struct Call {
     pub(super) state: CallState,
     /// Ring deadline, until the call is established.
     pub(super) deadline: Option<Time>,
+    /// The caller's media description, kept while ringing to relay it again with the
+    /// retry of the fallback path (spec 10.8); dropped once established.
+    pub(super) media: Option<MediaDescription>,
 }
 
 /// The fields of a `call` request.
@@ -37,6 +41,7 @@ pub(super) struct CallRequest {
     pub(super) to: Endpoint,
     pub(super) digest: CallDigest,
     pub(super) capabilities: Option<Capabilities>,
+    pub(super) media: Option<MediaDescription>,
 }
 
 impl Server {
@@ -52,6 +57,7 @@ impl Server {
             to,
             digest,
             capabilities,
+            media,
         } = request;
         let Some(caller) = self.sessions.get(&session) else {
             return;
@@ -82,6 +88,7 @@ impl Server {
                 digest,
                 state: CallState::Ringing { caps_sent },
                 deadline: Some(deadline),
+                media: media.clone(),
             },
         );
         for s in [session, to.session] {
@@ -103,6 +110,7 @@ impl Server {
                 },
                 digest,
                 capabilities,
+                media,
             },
         );
     }
@@ -240,6 +248,7 @@ impl Server {
                     from,
                     digest: c.digest,
                     capabilities: Some(caps),
+                    media: c.media,
                 },
             );
         }
@@ -268,12 +277,14 @@ impl Server {
         conn: ConnId,
         call: CallId,
         caps: Option<Capabilities>,
+        media: Option<MediaDescription>,
     ) {
         let Some((c, _)) = self.ringing_for_callee(session, conn, call) else {
             return;
         };
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.state = CallState::Established;
+            entry.media = None;
             if let Some(d) = entry.deadline.take() {
                 self.deadlines.remove(&(d, Timer::Call(call)));
             }
@@ -284,6 +295,7 @@ impl Server {
                 &ServerMessage::CallAccepted {
                     call,
                     capabilities: caps,
+                    media,
                 },
             );
         }

@@ -420,21 +420,25 @@ impl Server {
                 to,
                 digest,
                 capabilities,
+                media,
             } => {
                 let request = CallRequest {
                     req,
                     to,
                     digest,
                     capabilities,
+                    media,
                 };
                 self.place_call(session, conn, request, now)
             }
             ClientMessage::CallRetry { call, capabilities } => {
                 self.call_retry(session, conn, call, capabilities)
             }
-            ClientMessage::Accept { call, capabilities } => {
-                self.call_accept(session, conn, call, capabilities)
-            }
+            ClientMessage::Accept {
+                call,
+                capabilities,
+                media,
+            } => self.call_accept(session, conn, call, capabilities, media),
             ClientMessage::Reject { call } => self.call_reject(session, conn, call),
             ClientMessage::NeedCaps { call } => self.call_need_caps(session, conn, call),
             ClientMessage::Hangup { call } => self.call_hangup(session, conn, call),

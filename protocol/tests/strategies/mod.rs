@@ -20,8 +20,8 @@ use precall_protocol::caps::{
 };
 use precall_protocol::message::{EndReason, LoginWith, Presence};
 use precall_protocol::{
-    CallId, ClientMessage, Codec, Endpoint, ErrorCode, Password, ReqId, ResumeToken, ServerMessage,
-    SessionId, TerminalId, UserId, PROTOCOL_VERSION,
+    CallId, ClientMessage, Codec, Endpoint, ErrorCode, MediaDescription, Password, ReqId,
+    ResumeToken, ServerMessage, SessionId, TerminalId, UserId, PROTOCOL_VERSION,
 };
 
 // ----- identifiers ---------------------------------------------------------------
@@ -200,6 +200,16 @@ pub fn bandwidth() -> impl Strategy<Value = Bandwidth> {
 }
 
 /// A valid capability set. One in five has no camera.
+/// A media description (spec 10.8): opaque text of any length the spec allows, with
+/// the line breaks and tabs it may hold.
+pub fn media() -> impl Strategy<Value = MediaDescription> {
+    prop_oneof![
+        "[ -~\t\r\n]{1,200}",
+        Just("a".repeat(MediaDescription::MAX_LEN)),
+    ]
+    .prop_map(|s| MediaDescription::new(s).expect("valid media description"))
+}
+
 pub fn capabilities() -> impl Strategy<Value = Capabilities> {
     (
         codec_list(),
@@ -305,18 +315,31 @@ pub fn client_message() -> impl Strategy<Value = ClientMessage> {
             .prop_map(|(req, capabilities)| ClientMessage::UpdateCaps { req, capabilities }),
         (req_id(), user_id()).prop_map(|(req, user)| ClientMessage::AddContact { req, user }),
         (req_id(), user_id()).prop_map(|(req, user)| ClientMessage::RemoveContact { req, user }),
-        (req_id(), endpoint(), call_digest(), opt_caps()).prop_map(
-            |(req, to, digest, capabilities)| ClientMessage::Call {
-                req,
-                to,
-                digest,
-                capabilities,
-            }
-        ),
+        (
+            req_id(),
+            endpoint(),
+            call_digest(),
+            opt_caps(),
+            prop::option::of(media())
+        )
+            .prop_map(
+                |(req, to, digest, capabilities, media)| ClientMessage::Call {
+                    req,
+                    to,
+                    digest,
+                    capabilities,
+                    media,
+                }
+            ),
         (call_id(), capabilities())
             .prop_map(|(call, capabilities)| ClientMessage::CallRetry { call, capabilities }),
-        (call_id(), opt_caps())
-            .prop_map(|(call, capabilities)| ClientMessage::Accept { call, capabilities }),
+        (call_id(), opt_caps(), prop::option::of(media())).prop_map(
+            |(call, capabilities, media)| ClientMessage::Accept {
+                call,
+                capabilities,
+                media
+            }
+        ),
         call_id().prop_map(|call| ClientMessage::Reject { call }),
         call_id().prop_map(|call| ClientMessage::NeedCaps { call }),
         call_id().prop_map(|call| ClientMessage::Hangup { call }),
@@ -434,16 +457,29 @@ pub fn server_message() -> impl Strategy<Value = ServerMessage> {
         (opt_req(), user_id()).prop_map(|(req, user)| ServerMessage::ContactRemoved { req, user }),
         req_id().prop_map(|req| ServerMessage::CapsAck { req }),
         (req_id(), call_id()).prop_map(|(req, call)| ServerMessage::CallRinging { req, call }),
-        (call_id(), endpoint(), call_digest(), opt_caps()).prop_map(
-            |(call, from, digest, capabilities)| ServerMessage::CallIncoming {
+        (
+            call_id(),
+            endpoint(),
+            call_digest(),
+            opt_caps(),
+            prop::option::of(media())
+        )
+            .prop_map(|(call, from, digest, capabilities, media)| {
+                ServerMessage::CallIncoming {
+                    call,
+                    from,
+                    digest,
+                    capabilities,
+                    media,
+                }
+            }),
+        (call_id(), opt_caps(), prop::option::of(media())).prop_map(
+            |(call, capabilities, media)| ServerMessage::CallAccepted {
                 call,
-                from,
-                digest,
                 capabilities,
+                media
             }
         ),
-        (call_id(), opt_caps())
-            .prop_map(|(call, capabilities)| ServerMessage::CallAccepted { call, capabilities }),
         call_id().prop_map(|call| ServerMessage::CallNeedCaps { call }),
         (call_id(), end_reason())
             .prop_map(|(call, reason)| ServerMessage::CallEnded { call, reason }),
