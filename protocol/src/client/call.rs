@@ -105,17 +105,7 @@ impl Client {
     /// the digest. Returns the request tag that [`ClientEvent::CallRinging`] or
     /// [`ClientEvent::CallFailed`] echoes.
     pub fn place_call(&mut self, to: &Endpoint, now: Time) -> Result<ReqId, ClientError> {
-        let on = self.online_mut()?;
-        let peer = on
-            .peers
-            .get(to)
-            .ok_or_else(|| ClientError::UnknownPeer(to.clone()))?;
-        let digest = CallDigest {
-            caller: on.fingerprint,
-            callee: peer.fingerprint,
-        };
-        let params = Some(peer.params.clone());
-        Ok(self.dial(to, params, digest, None, None, now))
+        self.place_fast_call(to, None, now)
     }
 
     /// [`Client::place_call`] with this terminal's media description (an SDP offer with
@@ -130,6 +120,16 @@ impl Client {
         media: MediaDescription,
         now: Time,
     ) -> Result<ReqId, ClientError> {
+        self.place_fast_call(to, Some(media), now)
+    }
+
+    /// The fast-path call of [`Client::place_call`], with or without a description.
+    fn place_fast_call(
+        &mut self,
+        to: &Endpoint,
+        media: Option<MediaDescription>,
+        now: Time,
+    ) -> Result<ReqId, ClientError> {
         let on = self.online_mut()?;
         let peer = on
             .peers
@@ -140,7 +140,7 @@ impl Client {
             callee: peer.fingerprint,
         };
         let params = Some(peer.params.clone());
-        Ok(self.dial(to, params, digest, None, Some(media), now))
+        Ok(self.dial(to, params, digest, None, media, now))
     }
 
     /// Calls an online contact terminal the way the patent's prior art does (spec
