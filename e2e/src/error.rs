@@ -40,6 +40,18 @@ impl From<precall_protocol::InvalidValue> for Error {
     }
 }
 
+impl From<tungstenite::Error> for Error {
+    fn from(e: tungstenite::Error) -> Self {
+        Error(format!("WebSocket error: {e}"))
+    }
+}
+
+impl From<tungstenite::http::header::InvalidHeaderValue> for Error {
+    fn from(e: tungstenite::http::header::InvalidHeaderValue) -> Self {
+        Error(format!("invalid header value: {e}"))
+    }
+}
+
 /// The harness's result type.
 pub type Res<T> = Result<T, Error>;
 

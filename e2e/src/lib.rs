@@ -7,7 +7,8 @@
 //! `--json` mode with one JSON command per line on stdin and one JSON event per line on
 //! stdout. For the apparatus-level checks there are also raw sockets: [`RawConn`] speaks
 //! the wire format directly (length-prefixed canonical JSON, decoded with the core's
-//! `codec::decode_message`), and [`FakeServer`] accepts a client binary's connection.
+//! `codec::decode_message`), [`WsConn`] speaks it over the WebSocket binding (spec
+//! section 3.7), and [`FakeServer`] accepts a client binary's connection.
 //!
 //! Every wait is bounded: nothing here blocks longer than the timeout it is given, and
 //! every child process is killed when its handle is dropped, so a failing test never
@@ -20,7 +21,7 @@
 //! The modules follow the harness's parts: errors ([`Error`], [`bail!`], [`ensure!`]),
 //! finding and building the binaries, capabilities, the [`Sandbox`] (directory, database,
 //! admin commands), the [`ServerProc`] and [`ClientProc`] processes, raw connections
-//! ([`RawConn`], [`FakeServer`]), the cuttable [`Relay`], statistics, and a real
+//! ([`RawConn`], [`WsConn`], [`FakeServer`]), the cuttable [`Relay`], statistics, and a real
 //! headless browser driven over the DevTools protocol ([`browser`]).
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ mod relay;
 mod sandbox;
 mod server_proc;
 mod stats;
+mod ws;
 
 pub use binaries::{
     bin_dir, client_bin, ensure_binaries, example_bin, server_bin, signal, tail, wait_timeout,
@@ -49,6 +51,7 @@ pub use relay::Relay;
 pub use sandbox::{password, Sandbox, With};
 pub use server_proc::ServerProc;
 pub use stats::percentile;
+pub use ws::{Refused, WsConn, WsHandshake, WsStream, WS_PATH, WS_SUBPROTOCOL};
 
 /// The default bound of a wait for one event or frame.
 pub const TIMEOUT: Duration = Duration::from_secs(5);

@@ -177,7 +177,8 @@ impl Sandbox {
     }
 
     /// Starts `precall-server serve --db DB --listen 127.0.0.1:0 EXTRA…` and waits for
-    /// its `listening on ADDR` line.
+    /// its `listening on ADDR` line (and, with `--ws-listen` in EXTRA, for its
+    /// `ws listening on ADDR` line: [`ServerProc::ws_addr`]).
     pub fn start_server(&self, extra: &[&str]) -> Res<ServerProc> {
         self.start_server_on("127.0.0.1:0", extra)
     }
@@ -225,6 +226,7 @@ impl Sandbox {
         let mut server = ServerProc {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ws_addr: None,
             log,
         };
         let line = match rx.recv_timeout(Duration::from_secs(15)) {
@@ -237,16 +239,19 @@ impl Sandbox {
         let Some(addr) = line.strip_prefix("listening on ") else {
             bail!("the server's first stdout line is {line:?}, not `listening on ADDR`")
         };
-        server.addr = addr
-            .trim()
-            .parse()
-            .map_err(|e| Error(format!("bad address in {line:?}: {e}")))?;
-        if server.addr.ip().is_unspecified() {
-            let loopback = match server.addr.ip() {
-                std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
-                std::net::IpAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        server.addr = connectable(addr, &line)?;
+        if extra.contains(&"--ws-listen") {
+            let line = match rx.recv_timeout(Duration::from_secs(15)) {
+                Ok(l) => l,
+                Err(_) => bail!(
+                    "the server did not print `ws listening on ADDR`; its log:\n{}",
+                    server.log_tail()
+                ),
             };
-            server.addr.set_ip(loopback);
+            let Some(addr) = line.strip_prefix("ws listening on ") else {
+                bail!("the server's second stdout line is {line:?}, not `ws listening on ADDR`")
+            };
+            server.ws_addr = Some(connectable(addr, &line)?);
         }
         Ok(server)
     }
@@ -310,6 +315,23 @@ impl Sandbox {
         c.wait_synced()?;
         Ok(c)
     }
+}
+
+/// The address in a `listening on` line, with an unspecified address (`0.0.0.0`, `::`)
+/// replaced by the loopback address of its family, for connecting to it.
+fn connectable(addr: &str, line: &str) -> Res<SocketAddr> {
+    let mut addr: SocketAddr = addr
+        .trim()
+        .parse()
+        .map_err(|e| Error(format!("bad address in {line:?}: {e}")))?;
+    if addr.ip().is_unspecified() {
+        let loopback = match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::IpAddr::from([127, 0, 0, 1]),
+            std::net::IpAddr::V6(_) => std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        };
+        addr.set_ip(loopback);
+    }
+    Ok(addr)
 }
 
 impl Drop for Sandbox {

@@ -16,6 +16,8 @@ pub struct ServerProc {
     pub(crate) child: Child,
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address of its WebSocket port (`--ws-listen`), if it has one.
+    pub ws_addr: Option<SocketAddr>,
     pub(crate) log: PathBuf,
 }
 

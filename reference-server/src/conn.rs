@@ -145,6 +145,42 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     true
 }
 
+/// Runs the TLS handshake, at most [`Tls::handshake_timeout`]. A handshake that fails
+/// or times out is an error saying so (for the connection's end report).
+pub async fn tls_handshake(
+    conn: ConnId,
+    socket: TcpStream,
+    tls: Tls,
+) -> io::Result<TlsStream<TcpStream>> {
+    let Tls {
+        acceptor,
+        handshake_timeout,
+    } = tls;
+    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("TLS handshake failed: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("TLS handshake not done within {handshake_timeout:?}"),
+            ))
+        }
+    };
+    let (_, session) = stream.get_ref();
+    tracing::debug!(
+        %conn,
+        version = ?session.protocol_version(),
+        suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
+        "TLS handshake done"
+    );
+    Ok(stream)
+}
+
 /// The write half of a TLS connection, handed from the reader to the writer once the
 /// handshake is done.
 pub type TlsWriteHalf = WriteHalf<TlsStream<TcpStream>>;
@@ -165,33 +201,13 @@ pub async fn tls_read_loop(
     queue: mpsc::WeakSender<Bytes>,
     headroom: usize,
 ) {
-    let Tls {
-        acceptor,
-        handshake_timeout,
-    } = tls;
-    let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            let e = io::Error::new(e.kind(), format!("TLS handshake failed: {e}"));
-            let _ = inputs.send(Input::Closed(conn, Some(e))).await;
-            return;
-        }
-        Err(_) => {
-            let e = io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("TLS handshake not done within {handshake_timeout:?}"),
-            );
+    let stream = match tls_handshake(conn, socket, tls).await {
+        Ok(stream) => stream,
+        Err(e) => {
             let _ = inputs.send(Input::Closed(conn, Some(e))).await;
             return;
         }
     };
-    let (_, session) = stream.get_ref();
-    tracing::debug!(
-        %conn,
-        version = ?session.protocol_version(),
-        suite = ?session.negotiated_cipher_suite().map(|s| s.suite()),
-        "TLS handshake done"
-    );
     let (rd, wr) = tokio::io::split(stream);
     if writer.send(wr).is_err() {
         return; // the connection is being closed

@@ -5,7 +5,8 @@
 //! SQLite. Every protocol decision is the core's.
 //!
 //! - `serve`: run the server (module `serve`, with `conn` for the socket tasks, `tls`
-//!   for the optional TLS layer and `worker` for the store thread);
+//!   for the optional TLS layer, `ws` for the WebSocket binding and the static files of
+//!   its port, and `worker` for the store thread);
 //! - `admin`: manage accounts, contact lists and registered terminals (module `admin`),
 //!   also while a server runs on the same database.
 
@@ -18,6 +19,7 @@ mod serve;
 mod store;
 mod tls;
 mod worker;
+mod ws;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -39,8 +41,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the precall protocol over TCP.
-    Serve(ServeArgs),
+    /// Serve the precall protocol over TCP (and WebSocket, with --ws-listen).
+    Serve(Box<ServeArgs>),
     /// Manage accounts, contact lists and registered terminals.
     Admin(AdminArgs),
 }
@@ -83,6 +85,9 @@ pub struct ServeArgs {
     /// TLS (without it: plain TCP, with a warning on a non-loopback address).
     #[command(flatten)]
     pub tls: tls::TlsArgs,
+    /// The WebSocket binding (spec section 3.7) and the files its port serves.
+    #[command(flatten)]
+    pub ws: ws::WsArgs,
 }
 
 /// Argon2id cost (for new hashes; `serve` uses it for the hash an unknown user's login
@@ -244,7 +249,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Admin(args) => admin::run(args),
     };
     match result {

@@ -10,7 +10,10 @@
 //! for the store) is not read from until the core takes input again, so a flooding peer
 //! is slowed by TCP flow control and nobody else waits. The loop decides nothing about
 //! the protocol. With `--tls-cert`/`--tls-key` each connection's reader task first runs
-//! the TLS handshake (module `tls`), off the loop; the loop itself is the same.
+//! the TLS handshake (module `tls`), off the loop; the loop itself is the same. With
+//! `--ws-listen` the loop accepts on a second port too: those connections are counted
+//! by the core from their accept on, like TCP ones, and their reader task does the
+//! HTTP and WebSocket part (module `ws`) before it runs the same read loop.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -38,7 +41,7 @@ use crate::fds::{self, AcceptFailures};
 use crate::store::{hash_password, RosterEvent, Store, StoreError};
 use crate::tls::{self, Tls};
 use crate::worker::{Job, Worker};
-use crate::{conn, ServeArgs};
+use crate::{conn, ws, ServeArgs};
 
 /// How long a closed connection may take to flush its queue and see the peer close.
 const LINGER: Duration = Duration::from_secs(5);
@@ -210,6 +213,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let tls = args.tls.load().context("cannot set up TLS")?;
+    // The server keeps the core's frame limit; a WebSocket message holds one frame.
+    let max_frame = ServerConfig::default()
+        .max_frame
+        .max(precall_protocol::codec::MIN_MAX_FRAME);
+    let ws = args
+        .ws
+        .load(tls.is_some(), max_frame)
+        .context("cannot set up the WebSocket port")?;
     let db = args.db.clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<(Store, i64)> {
         let store = Store::open(&db)?;
@@ -251,10 +262,36 @@ async fn serve(args: ServeArgs) -> Result<()> {
         // Before the `listening on` line, so that whoever waits for it sees the warning.
         tls::warn_if_exposed(local);
     }
+    let ws = match ws {
+        None => None,
+        Some((addr, settings)) => {
+            let listener = listen(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--ws-listen)"))?;
+            if tls.is_none() {
+                tls::warn_if_exposed(listener.local_addr()?);
+            }
+            Some((listener, Arc::new(settings)))
+        }
+    };
     {
+        // `listening on` first, then `ws listening on`: whoever waits reads both.
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {local}")?;
+        if let Some((listener, _)) = &ws {
+            writeln!(out, "ws listening on {}", listener.local_addr()?)?;
+        }
         out.flush()?;
+    }
+    if let Some((listener, settings)) = &ws {
+        tracing::info!(
+            local = %listener.local_addr()?,
+            path = ws::PATH,
+            subprotocol = ws::SUBPROTOCOL,
+            origins = ?settings.origins(),
+            web_root = ?settings.web_root(),
+            "WebSocket listening"
+        );
     }
     tracing::info!(
         %local,
@@ -282,6 +319,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         config.resume = args.resume.config()?;
         config
     };
+    let (ws_listener, ws) = match ws {
+        Some((listener, settings)) => (Some(listener), Some(settings)),
+        None => (None, None),
+    };
     let mut shell = Shell {
         server: Server::new(config),
         epoch: Epoch::new(std::time::Instant::now()),
@@ -297,9 +338,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         storing: 0,
         paused: HashSet::new(),
         tls,
+        ws,
     };
     let result = shell
-        .run(listener, inputs, Duration::from_millis(args.admin_poll_ms))
+        .run(
+            listener,
+            ws_listener,
+            inputs,
+            Duration::from_millis(args.admin_poll_ms),
+        )
         .await;
     let Shell {
         worker, inputs_tx, ..
@@ -341,6 +388,25 @@ struct Shell {
     paused: HashSet<ConnId>,
     /// TLS set-up; `None`: plain TCP.
     tls: Option<Tls>,
+    /// The WebSocket port's settings, with `--ws-listen`.
+    ws: Option<Arc<ws::Settings>>,
+}
+
+/// Which listener accepted a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Port {
+    /// The protocol's own framing over TCP (or TLS).
+    Tcp,
+    /// HTTP: the WebSocket binding and static files.
+    Ws,
+}
+
+/// Accepts on `listener`, or never without one.
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Shell {
@@ -351,6 +417,7 @@ impl Shell {
     async fn run(
         &mut self,
         listener: TcpListener,
+        ws_listener: Option<TcpListener>,
         mut inputs: mpsc::Receiver<Input>,
         admin_poll: Duration,
     ) -> Result<()> {
@@ -368,9 +435,16 @@ impl Shell {
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((socket, peer)) => self.accept(socket, peer),
+                    Ok((socket, peer)) => self.accept(socket, peer, Port::Tcp),
                     Err(e) => {
                         // Typically out of file descriptors: back off a little.
+                        self.accept_failures.failed(&e);
+                        sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                accepted = accept_on(ws_listener.as_ref()) => match accepted {
+                    Ok((socket, peer)) => self.accept(socket, peer, Port::Ws),
+                    Err(e) => {
                         self.accept_failures.failed(&e);
                         sleep(Duration::from_millis(10)).await;
                     }
@@ -395,6 +469,7 @@ impl Shell {
         }
         tracing::info!("shutting down");
         drop(listener);
+        drop(ws_listener);
         // Contact changes still being committed are acknowledged before the end
         // (bounded, in case the store is stuck).
         let _ = tokio::time::timeout(LINGER, async {
@@ -420,7 +495,7 @@ impl Shell {
         Ok(())
     }
 
-    fn accept(&mut self, socket: TcpStream, peer: SocketAddr) {
+    fn accept(&mut self, socket: TcpStream, peer: SocketAddr, port: Port) {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         if let Err(e) = socket.set_nodelay(true) {
@@ -439,8 +514,39 @@ impl Shell {
             self.server.config().max_sessions_per_user,
         );
         let batch = self.queue_frames;
-        let (reader, writer) = match &self.tls {
-            None => {
+        let ws = self.ws.as_ref().filter(|_| port == Port::Ws);
+        let (reader, writer) = match (ws, &self.tls) {
+            (Some(settings), tls) => {
+                // The TLS handshake, the HTTP request and the WebSocket handshake run in
+                // the reader task; the writer waits for the WebSocket's sending half
+                // (and ends if there is none: a refusal, a static file).
+                let (wr_tx, wr_rx) = oneshot::channel();
+                // The core forgets a connection it refuses at once.
+                let refused = !self.server.accepts_input(id);
+                let reader = tokio::spawn(ws::read_loop(
+                    id,
+                    refused,
+                    socket,
+                    tls.clone(),
+                    settings.clone(),
+                    wr_tx,
+                    self.inputs_tx.clone(),
+                    gate.clone(),
+                    queue.downgrade(),
+                    headroom,
+                ));
+                let reader = reader.abort_handle();
+                let stop_reader = reader.clone();
+                let writer = self.writers.spawn(async move {
+                    if let Ok(wr) = wr_rx.await {
+                        if ws::write_loop(wr, rx, batch).await {
+                            stop_reader.abort();
+                        }
+                    }
+                });
+                (reader, writer)
+            }
+            (None, None) => {
                 let (rd, wr) = socket.into_split();
                 let reader = tokio::spawn(conn::read_loop(
                     id,
@@ -461,7 +567,7 @@ impl Shell {
                 });
                 (reader, writer)
             }
-            Some(tls) => {
+            (None, Some(tls)) => {
                 // The handshake runs in the reader task; the writer waits for its half
                 // of the stream (and ends if the handshake fails).
                 let (wr_tx, wr_rx) = oneshot::channel();
@@ -487,7 +593,7 @@ impl Shell {
                 (reader, writer)
             }
         };
-        tracing::debug!(conn = %id, %peer, "connection opened");
+        tracing::debug!(conn = %id, %peer, ?port, "connection opened");
         self.conns.insert(
             id,
             ConnTasks {
