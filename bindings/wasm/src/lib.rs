@@ -48,7 +48,7 @@
 //! | `table()` | `[{user, session, online: true, send, recv}, ..., {user, online: false}]` ([`view::Row`]) | [`Client::peers`](precall_protocol::Client::peers), [`Client::contacts`](precall_protocol::Client::contacts) |
 //! | `peer(peer)` | `{user, session, capabilities, fingerprint, params}` or `undefined` | [`Client::peer`](precall_protocol::Client::peer) |
 //! | `calls()` | `[{call, peer, role, state, params, path}]` | [`Client::calls`](precall_protocol::Client::calls) |
-//! | `sdpOffer(peer)` | the offer's `m=video` section text | [`precall_sdp::offer`] ([`sdp`]) |
+//! | `sdpOffer(peer)` | the offer's `m=video` section text | [`precall_sdp::offer()`] ([`sdp`]) |
 //! | `sdpAnswer(peer)` | the answer's `m=video` section text | [`precall_sdp::answer`] ([`sdp`]) |
 //! | `applySdp(stackSdp, peer, "offer" \| "answer")` | the stack's description with that section in it | [`precall_sdp::apply`] |
 //! | `encoderSettings(peer)` | `{mimeType, payloadType, clockRate, maxBitrate, maxFramerate, width, height, scaleResolutionDownBy, codecPreferences}` or `undefined` | [`precall_sdp::encoder_settings`] |
@@ -115,15 +115,20 @@
 //!
 //! ```sh
 //! bindings/wasm/build.sh   # wasm32 release build, then wasm-bindgen --target web into bindings/wasm/web/pkg/
-//! bindings/wasm/test.sh    # the wasm-bindgen-test tests, in Node
-//! cargo test -p precall-wasm   # the same scenarios and the conversions, on the host
+//! bindings/wasm/test.sh    # the wasm-bindgen-test tests (tests/node.rs), in Node
+//! cargo test -p precall-wasm   # the same scenarios (tests/facade.rs) and the conversions, on the host
 //! ```
 //!
-//! `build.sh` adds the `wasm32-unknown-unknown` target if missing and installs
-//! `wasm-bindgen-cli` at exactly the `wasm-bindgen` version of `Cargo.lock`
-//! (`cargo install --locked`) if the installed one is missing or differs; `web/pkg/`
-//! holds generated files and is not committed. The crate also builds on the host (an
-//! `rlib`), so the workspace's clippy, rustdoc and tests cover it.
+//! Both scripts add the `wasm32-unknown-unknown` target if missing and install
+//! `wasm-bindgen-cli` (which brings `wasm-bindgen-test-runner`) at exactly the
+//! `wasm-bindgen` version of `Cargo.lock` with `cargo install --locked` if the
+//! installed one is missing or differs; no wasm-pack, no prebuilt binaries. `build.sh`
+//! prints the size of the `.wasm` and loads the generated module in Node
+//! (`web/smoke.mjs`); `web/pkg/` holds generated files and is not committed. `test.sh`
+//! sets `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner` and runs
+//! `cargo test -p precall-wasm --target wasm32-unknown-unknown`. The crate also builds
+//! on the host (an `rlib`), so the workspace's clippy, rustdoc and tests cover it; its
+//! `clippy.toml` forbids the clocks and threads that panic on `wasm32-unknown-unknown`.
 //!
 //! ## Modules
 //!

@@ -3,8 +3,8 @@
 //! ([`Client::peer`]: its capabilities and the parameters pre-computed with it). Every
 //! computation is `precall-sdp`'s; this module only looks the inputs up.
 //!
-//! - the caller's offer: [`precall_sdp::offer`]`(own, params)`;
-//! - the callee's answer: [`precall_sdp::answer`]`(own, params, &`[`precall_sdp::offer`]`(peer_caps, &params.mirrored()))`,
+//! - the caller's offer: [`precall_sdp::offer()`]`(own, params)`;
+//! - the callee's answer: [`precall_sdp::answer`]`(own, params, &`[`precall_sdp::offer()`]`(peer_caps, &params.mirrored()))`,
 //!   the offer the caller sends, rebuilt from the caller's capabilities in the table
 //!   (as the reference client's `incoming_call` does): no capability exchange needed;
 //! - a stack's description with one of them in it: [`precall_sdp::apply`];
