@@ -33,7 +33,11 @@
 //! Two members are added to the core's fields, both as the reference client adds them:
 //! the `user` of `logged_in`, and the `sdp_answer` of `incoming_call` (the `m=video`
 //! section the callee could answer with at once, [`crate::sdp::answer_for`]; its
-//! `sdp_error` when there is none).
+//! `sdp_error` when there is none). Where the reference client's JSON differs: its
+//! `error` event is `server_error` here (a command the core refuses throws instead of
+//! becoming an event), its `synced` carries the table (here `table()` gives it), its
+//! endpoints are `"user/session"` texts (here `{user, session}` objects), and the
+//! request tags (`req`) it leaves out are kept here.
 
 use precall_protocol::{
     CallId, CallParams, Capabilities, Client, ClientEvent, EndReason, Endpoint, ErrorCode, ReqId,
