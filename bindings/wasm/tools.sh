@@ -1,0 +1,36 @@
+# Shared by build.sh and test.sh (sourced, not run): the toolchain pieces cargo does
+# not fetch by itself, installed only when missing or of the wrong version.
+
+# The workspace root and the crate's directory.
+WASM_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$WASM_DIR/../.." && pwd)"
+TARGET=wasm32-unknown-unknown
+
+# The Rust standard library for wasm32-unknown-unknown.
+ensure_wasm_target() {
+  if ! rustup target list --installed | grep -qx "$TARGET"; then
+    echo "adding the $TARGET target"
+    rustup target add "$TARGET"
+  fi
+}
+
+# The wasm-bindgen version Cargo.lock pins (the CLI must be exactly that version).
+locked_wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' "$ROOT/Cargo.lock"
+}
+
+# wasm-bindgen and wasm-bindgen-test-runner, from crates.io through cargo, at exactly
+# the locked version (no wasm-pack, no prebuilt binaries).
+ensure_wasm_bindgen_cli() {
+  local want have
+  want="$(locked_wasm_bindgen_version)"
+  if [ -z "$want" ]; then
+    echo "no wasm-bindgen in $ROOT/Cargo.lock" >&2
+    return 1
+  fi
+  have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')"
+  if [ "$have" != "$want" ] || ! command -v wasm-bindgen-test-runner >/dev/null; then
+    echo "installing wasm-bindgen-cli $want (found: ${have:-none}); this takes several minutes"
+    cargo install wasm-bindgen-cli --version "$want" --locked
+  fi
+}
