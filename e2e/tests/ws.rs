@@ -233,6 +233,7 @@ fn a_fast_path_call_between_a_websocket_user_and_a_tcp_client() -> Res<()> {
         from,
         digest,
         capabilities,
+        media: _,
     } = &m
     else {
         bail!("{m:?}")
@@ -257,6 +258,7 @@ fn a_fast_path_call_between_a_websocket_user_and_a_tcp_client() -> Res<()> {
     bob.send_msg(&ClientMessage::Accept {
         call: *call,
         capabilities: None,
+        media: None,
     })?;
     let est = alice.wait_event_where("call_established", |v| v["call"] == json!(call.0))?;
     ensure!(
@@ -282,6 +284,7 @@ fn a_fast_path_call_between_a_websocket_user_and_a_tcp_client() -> Res<()> {
             callee: alice_caps().fingerprint(),
         },
         capabilities: None,
+        media: None,
     })?;
     let m = bob.recv_until(|m| matches!(m, ServerMessage::CallRinging { .. }), TIMEOUT)?;
     let ServerMessage::CallRinging { req, call } = m else {
@@ -296,7 +299,7 @@ fn a_fast_path_call_between_a_websocket_user_and_a_tcp_client() -> Res<()> {
     alice.send(json!({"cmd": "answer", "call": call.0}))?;
     let m = bob.recv_until(|m| matches!(m, ServerMessage::CallAccepted { .. }), TIMEOUT)?;
     ensure!(
-        matches!(&m, ServerMessage::CallAccepted { call: c, capabilities: None } if *c == call),
+        matches!(&m, ServerMessage::CallAccepted { call: c, capabilities: None, media: _ } if *c == call),
         "accepted on the fast path (no capabilities): {m:?}"
     );
     let est = alice.wait_event_where("call_established", |v| v["call"] == json!(call.0))?;

@@ -78,7 +78,7 @@ pub struct WsArgs {
     /// wss:// with --tls-cert/--tls-key.
     #[arg(long, value_name = "ADDR")]
     pub ws_listen: Option<String>,
-    /// An origin (scheme://host[:port]) whose pages may open the WebSocket; repeatable.
+    /// An origin (`scheme://host[:port]`) whose pages may open the WebSocket; repeatable.
     /// The server's own origin, and clients that send no Origin (not browsers), are
     /// always allowed; any other origin is refused with HTTP 403.
     #[arg(long, value_name = "ORIGIN", requires = "ws_listen", value_parser = parse_origin)]

@@ -98,11 +98,18 @@ pub enum Event {
         sdp_answer: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         sdp_error: Option<String>,
+        /// The caller's media description (spec 10.8), if its call carried one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        media: Option<String>,
     },
     /// [`ClientEvent::CallEstablished`].
     CallEstablished {
         call: CallId,
         params: CallParams,
+        /// The callee's media description (spec 10.8), at the caller, if its
+        /// acceptance carried one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        media: Option<String>,
         path: &'static str,
     },
     /// [`ClientEvent::CallEnded`].
@@ -173,7 +180,12 @@ impl Event {
             }
             ClientEvent::CapsAcknowledged { req } => Event::CapsAcknowledged { req },
             ClientEvent::CallRinging { req, call, to } => Event::CallRinging { req, call, to },
-            ClientEvent::IncomingCall { call, from, params } => {
+            ClientEvent::IncomingCall {
+                call,
+                from,
+                params,
+                media,
+            } => {
                 let (sdp_answer, sdp_error) = match sdp::answer_for(client, &from, &params) {
                     Ok(section) => (Some(section.to_string()), None),
                     Err(e) => (None, Some(e.message)),
@@ -184,11 +196,18 @@ impl Event {
                     params,
                     sdp_answer,
                     sdp_error,
+                    media: media.map(String::from),
                 }
             }
-            ClientEvent::CallEstablished { call, params, path } => Event::CallEstablished {
+            ClientEvent::CallEstablished {
                 call,
                 params,
+                path,
+                media,
+            } => Event::CallEstablished {
+                call,
+                params,
+                media: media.map(String::from),
                 path: path.name(),
             },
             ClientEvent::CallEnded { call, reason } => Event::CallEnded { call, reason },
@@ -349,6 +368,7 @@ mod tests {
                     call: CallId(9),
                     from: bob.clone(),
                     params: params.clone(),
+                    media: None,
                 },
                 json!({"type": "incoming_call", "call": 9, "from": {"user": "bob", "session": 3},
                        "params": p, "sdp_error": "not logged in: this terminal's capabilities are not known"}),
@@ -358,6 +378,7 @@ mod tests {
                     call: CallId(9),
                     params: params.clone(),
                     path: SetupPath::Fallback,
+                    media: None,
                 },
                 json!({"type": "call_established", "call": 9, "params": p, "path": "fallback"}),
             ),
