@@ -499,10 +499,9 @@ fn sdp_answer(client: &Client, from: &Endpoint, params: &CallParams) -> Result<S
     let caller = client
         .peer(from)
         .ok_or_else(|| format!("{from} is not in the table"))?;
-    let offer =
-        precall_sdp::offer(&caller.capabilities, &params.mirrored()).map_err(|e| e.to_string())?;
-    let answer = precall_sdp::answer(own, params, &offer).map_err(|e| e.to_string())?;
-    Ok(answer.to_string())
+    precall_sdp::callee_answer(own, &caller.capabilities, params)
+        .map(|a| a.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn peer_json(event: &str, endpoint: &Endpoint, params: &CallParams) -> Value {

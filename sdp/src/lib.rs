@@ -97,6 +97,7 @@ pub use encoder::{encoder_settings, EncoderSettings};
 pub use error::SdpError;
 pub use fmtp::{Fmtp, FmtpParam};
 pub use offer::{
-    answer, offer, ImageAttr, MediaDirection, MediaSection, PayloadFormat, SectionBandwidth,
+    answer, callee_answer, offer, ImageAttr, MediaDirection, MediaSection, PayloadFormat,
+    SectionBandwidth,
 };
 pub use session::apply;

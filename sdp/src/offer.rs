@@ -318,6 +318,20 @@ pub fn answer(
     Ok(mine)
 }
 
+/// The answer section a callee can send as soon as a call arrives, with no exchange:
+/// the caller's offer is what [`offer`] gives for the caller's capabilities (which the
+/// callee holds since the caller came online) and the caller's view of the call
+/// (`params.mirrored()`), and the answer is [`answer`] to it from the callee's own
+/// capabilities and view (`params`).
+pub fn callee_answer(
+    own: &Capabilities,
+    caller: &Capabilities,
+    params: &CallParams,
+) -> Result<MediaSection, SdpError> {
+    let offer = section(caller, &params.mirrored())?;
+    answer(own, params, &offer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +484,19 @@ mod tests {
             answer(&caps(&["vp8"]), &recv_only, &o),
             Err(SdpError::OfferMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn the_callee_answer_answers_the_callers_offer() {
+        let p = params(
+            video("h264", 1280, 720, 30, 2_764),
+            video("vp8", 640, 360, 30, 760),
+        );
+        let (caller, callee) = (caps(&["h264", "vp8"]), caps(&["vp8", "h264"]));
+        let o = offer(&caller, &p).expect("exports");
+        let a = callee_answer(&callee, &caller, &p.mirrored()).expect("answers");
+        assert_eq!(a, answer(&callee, &p.mirrored(), &o).expect("answers"));
+        assert_eq!(a.payload_types(), [100, 96]);
     }
 
     #[test]

@@ -57,8 +57,11 @@ pub fn answer_for(
 ) -> Result<MediaSection, Error> {
     let own = own(client)?;
     let caller = peer(client, from)?;
-    let offer = precall_sdp::offer(&caller.capabilities, &params.mirrored())?;
-    Ok(precall_sdp::answer(own, params, &offer)?)
+    Ok(precall_sdp::callee_answer(
+        own,
+        &caller.capabilities,
+        params,
+    )?)
 }
 
 /// `stack_sdp` (a whole description a WebRTC stack wrote) with the offer or answer
