@@ -4,7 +4,9 @@
 //! core's `Time`), calls the one core method it is named after, and converts the
 //! result: no protocol rule is made here.
 
-use precall_protocol::{Capabilities, Client, Endpoint, LoginWith, Password, ReqId, UserId};
+use precall_protocol::{
+    Capabilities, Client, Endpoint, LoginWith, MediaDescription, Password, ReqId, UserId,
+};
 
 use crate::error::Error;
 use crate::event::Event;
@@ -106,6 +108,19 @@ impl Facade {
         req(self.client.place_call(to, now))
     }
 
+    /// [`Client::place_call_with_media`]: the fast-path call carrying the caller's
+    /// media description (spec 10.8; in a page, the SDP offer `applySdp` produced,
+    /// with its ICE candidates). The request tag.
+    pub fn call_with_media(
+        &mut self,
+        to: &Endpoint,
+        media: &str,
+        now_ms: f64,
+    ) -> Result<u32, Error> {
+        let (media, now) = (MediaDescription::new(media)?, input::time(now_ms)?);
+        req(self.client.place_call_with_media(to, media, now))
+    }
+
     /// [`Client::place_call_exchanging_capabilities`] (the patent's prior art, for
     /// comparison): the request tag.
     pub fn call_prior_art(&mut self, to: &Endpoint, now_ms: f64) -> Result<u32, Error> {
@@ -123,6 +138,14 @@ impl Facade {
     pub fn answer(&mut self, call: f64, now_ms: f64) -> Result<(), Error> {
         let (call, now) = (input::call_id(call)?, input::time(now_ms)?);
         Ok(self.client.answer(call, true, now)?)
+    }
+
+    /// [`Client::accept_with_media`]: accepts, carrying the callee's media
+    /// description (spec 10.8; in a page, the SDP answer) back to the caller.
+    pub fn accept_with_media(&mut self, call: f64, media: &str, now_ms: f64) -> Result<(), Error> {
+        let (call, now) = (input::call_id(call)?, input::time(now_ms)?);
+        let media = MediaDescription::new(media)?;
+        Ok(self.client.accept_with_media(call, media, now)?)
     }
 
     /// [`Client::answer`] with `accept` false.

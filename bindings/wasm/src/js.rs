@@ -47,8 +47,8 @@ export type PrecallEvent =
   | { type: "contacts_changed"; req?: number; user: string; added: boolean }
   | { type: "caps_acknowledged"; req: number }
   | { type: "call_ringing"; req: number; call: number; to: PrecallEndpoint }
-  | { type: "incoming_call"; call: number; from: PrecallEndpoint; params: PrecallParams; sdp_answer?: string; sdp_error?: string }
-  | { type: "call_established"; call: number; params: PrecallParams; path: "fast" | "fallback" }
+  | { type: "incoming_call"; call: number; from: PrecallEndpoint; params: PrecallParams; media?: string; sdp_answer?: string; sdp_error?: string }
+  | { type: "call_established"; call: number; params: PrecallParams; path: "fast" | "fallback"; media?: string }
   | { type: "call_ended"; call: number; reason: string }
   | { type: "caps_result"; req: number; from: PrecallEndpoint; capabilities: PrecallCapabilities; params: PrecallParams }
   | { type: "call_failed"; req: number; to: PrecallEndpoint; code: string; detail: string }
@@ -219,6 +219,21 @@ impl PrecallClient {
         js(self.inner.call(&peer, now_ms))
     }
 
+    /// Calls an online contact terminal on the fast path, the call carrying `media`
+    /// (this page's SDP offer, candidates included: spec 10.8) to the callee, whose
+    /// `incoming_call` has it as `media`. Returns the request tag. Throws
+    /// `unknown_peer`, `invalid_value` (empty, over 16 KiB, or control characters).
+    #[wasm_bindgen(js_name = callWithMedia)]
+    pub fn call_with_media(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "PrecallPeer")] peer: JsValue,
+        media: &str,
+        #[wasm_bindgen(js_name = "nowMs")] now_ms: f64,
+    ) -> Result<u32, JsValue> {
+        let peer = peer_from_js(peer)?;
+        js(self.inner.call_with_media(&peer, media, now_ms))
+    }
+
     /// Calls the way the patent's prior art does (capabilities exchanged during set-up),
     /// for comparison. Returns the request tag.
     #[wasm_bindgen(js_name = callPriorArt)]
@@ -250,6 +265,19 @@ impl PrecallClient {
         #[wasm_bindgen(js_name = "nowMs")] now_ms: f64,
     ) -> Result<(), JsValue> {
         js(self.inner.answer(call, now_ms))
+    }
+
+    /// Accepts an incoming call carrying `media` (this page's SDP answer) back to the
+    /// caller, whose `call_established` has it as `media`. Throws `unknown_call`,
+    /// `invalid_value`.
+    #[wasm_bindgen(js_name = acceptWithMedia)]
+    pub fn accept_with_media(
+        &mut self,
+        call: f64,
+        media: &str,
+        #[wasm_bindgen(js_name = "nowMs")] now_ms: f64,
+    ) -> Result<(), JsValue> {
+        js(self.inner.accept_with_media(call, media, now_ms))
     }
 
     /// Rejects an incoming call. Throws `unknown_call`.

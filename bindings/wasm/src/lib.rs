@@ -34,9 +34,11 @@
 //! | `pollEvent()` | `{type: "peer_online", user, session, params}`, ... ([`event`]) or `undefined` | [`Client::poll_event`](precall_protocol::Client::poll_event) |
 //! | `pollTimeout()` | milliseconds or `undefined` | [`Client::poll_timeout`](precall_protocol::Client::poll_timeout) |
 //! | `call(peer, nowMs)` | request tag | [`Client::place_call`](precall_protocol::Client::place_call) |
+//! | `callWithMedia(peer, media, nowMs)` | request tag; the callee's `incoming_call` carries `media` (spec 10.8: the SDP offer) | [`Client::place_call_with_media`](precall_protocol::Client::place_call_with_media) |
 //! | `callPriorArt(peer, nowMs)` | request tag | [`Client::place_call_exchanging_capabilities`](precall_protocol::Client::place_call_exchanging_capabilities) |
 //! | `queryCaps(peer, nowMs)` | request tag | [`Client::query_caps`](precall_protocol::Client::query_caps) |
 //! | `answer(call, nowMs)`, `reject(call, nowMs)` | | [`Client::answer`](precall_protocol::Client::answer) |
+//! | `acceptWithMedia(call, media, nowMs)` | the caller's `call_established` carries `media` (the SDP answer) | [`Client::accept_with_media`](precall_protocol::Client::accept_with_media) |
 //! | `hangup(call, nowMs)` | | [`Client::hangup`](precall_protocol::Client::hangup) |
 //! | `updateCaps(capabilities, nowMs)` | request tag | [`Client::update_caps`](precall_protocol::Client::update_caps) |
 //! | `addContact(user, nowMs)`, `removeContact(user, nowMs)` | request tag | [`Client::add_contact`](precall_protocol::Client::add_contact), [`Client::remove_contact`](precall_protocol::Client::remove_contact) |
@@ -114,7 +116,7 @@
 //! ## Build and test
 //!
 //! ```sh
-//! bindings/wasm/build.sh   # wasm32 release build, then wasm-bindgen --target web into bindings/wasm/web/pkg/
+//! bindings/wasm/build.sh   # wasm32 release build, then wasm-bindgen --target web into web/pkg/ (the page's)
 //! bindings/wasm/test.sh    # the wasm-bindgen-test tests (tests/node.rs), in Node
 //! cargo test -p precall-wasm   # the same scenarios (tests/facade.rs) and the conversions, on the host
 //! ```
@@ -124,7 +126,8 @@
 //! `wasm-bindgen` version of `Cargo.lock` with `cargo install --locked` if the
 //! installed one is missing or differs; no wasm-pack, no prebuilt binaries. `build.sh`
 //! prints the size of the `.wasm` and loads the generated module in Node
-//! (`web/smoke.mjs`); `web/pkg/` holds generated files and is not committed. `test.sh`
+//! (`smoke.mjs`); the repository's `web/pkg/` holds generated files and is not
+//! committed. `test.sh`
 //! sets `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner` and runs
 //! `cargo test -p precall-wasm --target wasm32-unknown-unknown`. The crate also builds
 //! on the host (an `rlib`), so the workspace's clippy, rustdoc and tests cover it; its

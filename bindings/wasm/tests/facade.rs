@@ -59,6 +59,12 @@ impl Page for Facade {
     fn call(&mut self, to: &Value, now: Time) -> Result<u32, Value> {
         Facade::call(self, &peer(to)?, ms(now)).map_err(err)
     }
+    fn call_with_media(&mut self, to: &Value, media: &str, now: Time) -> Result<u32, Value> {
+        Facade::call_with_media(self, &peer(to)?, media, ms(now)).map_err(err)
+    }
+    fn accept_with_media(&mut self, call: f64, media: &str, now: Time) -> Result<(), Value> {
+        Facade::accept_with_media(self, call, media, ms(now)).map_err(err)
+    }
     fn answer(&mut self, call: f64, now: Time) -> Result<(), Value> {
         Facade::answer(self, call, ms(now)).map_err(err)
     }
@@ -111,6 +117,11 @@ fn a_facade_that_drops_peer_offline_fails_the_check() {
 #[test]
 fn the_sdp_helpers_say_what_precall_sdp_says_and_a_call_goes_through() {
     sdp_and_a_call(&mut alice(), &mut World::new()).unwrap();
+}
+
+#[test]
+fn media_descriptions_ride_in_the_call_and_the_acceptance_both_ways() {
+    media_both_ways(&mut alice(), &mut World::new()).unwrap();
 }
 
 #[test]

@@ -171,6 +171,15 @@ impl Page for JsPage {
             .map_err(thrown)?;
         Ok(r.as_f64().expect("call returns a number") as u32)
     }
+    fn call_with_media(&mut self, peer: &Value, media: &str, now: Time) -> Result<u32, Value> {
+        let r = self
+            .method("callWithMedia", &[js_of(peer), media.into(), ms(now)])
+            .map_err(thrown)?;
+        Ok(r.as_f64().expect("callWithMedia returns a number") as u32)
+    }
+    fn accept_with_media(&mut self, call: f64, media: &str, now: Time) -> Result<(), Value> {
+        self.unit("acceptWithMedia", &[JsValue::from_f64(call), media.into(), ms(now)])
+    }
     fn answer(&mut self, call: f64, now: Time) -> Result<(), Value> {
         self.unit("answer", &[JsValue::from_f64(call), ms(now)])
     }
@@ -226,6 +235,11 @@ fn the_sdp_helpers_say_what_precall_sdp_says_and_a_call_goes_through() {
 }
 
 #[wasm_bindgen_test]
+fn media_descriptions_ride_in_the_call_and_the_acceptance_both_ways() {
+    media_both_ways(&mut alice(), &mut World::new()).unwrap();
+}
+
+#[wasm_bindgen_test]
 fn refusals_throw_their_codes_and_a_broken_stream_detaches_then_resumes() {
     errors_timers_and_resume(&mut alice(), &mut World::new()).unwrap();
 }
@@ -245,9 +259,11 @@ fn the_class_has_every_method_of_the_api_under_its_javascript_name() {
         "pollEvent",
         "pollTimeout",
         "call",
+        "callWithMedia",
         "callPriorArt",
         "queryCaps",
         "answer",
+        "acceptWithMedia",
         "reject",
         "hangup",
         "updateCaps",

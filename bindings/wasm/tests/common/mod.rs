@@ -43,6 +43,10 @@ pub trait Page {
     fn poll_timeout(&self) -> Option<f64>;
     /// `call(peer, nowMs)`.
     fn call(&mut self, peer: &Value, now: Time) -> Result<u32, Value>;
+    /// `callWithMedia(peer, media, nowMs)`.
+    fn call_with_media(&mut self, peer: &Value, media: &str, now: Time) -> Result<u32, Value>;
+    /// `acceptWithMedia(call, media, nowMs)`.
+    fn accept_with_media(&mut self, call: f64, media: &str, now: Time) -> Result<(), Value>;
     /// `answer(call, nowMs)`.
     fn answer(&mut self, call: f64, now: Time) -> Result<(), Value>;
     /// `hangup(call, nowMs)`.
@@ -105,6 +109,12 @@ impl<P: Page> Page for Dropping<P> {
     }
     fn call(&mut self, peer: &Value, now: Time) -> Result<u32, Value> {
         self.inner.call(peer, now)
+    }
+    fn call_with_media(&mut self, peer: &Value, media: &str, now: Time) -> Result<u32, Value> {
+        self.inner.call_with_media(peer, media, now)
+    }
+    fn accept_with_media(&mut self, call: f64, media: &str, now: Time) -> Result<(), Value> {
+        self.inner.accept_with_media(call, media, now)
     }
     fn answer(&mut self, call: f64, now: Time) -> Result<(), Value> {
         self.inner.answer(call, now)
@@ -519,6 +529,85 @@ pub fn sdp_and_a_call(page: &mut dyn Page, w: &mut World) -> Result<(), String> 
         return Err(format!("bob saw no call_ended: {:?}", w.bob_events));
     }
     Ok(())
+}
+
+/// Media descriptions (spec 10.8) both ways: the page calls Bob with its offer, which
+/// Bob's `IncomingCall` carries, and Bob's answer comes back in the page's
+/// `call_established`; then Bob calls the page with his, the page's `incoming_call`
+/// carries it and its answer reaches Bob. A description the spec does not allow throws
+/// `invalid_value` and sends nothing.
+pub fn media_both_ways(page: &mut dyn Page, w: &mut World) -> Result<(), String> {
+    let bob = both_online(page, w)?;
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=alice's offer\r\n";
+    let answer = "v=0\r\no=- 2 1 IN IP4 127.0.0.1\r\ns=bob's answer\r\n";
+    for bad in ["", "v=0\u{0}", &"x".repeat(16 * 1024 + 1)] {
+        match page.call_with_media(&bob, bad, w.now) {
+            Err(e) if e["code"] == "invalid_value" => {}
+            other => return Err(format!("callWithMedia of {} bytes: {other:?}", bad.len())),
+        }
+        if page.poll_transmit().is_some() {
+            return Err("a refused callWithMedia sent a frame".into());
+        }
+    }
+    page.call_with_media(&bob, offer, w.now)
+        .map_err(|e| format!("callWithMedia: {e}"))?;
+    w.pump(page);
+    let (call, got) = w
+        .bob_events
+        .iter()
+        .find_map(|e| match e {
+            ClientEvent::IncomingCall { call, media, .. } => Some((*call, media.clone())),
+            _ => None,
+        })
+        .ok_or_else(|| format!("bob had no incoming call: {:?}", w.bob_events))?;
+    if got.as_ref().map(|m| m.as_str()) != Some(offer) {
+        return Err(format!("bob's incoming call carried {got:?}"));
+    }
+    let media = precall_protocol::MediaDescription::new(answer).map_err(|e| e.to_string())?;
+    w.bob
+        .accept_with_media(call, media, w.now)
+        .map_err(|e| format!("bob accepts: {e}"))?;
+    w.pump(page);
+    let evs = drain(page);
+    expect_types(&evs, &["call_ringing", "call_established"], "bob accepts")?;
+    if evs[1]["media"] != answer || evs[1]["path"] != "fast" {
+        return Err(format!("call_established {}", evs[1]));
+    }
+    page.hangup(evs[1]["call"].as_f64().ok_or("call number")?, w.now)
+        .map_err(|e| format!("hangup: {e}"))?;
+    w.pump(page);
+    drain(page);
+
+    // The other way round.
+    w.bob_events.clear();
+    let alice_ep: Endpoint = w
+        .bob
+        .peers()
+        .map(|(e, _)| e.clone())
+        .find(|e| e.user.as_str() == "alice")
+        .ok_or("alice is not in bob's table")?;
+    let media = precall_protocol::MediaDescription::new(offer).map_err(|e| e.to_string())?;
+    w.bob
+        .place_call_with_media(&alice_ep, media, w.now)
+        .map_err(|e| format!("bob calls: {e}"))?;
+    w.pump(page);
+    let evs = drain(page);
+    expect_types(&evs, &["incoming_call"], "bob calls with media")?;
+    if evs[0]["media"] != offer {
+        return Err(format!("incoming_call {}", evs[0]));
+    }
+    let call = evs[0]["call"].as_f64().ok_or("call number")?;
+    page.accept_with_media(call, answer, w.now)
+        .map_err(|e| format!("acceptWithMedia: {e}"))?;
+    w.pump(page);
+    let got = w.bob_events.iter().find_map(|e| match e {
+        ClientEvent::CallEstablished { media, .. } => Some(media.clone()),
+        _ => None,
+    });
+    match got {
+        Some(Some(m)) if m.as_str() == answer => Ok(()),
+        other => Err(format!("bob's call_established carried {other:?}")),
+    }
 }
 
 /// Commands the core refuses throw their codes; bytes that break the framing throw

@@ -1,11 +1,11 @@
-// Loads what build.sh generated (web/pkg/, `wasm-bindgen --target web`) the way a page
+// Loads what build.sh generated (the repository's web/pkg/, `wasm-bindgen --target web`) the way a page
 // does, but in Node (initSync with the .wasm bytes instead of fetch), and checks the
 // class works end to end as far as no server is needed: a login frame comes out with
 // its length prefix, refusals throw PrecallErrors with a code. build.sh runs it.
 import { readFileSync } from "node:fs";
-import { PrecallClient, initSync } from "./pkg/precall_wasm.js";
+import { PrecallClient, initSync } from "../../web/pkg/precall_wasm.js";
 
-const wasm = readFileSync(new URL("./pkg/precall_wasm_bg.wasm", import.meta.url));
+const wasm = readFileSync(new URL("../../web/pkg/precall_wasm_bg.wasm", import.meta.url));
 initSync({ module: wasm });
 
 const fail = (msg) => { console.error(`smoke test failed: ${msg}`); process.exit(1); };
