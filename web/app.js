@@ -116,7 +116,8 @@ function onEvent(ev) {
       const d = state.dialing.get(ev.req);
       if (d) {
         state.dialing.delete(ev.req);
-        state.calls.set(ev.call, { ...d, role: "caller", established: false });
+        // The same object the peer connection's handlers hold (they record the first frame).
+        state.calls.set(ev.call, Object.assign(d, { role: "caller", established: false }));
       }
       break;
     }
@@ -303,19 +304,25 @@ function hangup() {
   drain();
 }
 
-// The video stats of the current call, for the page and the tests.
+// The video stats of the current call, for the page and the tests: what this end
+// sends and receives (the shape e2e/browser/sdp_check.js gives, which the tests'
+// checks read), the call's parameters and path, and click-to-first-frame.
 state.callStats = async () => {
   const c = [...state.calls.values()].find((x) => x.established || x.role === "callee");
   if (!c) return null;
   const report = await c.pc.getStats();
-  const out = { inbound: null, outbound: null, params: c.params ?? null, path: c.path ?? null, firstFrameMs: c.firstFrameMs ?? null };
+  const out = { inbound: null, outbound: null, params: c.params ?? null, path: c.path ?? null,
+    firstFrameMs: c.firstFrameMs ?? null, encoder: c.encoder ?? null };
+  const codecOf = (id) => {
+    const x = id && report.get(id);
+    return x ? { mimeType: x.mimeType, payloadType: x.payloadType, sdpFmtpLine: x.sdpFmtpLine ?? "" } : null;
+  };
   report.forEach((s) => {
     if (s.kind !== "video") return;
-    const codec = s.codecId && report.get(s.codecId);
     const row = { frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0, framesPerSecond: s.framesPerSecond ?? 0,
-      codec: codec?.mimeType ?? null, bytes: s.bytesSent ?? s.bytesReceived, timestamp: s.timestamp };
-    if (s.type === "inbound-rtp") out.inbound = { ...row, framesDecoded: s.framesDecoded };
-    if (s.type === "outbound-rtp") out.outbound = { ...row, framesEncoded: s.framesEncoded };
+      codec: codecOf(s.codecId), timestamp: s.timestamp };
+    if (s.type === "inbound-rtp") out.inbound = { ...row, bytesReceived: s.bytesReceived, framesDecoded: s.framesDecoded };
+    if (s.type === "outbound-rtp") out.outbound = { ...row, bytesSent: s.bytesSent, framesEncoded: s.framesEncoded };
   });
   return out;
 };
@@ -381,7 +388,7 @@ function render() {
   if (call) {
     $("call-title").textContent = `Call with ${call.peer.user}/${call.peer.session}` + (call.path ? ` (${call.path} path)` : "");
     $("call-info").textContent = (call.params ? paramsText(call.params) : "ringing…") +
-      (call.firstFrameMs !== undefined ? ` · first frame ${Math.round(call.firstFrameMs)} ms after the click` : "");
+      (call.firstFrameMs !== undefined ? ` · first frame ${Math.round(call.firstFrameMs)} ms after ${call.role === "caller" ? "the click on Call" : "answering"}` : "");
   }
 }
 

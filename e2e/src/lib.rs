@@ -22,7 +22,8 @@
 //! finding and building the binaries, capabilities, the [`Sandbox`] (directory, database,
 //! admin commands), the [`ServerProc`] and [`ClientProc`] processes, raw connections
 //! ([`RawConn`], [`WsConn`], [`FakeServer`]), the cuttable [`Relay`], statistics, and a real
-//! headless browser driven over the DevTools protocol ([`browser`]).
+//! headless browser driven over the DevTools protocol ([`browser`]) with the checks of
+//! its video stats against negotiated parameters ([`video_check`]).
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ mod relay;
 mod sandbox;
 mod server_proc;
 mod stats;
+pub mod video_check;
 mod ws;
 
 pub use binaries::{

@@ -1,5 +1,6 @@
 //! A TCP relay between clients and the server, whose connections a test can cut, block
-//! or point at a restarted server.
+//! or point at a restarted server, and which can stand for a distant server by
+//! delaying everything it forwards.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,6 +29,8 @@ struct RelayShared {
     links: std::sync::Mutex<Vec<RelayLink>>,
     /// Connections accepted so far (blocked ones included).
     accepted: std::sync::atomic::AtomicUsize,
+    /// How long each byte takes to cross the relay, in each direction.
+    one_way: Duration,
 }
 
 struct RelayLink {
@@ -61,6 +64,13 @@ fn set_zero_linger(s: &TcpStream) {
 impl Relay {
     /// Starts relaying to `upstream`.
     pub fn start(upstream: SocketAddr) -> Res<Relay> {
+        Self::start_delayed(upstream, Duration::ZERO)
+    }
+
+    /// Starts relaying to `upstream`, each byte held `one_way` before it is passed on,
+    /// in both directions: a server `2 * one_way` of round-trip time away. Order and
+    /// throughput are kept (a pipe with latency, not a stop-and-wait link).
+    pub fn start_delayed(upstream: SocketAddr, one_way: Duration) -> Res<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let shared = std::sync::Arc::new(RelayShared {
@@ -69,6 +79,7 @@ impl Relay {
             stop: std::sync::atomic::AtomicBool::new(false),
             links: std::sync::Mutex::new(Vec::new()),
             accepted: std::sync::atomic::AtomicUsize::new(0),
+            one_way,
         });
         let sh = shared.clone();
         thread::spawn(move || relay_accept(&listener, &sh));
@@ -178,14 +189,53 @@ fn relay_accept(listener: &TcpListener, sh: &std::sync::Arc<RelayShared>) {
             cut: cut.clone(),
         });
         let cut2 = cut.clone();
-        thread::spawn(move || relay_pump(c_rd, s_wr, &cut));
-        thread::spawn(move || relay_pump(s_rd, c_wr, &cut2));
+        let one_way = sh.one_way;
+        thread::spawn(move || relay_pump(c_rd, s_wr, &cut, one_way));
+        thread::spawn(move || relay_pump(s_rd, c_wr, &cut2, one_way));
     }
 }
 
 /// Copies `from` to `to` until `from` ends; an orderly end is passed on (FIN), a cut
-/// is not.
-fn relay_pump(mut from: TcpStream, mut to: TcpStream, cut: &std::sync::atomic::AtomicBool) {
+/// is not. With a delay, a second thread writes each chunk `one_way` after it was read.
+fn relay_pump(
+    from: TcpStream,
+    to: TcpStream,
+    cut: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    one_way: Duration,
+) {
+    if one_way.is_zero() {
+        return relay_copy(from, to, cut);
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+    let cut_w = cut.clone();
+    let writer = thread::spawn(move || {
+        let mut to = to;
+        // The channel closes when the reader ends: then the end is passed on.
+        for (due, chunk) in rx {
+            thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            if cut_w.load(std::sync::atomic::Ordering::SeqCst) || to.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        if !cut_w.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        }
+    });
+    let mut from = from;
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if tx
+            .send((std::time::Instant::now() + one_way, buf[..n].to_vec()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
+}
+
+fn relay_copy(mut from: TcpStream, mut to: TcpStream, cut: &std::sync::atomic::AtomicBool) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf) {

@@ -16,6 +16,7 @@
 use std::sync::Mutex;
 
 use precall_e2e::browser::{write_grainy_y4m, Browser, StaticSite};
+use precall_e2e::video_check::{check_direction, Measured, Window};
 use precall_e2e::{bail, ensure, Error, Res};
 use precall_protocol::{negotiate_pair, CallParams, Capabilities, Direction};
 use precall_sdp::{
@@ -35,12 +36,6 @@ const WARMUP_MS: u64 = 3_000;
 const GRAIN: u8 = 12;
 /// The measuring window for rates.
 const WINDOW_MS: u64 = 4_000;
-/// Frames per second the browser may exceed the negotiated rate by (its
-/// `framesPerSecond` is a one-second estimate).
-const FPS_TOLERANCE: f64 = 2.0;
-/// How far the measured payload bit rate may exceed the negotiated one over the window
-/// (encoders overshoot briefly around key frames).
-const BITRATE_TOLERANCE: f64 = 0.15;
 
 fn caps(
     codecs: &[&str],
@@ -226,116 +221,26 @@ fn enc_json(enc: &Option<EncoderSettings>) -> Value {
     }
 }
 
-/// What one direction measured, beside what was negotiated.
-#[derive(Debug)]
-struct Measured {
-    dir: &'static str,
-    negotiated: String,
-    codec: String,
-    width: u64,
-    height: u64,
-    fps: f64,
-    kbps: f64,
+fn window(end: &Value) -> Window<'_> {
+    Window {
+        start: &end["start"],
+        end: &end["end"],
+    }
 }
 
-/// The checks of one direction: `from` sent, `to` received, `neg` was negotiated for
-/// it. Returns the measurement and every violation found.
-fn check_direction(
-    dir: &'static str,
-    neg: &Direction,
-    receiver: &MediaSection,
-    from: &Value,
-    to: &Value,
-    violations: &mut Vec<String>,
-) -> Option<Measured> {
-    let out_end = &from["end"]["outbound"];
-    let out_start = &from["start"]["outbound"];
-    let inb = &to["end"]["inbound"];
+/// The `profile-level-id` the receiver's section exports for the codec negotiated in
+/// `neg` (H.264 only): the sender must encode for it.
+fn exported_plid(receiver: &MediaSection, neg: &Direction) -> Option<String> {
     let Direction::Video(s) = neg else {
-        let sent = out_end["bytesSent"].as_f64().unwrap_or(0.0);
-        if sent > 0.0 {
-            violations.push(format!("{dir}: negotiated off, but {sent} bytes were sent"));
-        }
         return None;
     };
-    let codec = out_end["codec"]["mimeType"]
-        .as_str()
-        .unwrap_or("none")
-        .to_string();
-    let want = precall_sdp::VideoCodec::from_token(&s.codec)
-        .map(|c| c.mime_type())
-        .unwrap_or("?");
-    if !codec.eq_ignore_ascii_case(want) {
-        violations.push(format!("{dir}: sent codec {codec}, negotiated {want}"));
-    }
-    // H.264: the sender encodes for the profile and level the receiver's section
-    // states (its codec's sdpFmtpLine is what was negotiated).
-    let exported = receiver
+    let want = precall_sdp::VideoCodec::from_token(&s.codec).ok()?;
+    receiver
         .formats
         .iter()
-        .find(|f| f.codec.mime_type() == want)
-        .and_then(|f| f.fmtp.get("profile-level-id"));
-    if let Some(plid) = exported {
-        let line = out_end["codec"]["sdpFmtpLine"].as_str().unwrap_or("");
-        if !line.contains(&format!("profile-level-id={plid}")) {
-            violations.push(format!(
-                "{dir}: sent with fmtp {line:?}, the receiver's section says profile-level-id={plid}"
-            ));
-        }
-    }
-    let in_codec = inb["codec"]["mimeType"].as_str().unwrap_or("none");
-    if !in_codec.eq_ignore_ascii_case(want) {
-        violations.push(format!(
-            "{dir}: received codec {in_codec}, negotiated {want}"
-        ));
-    }
-    let (w, h) = (
-        inb["frameWidth"].as_u64().unwrap_or(0),
-        inb["frameHeight"].as_u64().unwrap_or(0),
-    );
-    if w == 0 || inb["framesDecoded"].as_u64().unwrap_or(0) == 0 {
-        violations.push(format!("{dir}: no video decoded"));
-    }
-    if w > u64::from(s.width) || h > u64::from(s.height) {
-        violations.push(format!(
-            "{dir}: received {w}x{h}, negotiated {}x{}",
-            s.width, s.height
-        ));
-    }
-    let fps = inb["framesPerSecond"].as_f64().unwrap_or(0.0);
-    if fps > f64::from(s.fps) + FPS_TOLERANCE {
-        violations.push(format!("{dir}: {fps} frames/s, negotiated {}", s.fps));
-    }
-    // Payload bit rate over the window: RTP payload bytes (bytesSent excludes headers).
-    let bytes = out_end["bytesSent"].as_f64().unwrap_or(0.0)
-        - out_start["bytesSent"].as_f64().unwrap_or(0.0);
-    let ms = out_end["timestamp"].as_f64().unwrap_or(0.0)
-        - out_start["timestamp"].as_f64().unwrap_or(0.0);
-    let kbps = if ms > 0.0 { bytes * 8.0 / ms } else { 0.0 };
-    let limit = f64::from(s.bitrate_kbps) * (1.0 + BITRATE_TOLERANCE);
-    if kbps > limit {
-        violations.push(format!(
-            "{dir}: sent {kbps:.0} kbit/s over {ms:.0} ms, negotiated {} (+{:.0}%)",
-            s.bitrate_kbps,
-            BITRATE_TOLERANCE * 100.0
-        ));
-    }
-    Some(Measured {
-        dir,
-        negotiated: format!(
-            "{} {}x{}@{} {} kbit/s",
-            s.codec.as_str(),
-            s.width,
-            s.height,
-            s.fps,
-            s.bitrate_kbps
-        ),
-        codec,
-        width: w,
-        height: h,
-        fps,
-        kbps,
-    })
+        .find(|f| f.codec == want)
+        .and_then(|f| f.fmtp.get("profile-level-id"))
+        .map(str::to_owned)
 }
 
 /// What a pair's run gave: measurements per direction and violations.
@@ -378,17 +283,17 @@ fn run_pair(browser: &mut Browser, pair: &Pair, ex: &Exports) -> Res<Outcome> {
     measured.extend(check_direction(
         "caller -> callee",
         &ex.params.send,
-        &ex.answer,
-        &r["caller"],
-        &r["callee"],
+        exported_plid(&ex.answer, &ex.params.send).as_deref(),
+        window(&r["caller"]),
+        window(&r["callee"]),
         &mut violations,
     ));
     measured.extend(check_direction(
         "callee -> caller",
         &ex.params.recv,
-        &ex.offer,
-        &r["callee"],
-        &r["caller"],
+        exported_plid(&ex.offer, &ex.params.recv).as_deref(),
+        window(&r["callee"]),
+        window(&r["caller"]),
         &mut violations,
     ));
     browser.eval("closePair()")?;

@@ -178,7 +178,10 @@ impl Page for JsPage {
         Ok(r.as_f64().expect("callWithMedia returns a number") as u32)
     }
     fn accept_with_media(&mut self, call: f64, media: &str, now: Time) -> Result<(), Value> {
-        self.unit("acceptWithMedia", &[JsValue::from_f64(call), media.into(), ms(now)])
+        self.unit(
+            "acceptWithMedia",
+            &[JsValue::from_f64(call), media.into(), ms(now)],
+        )
     }
     fn answer(&mut self, call: f64, now: Time) -> Result<(), Value> {
         self.unit("answer", &[JsValue::from_f64(call), ms(now)])
