@@ -11,8 +11,8 @@
 use precall_protocol::Direction;
 use serde_json::Value;
 
-/// Frames per second the browser may exceed the negotiated rate by (its
-/// `framesPerSecond` is a one-second estimate).
+/// Frames per second the decoded rate (averaged over the window) may exceed the
+/// negotiated rate by: a camera's clock and the browser's timestamps are not exact.
 pub const FPS_TOLERANCE: f64 = 2.0;
 
 /// How far the measured payload bit rate may exceed the negotiated one over the window
@@ -41,7 +41,7 @@ pub struct Measured {
     pub width: u64,
     /// The decoded height.
     pub height: u64,
-    /// The decoded frame rate.
+    /// The decoded frame rate, averaged over the window.
     pub fps: f64,
     /// The payload bit rate sent over the window, kbit/s.
     pub kbps: f64,
@@ -108,9 +108,20 @@ pub fn check_direction(
             s.width, s.height
         ));
     }
-    let fps = inb["framesPerSecond"].as_f64().unwrap_or(0.0);
+    // Frames decoded over the window (steadier than the browser's one-second
+    // `framesPerSecond` estimate, which is the fallback).
+    let inb_start = &to.start["inbound"];
+    let frames = inb["framesDecoded"].as_f64().unwrap_or(0.0)
+        - inb_start["framesDecoded"].as_f64().unwrap_or(0.0);
+    let span =
+        inb["timestamp"].as_f64().unwrap_or(0.0) - inb_start["timestamp"].as_f64().unwrap_or(0.0);
+    let fps = if span > 0.0 && frames > 0.0 {
+        frames * 1000.0 / span
+    } else {
+        inb["framesPerSecond"].as_f64().unwrap_or(0.0)
+    };
     if fps > f64::from(s.fps) + FPS_TOLERANCE {
-        violations.push(format!("{dir}: {fps} frames/s, negotiated {}", s.fps));
+        violations.push(format!("{dir}: {fps:.1} frames/s, negotiated {}", s.fps));
     }
     // Payload bit rate over the window: RTP payload bytes (bytesSent excludes headers).
     let bytes = out_end["bytesSent"].as_f64().unwrap_or(0.0)

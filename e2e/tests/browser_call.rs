@@ -380,24 +380,58 @@ fn two_browsers_see_each_other_call_within_the_parameters_and_part() -> Res<()> 
 
     // bob's page goes away: alice sees him offline, his parameters deleted, once the
     // server's resume grace has passed.
-    drop(bob);
-    let t = Instant::now();
-    let bound = RESUME_GRACE + Duration::from_secs(2);
-    wait_until(
-        &mut alice,
-        "bob offline",
-        "window.precall.client.table().some(r => r.user === 'bob' && !r.online) && \
-         !window.precall.client.table().some(r => r.user === 'bob' && r.online) && \
-         window.precall.events.some(e => e.type === 'peer_offline' && e.user === 'bob')",
-        bound,
-    )?;
+    let took = closes_and_goes_offline(bob, &mut alice)?;
     println!(
-        "bob's page closed: alice saw him offline after {:?} (resume grace {RESUME_GRACE:?})",
-        t.elapsed()
+        "bob's page closed: alice saw him offline after {took:?} (resume grace {RESUME_GRACE:?})"
     );
     alice
         .browser
         .screenshot(&shots.join("alice-after-bob-left.png"))?;
+    Ok(())
+}
+
+/// Closes `leaving`'s browser and waits until `watcher`'s page shows that user offline:
+/// no online row left, an offline row, and the `peer_offline` event handled. Fails if
+/// that takes longer than the server's resume grace (plus 2 s for the close to reach
+/// the server and the page to poll). Returns how long it took.
+fn closes_and_goes_offline(leaving: Page, watcher: &mut Page) -> Res<Duration> {
+    let user = json!(leaving.name);
+    drop(leaving);
+    let t = Instant::now();
+    wait_until(
+        watcher,
+        "the contact offline",
+        &format!(
+            "window.precall.client.table().some(r => r.user === {user} && !r.online) && \
+             !window.precall.client.table().some(r => r.user === {user} && r.online) && \
+             window.precall.events.some(e => e.type === 'peer_offline' && e.user === {user})"
+        ),
+        RESUME_GRACE + Duration::from_secs(2),
+    )?;
+    Ok(t.elapsed())
+}
+
+/// The seeded fault of the facade: a page whose `pollEvent` loses `peer_offline` (as a
+/// facade with a missing arm in its event mapping would) is caught by the offline check
+/// above.
+#[test]
+fn a_facade_that_drops_offline_events_is_caught() -> Res<()> {
+    let _one = BROWSERS.lock().unwrap_or_else(|p| p.into_inner());
+    let (_sandbox, server) = server()?;
+    let (_cam_dir, cam) = camera()?;
+    let (mut alice, bob, _) = both_online(ws_addr(&server)?, &cam)?;
+    alice.browser.eval(
+        "(() => { const c = window.precall.client, poll = c.pollEvent.bind(c); \
+         c.pollEvent = () => { let e; do { e = poll(); } while (e && e.type === 'peer_offline'); return e; }; \
+         return true; })()",
+    )?;
+    match closes_and_goes_offline(bob, &mut alice) {
+        Ok(took) => bail!("a page that never handled peer_offline passed the check after {took:?}"),
+        Err(e) if e.to_string().contains("the contact offline did not happen") => {
+            println!("caught: {e}");
+        }
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
