@@ -329,19 +329,15 @@ state.callStats = async () => {
 
 // ----- rendering -------------------------------------------------------------------------
 
-function paramsText(p) {
-  const d = (x) => {
-    if (!x) return "–";
-    if (x.video) return `${x.video.codec} ${x.video.width}×${x.video.height}@${x.video.fps} ${x.video.bitrate_kbps} kbit/s`;
-    return `no video (${x.off})`;
-  };
-  return p ? `send ${d(p.send)} | recv ${d(p.recv)}` : "";
+// One direction of the parameters, as the table and the log show it.
+function directionText(x) {
+  if (!x) return "–";
+  if (x.video) return `${x.video.codec} ${x.video.width}×${x.video.height}@${x.video.fps} ${x.video.bitrate_kbps} kbit/s`;
+  return `no video (${x.off.replaceAll("_", " ")})`;
 }
 
-function cellText(x) {
-  if (!x) return "–";
-  if (x.video) return `${x.video.codec} ${x.video.width}×${x.video.height} @${x.video.fps} · ${x.video.bitrate_kbps} kbit/s`;
-  return `no video (${x.off.replaceAll("_", " ")})`;
+function paramsText(p) {
+  return p ? `send ${directionText(p.send)} | recv ${directionText(p.recv)}` : "";
 }
 
 function render() {
@@ -360,8 +356,8 @@ function render() {
     const td = (text, cls) => { const x = document.createElement("td"); x.textContent = text; if (cls) x.className = cls; tr.append(x); return x; };
     td(row.user);
     td(row.online ? `online (${row.session})` : "offline", row.online ? "online" : "offline");
-    td(row.online ? cellText(row.send) : "");
-    td(row.online ? cellText(row.recv) : "");
+    td(row.online ? directionText(row.send) : "");
+    td(row.online ? directionText(row.recv) : "");
     const actions = td("");
     if (row.online) {
       const busy = state.calls.size > 0 || state.dialing.size > 0;
