@@ -218,7 +218,7 @@ pub async fn run(
         },
     };
     if let Some(error) = end {
-        wiring.closed(error).await;
+        let _ = wiring.closed(error).await;
     }
 }
 
@@ -282,9 +282,8 @@ where
             max_message: settings.max_message,
             close: close.clone(),
         };
-        wiring
-            .run(Buffered(incoming), write_loop(wiring, sink, close))
-            .await;
+        let writer = std::pin::pin!(write_loop(wiring, sink, close));
+        wiring.run(Buffered(incoming), writer).await;
         return None;
     }
     if refused {
