@@ -15,17 +15,19 @@
 //! waits for the socket to be readable before it allocates the buffer a read fills, so
 //! an idle connection holds no read buffer.
 //!
-//! **Writing** coalesces pushes (the coalescing rule, spec section 3.1): a frame that
-//! answers the connection's own request (queued *urgent*: the core emitted it while
-//! handling a chunk of this connection's bytes) is written at once, together with
-//! everything queued before it. A push (every other frame: presence, an incoming call,
-//! a timeout's consequence) is written at once if the connection wrote no push within
-//! the last `--coalesce-ms` *D*; otherwise it waits until *D* after that write, and
-//! every frame queued meanwhile goes out in the same write (`writev`). So a push waits
-//! at most *D*, a connection writes pushes at most once per *D*, an idle connection
-//! gets its first push with no delay, and the order of frames is never changed (the
-//! writer takes the whole queue, in order). 16 KiB queued, or the server closing the
-//! connection, also write at once.
+//! **Writing** coalesces presence pushes (the coalescing rule, spec section 3.1). The
+//! server task queues a frame *urgent* unless it is a presence push: an answer to the
+//! connection's own request (the core emitted it while handling a chunk of this
+//! connection's bytes) or any frame the core made for this connection alone (call
+//! signalling, errors); module `serve` tells them apart. An urgent frame is written at
+//! once, together with everything queued before it. A presence push is written at once
+//! if the connection wrote no push within the last `--coalesce-ms` *D*; otherwise it
+//! waits until *D* after that write, and every frame queued meanwhile goes out in the
+//! same write (`writev`). So a push waits at most *D*, a connection writes pushes at
+//! most once per *D* unless answers or calls come between, an idle connection gets its
+//! first push with no delay, and the order of frames is never changed (the writer takes
+//! the whole queue, in order). 16 KiB queued, or the server closing the connection,
+//! also write at once.
 //!
 //! Reading and writing share one task (it polls both loops; one waker in the link
 //! serves both, and waiting holds neither a timer nor a buffer while idle): the task
@@ -174,9 +176,9 @@ impl Link {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame without ever waiting. `urgent`: it answers the connection's own
-    /// request, and it and everything before it are written at once; otherwise it is a
-    /// push, which may wait for the coalescing delay.
+    /// Queues a frame without ever waiting. `urgent`: it and everything before it are
+    /// written at once (an answer, call signalling); otherwise it is a presence push,
+    /// which may wait for the coalescing delay.
     pub fn push(&self, frame: Bytes, urgent: bool) -> Result<(), Refused> {
         let mut st = self.lock();
         if st.gone {
@@ -551,9 +553,9 @@ impl Wiring {
     }
 }
 
-/// Writes `frames` in order, with as few calls as the stream allows: `writev` of up to
-/// [`MAX_SLICES`] frames per call where the stream supports it, else one write of their
-/// concatenation. Nothing is held across a wait but the frames themselves.
+/// Writes `frames` in order, with as few calls as the stream allows: one frame with a
+/// plain write, several with `writev` of up to [`MAX_SLICES`] frames per call where the
+/// stream supports it, else with one write of their concatenation. Nothing is held across a wait but the frames themselves.
 async fn write_frames<W: AsyncWrite + Unpin>(
     socket: &mut W,
     frames: &mut VecDeque<Bytes>,
@@ -567,6 +569,11 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     }
     while !frames.is_empty() {
         let n = poll_fn(|cx| {
+            if frames.len() == 1 {
+                // One frame: a plain write (`send` on a socket, not the VFS path of
+                // `writev`).
+                return Pin::new(&mut *socket).poll_write(cx, &frames[0]);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut k = 0;
             for (slice, f) in slices.iter_mut().zip(frames.iter()) {

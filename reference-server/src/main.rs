@@ -72,10 +72,10 @@ pub struct ServeArgs {
     /// the largest login snapshot (500 contacts with 8 terminals each) with room to spare.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub queue_frames: u32,
-    /// Longest delay of a push (a frame that does not answer the connection's own
-    /// request), in milliseconds: a connection writes pushes at most once per this
-    /// long, each write carrying every frame queued meanwhile, in order; 0 writes every
-    /// frame at once (spec section 3.1).
+    /// Longest delay of a presence push (online, offline), in milliseconds: a
+    /// connection writes them at most once per this long, each write carrying every
+    /// frame queued meanwhile, in order; answers and call signalling are never delayed;
+    /// 0 writes every frame at once (spec section 3.1).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub coalesce_ms: u64,
     /// How often to apply contact changes made with `admin` while running.

@@ -675,7 +675,8 @@ impl Shell {
     fn handle(&mut self, event: ServerEvent, answering: Option<ConnId>) {
         match event {
             ServerEvent::Transmit { conn, frame } => {
-                self.transmit(conn, frame, answering == Some(conn));
+                let at_once = answering == Some(conn) || !shared(&frame);
+                self.transmit(conn, frame, at_once);
             }
             ServerEvent::Close { conn } => {
                 if let Some(tasks) = self.conns.remove(&conn) {
@@ -719,14 +720,14 @@ impl Shell {
         }
     }
 
-    /// Queues a frame without ever waiting (`answer`: it answers the connection's own
-    /// request, see [`Link::push`]): a peer too slow to take its frames is dropped as if
+    /// Queues a frame without ever waiting (`at_once`: written without the coalescing
+    /// delay, see [`Link::push`]): a peer too slow to take its frames is dropped as if
     /// its connection had failed.
-    fn transmit(&mut self, conn: ConnId, frame: Bytes, answer: bool) {
+    fn transmit(&mut self, conn: ConnId, frame: Bytes, at_once: bool) {
         let Some(tasks) = self.conns.get(&conn) else {
             return;
         };
-        let why = match tasks.link.push(frame, answer) {
+        let why = match tasks.link.push(frame, at_once) {
             Ok(()) => return,
             Err(refused) => refused.why(),
         };
@@ -739,6 +740,15 @@ impl Shell {
     }
 }
 
+/// Whether the core shares `frame` with other recipients or keeps it: a presence push
+/// (the core encodes a table frame once, sends the same buffer to every watcher and
+/// keeps it for resumes: [`ServerEvent::Transmit`]), which the connection may hold back
+/// to coalesce. A frame made for one connection alone (an answer, call signalling, an
+/// error) holds the only reference to its buffer and is written at once.
+fn shared(frame: &Bytes) -> bool {
+    !frame.is_unique()
+}
+
 /// A connection the core forgot: closing its link lets the writer flush and shut the
 /// socket down; after [`LINGER`] its task is stopped whatever its state.
 fn retire(tasks: ConnTasks) {
@@ -748,4 +758,100 @@ fn retire(tasks: ConnTasks) {
         sleep(LINGER).await;
         task.abort();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use precall_protocol::sim::{sample_caps, Directory, Sim};
+    use precall_protocol::{ClientEvent, LoginWith, UserId};
+
+    use super::*;
+
+    /// Message type -> (frames held back, frames written at once), of every frame the
+    /// core emitted in [`which_frames_wait`].
+    static SEEN: Mutex<BTreeMap<String, (usize, usize)>> = Mutex::new(BTreeMap::new());
+
+    fn record(_: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, Bytes)> {
+        let v: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
+        let ty = v["type"].as_str().unwrap().to_owned();
+        let mut seen = SEEN.lock().unwrap();
+        let e = seen.entry(ty).or_default();
+        if shared(&frame) {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+        vec![(conn, frame)]
+    }
+
+    /// The coalescing delay applies to presence pushes only: the core's table frames,
+    /// which it shares among watchers. Answers and call signalling (the fast path's
+    /// `call_incoming` and `call_accepted`) are never held back, so call set-up does not
+    /// wait for the coalescing delay.
+    #[test]
+    fn which_frames_wait() {
+        let u = |n: &str| UserId::new(n).unwrap();
+        let mut d = Directory::default();
+        for n in ["alice", "bob", "carol"] {
+            d.add_user(&u(n), "pw");
+        }
+        d.befriend(&u("alice"), &u("bob"));
+        d.befriend(&u("alice"), &u("carol"));
+        let mut sim = Sim::new(d, 3, ServerConfig::default());
+        sim.tamper = Some(record);
+        let caps = || LoginWith::Capabilities(sample_caps(&["h264", "vp8"], 1280, 30));
+        sim.login(0, &u("alice"), "pw", caps());
+        sim.login(1, &u("bob"), "pw", caps());
+        sim.login(2, &u("carol"), "pw", caps());
+        sim.settle().unwrap();
+        let now = sim.now;
+        let bob = sim.endpoint(1).unwrap();
+        sim.client_mut(0).place_call(&bob, now).unwrap();
+        sim.settle().unwrap();
+        let call = sim.terminals[1]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::IncomingCall { call, .. } => Some(*call),
+                _ => None,
+            })
+            .expect("incoming call");
+        sim.client_mut(1).answer(call, true, now).unwrap();
+        sim.settle().unwrap();
+        sim.client_mut(0).hangup(call, now).unwrap();
+        sim.settle().unwrap();
+        sim.client_mut(1)
+            .update_caps(sample_caps(&["vp8"], 640, 15), now)
+            .unwrap();
+        sim.settle().unwrap();
+        sim.client_mut(2).logout(now).unwrap();
+        sim.settle().unwrap();
+        let seen = SEEN.lock().unwrap().clone();
+        let held: Vec<&str> = seen
+            .iter()
+            .filter(|(_, n)| n.0 > 0)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert_eq!(held, ["offline", "online"], "{seen:?}");
+        let (online, offline) = (seen["online"], seen["offline"]);
+        assert!(online.1 == 0 && offline.1 == 0, "{seen:?}");
+        for at_once in [
+            "login_ok",
+            "synced",
+            "call_ringing",
+            "call_incoming",
+            "call_accepted",
+            "call_ended",
+            "caps_ack",
+            "logged_out",
+        ] {
+            assert!(
+                seen.get(at_once).is_some_and(|n| n.1 > 0),
+                "{at_once}: {seen:?}"
+            );
+        }
+    }
 }
