@@ -4,7 +4,7 @@
 //! sockets and the core, keeps time, verifies passwords and persists contact lists in
 //! SQLite. Every protocol decision is the core's.
 //!
-//! - `serve`: run the server (module `serve`, with `conn` for the socket tasks, `tls`
+//! - `serve`: run the server (module `serve`, with `conn` for the connection tasks, `tls`
 //!   for the optional TLS layer, `ws` for the WebSocket binding and the static files of
 //!   its port, and `worker` for the store thread);
 //! - `admin`: manage accounts, contact lists and registered terminals (module `admin`),
@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// the largest login snapshot (500 contacts with 8 terminals each) with room to spare.
     #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub queue_frames: u32,
+    /// Longest delay of a presence push (online, offline), in milliseconds: a
+    /// connection writes them at most once per this long, each write carrying every
+    /// frame queued meanwhile, in order; answers and call signalling are never delayed;
+    /// 0 writes every frame at once (spec section 3.1).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub coalesce_ms: u64,
     /// How often to apply contact changes made with `admin` while running.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub admin_poll_ms: u64,
@@ -283,6 +289,7 @@ mod tests {
             (60_000, 30_000, 60_000)
         );
         assert_eq!((a.queue_frames, a.admin_poll_ms), (8192, 200));
+        assert_eq!(a.coalesce_ms, 5);
         assert_eq!((a.cost.argon2_m_kib, a.cost.argon2_t), (19456, 2));
         let core = precall_protocol::ResumeConfig::default();
         assert_eq!(
@@ -364,6 +371,7 @@ mod tests {
             &["admin", "--db", "x", "contact", "add", "alice", "b b"],
             &["admin", "--db", "x", "terminal", "remove", "phone 1"],
             &["serve", "--db", "x", "--queue-frames", "0"],
+            &["serve", "--db", "x", "--coalesce-ms", "1001"],
             &["serve"],
         ];
         for args in bad {

@@ -3,17 +3,22 @@
 //! One task owns the [`Server`]. It accepts connections, takes bytes, end-of-stream
 //! reports, credential verdicts and administrator roster changes from one channel,
 //! fires the core's deadlines, and carries out the core's events: frames go to each
-//! connection's bounded queue (a full queue means a dead peer: the core is told the
-//! connection dropped), closes let the writer flush then shut the socket, credential
-//! checks and contact-list changes go to the store thread, and their outcomes come back
-//! to the core. A connection whose input the core paused (its contact-list changes wait
-//! for the store) is not read from until the core takes input again, so a flooding peer
-//! is slowed by TCP flow control and nobody else waits. The loop decides nothing about
-//! the protocol. With `--tls-cert`/`--tls-key` each connection's reader task first runs
-//! the TLS handshake (module `tls`), off the loop; the loop itself is the same. With
-//! `--ws-listen` the loop accepts on a second port too: those connections are counted
-//! by the core from their accept on, like TCP ones, and their reader task does the
-//! HTTP and WebSocket part (module `ws`) before it runs the same read loop.
+//! connection's bounded queue (module `conn`; a full queue means a dead peer: the core
+//! is told the connection dropped), closes let the writer flush then shut the socket,
+//! credential checks and contact-list changes go to the store thread, and their
+//! outcomes come back to the core. The frames the core emits for a connection while it
+//! handles a chunk of that connection's bytes are its answers, queued to be written at
+//! once; every other frame is a push, which the connection may hold back for up to
+//! `--coalesce-ms` to write it with the next ones (the coalescing rule, module `conn`).
+//! A connection whose input the core paused (its contact-list changes wait for the
+//! store) is not read from until the core takes input again, so a flooding peer is
+//! slowed by TCP flow control and nobody else waits. The loop decides nothing about the
+//! protocol. Each connection has one task, which reads and writes its socket. With
+//! `--tls-cert`/`--tls-key` that task first runs the TLS handshake (module `tls`), off
+//! the loop; the loop itself is the same. With `--ws-listen` the loop accepts on a
+//! second port too: those connections are counted by the core from their accept on,
+//! like TCP ones, and their task does the HTTP and WebSocket part (module `ws`) before
+//! it runs the same reader.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -32,11 +37,11 @@ use precall_protocol::{
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::conn::{Coalesce, Link, Wiring};
 use crate::fds::{self, AcceptFailures};
 use crate::store::{hash_password, RosterEvent, Store, StoreError};
 use crate::tls::{self, Tls};
@@ -329,9 +334,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         conns: HashMap::new(),
         next_conn: 1,
         queue_frames: args.queue_frames as usize,
+        coalesce: Coalesce::new(Duration::from_millis(args.coalesce_ms)),
         inputs_tx,
         worker,
-        writers: JoinSet::new(),
+        tasks: JoinSet::new(),
         roster_seen,
         roster_polling: false,
         accept_failures: AcceptFailures::new(),
@@ -358,13 +364,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     result
 }
 
-/// The tasks and queue of one open connection.
+/// The task and link of one open connection.
 struct ConnTasks {
-    queue: mpsc::Sender<Bytes>,
-    /// Returned to the reader after each chunk it forwarded is handled.
-    gate: Arc<Semaphore>,
-    reader: AbortHandle,
-    writer: AbortHandle,
+    /// The outbound queue and the read gate (given back after each chunk is handled).
+    link: Arc<Link>,
+    /// The connection's task (reader and writer).
+    task: AbortHandle,
     peer: SocketAddr,
 }
 
@@ -375,9 +380,12 @@ struct Shell {
     conns: HashMap<ConnId, ConnTasks>,
     next_conn: u64,
     queue_frames: usize,
+    /// How connections coalesce pushes (`--coalesce-ms`).
+    coalesce: Coalesce,
     inputs_tx: mpsc::Sender<Input>,
     worker: Worker,
-    writers: JoinSet<()>,
+    /// Every connection's task.
+    tasks: JoinSet<()>,
     roster_seen: i64,
     roster_polling: bool,
     /// Failed `accept`s, logged at most once a second.
@@ -458,9 +466,11 @@ impl Shell {
                     self.release_paused();
                 }
                 _ = poll.tick() => self.poll_roster(),
-                Some(_) = self.writers.join_next(), if !self.writers.is_empty() => {}
+                Some(_) = self.tasks.join_next(), if !self.tasks.is_empty() => {}
             }
-            self.drain();
+            // What the core emits for the connection whose chunk it just handled answers
+            // that connection's requests: written at once, not coalesced.
+            self.drain_answering(released);
             // The chunk's answers are queued now: its reader may read on, unless the core
             // paused the connection's input.
             if let Some(id) = released {
@@ -487,11 +497,9 @@ impl Shell {
         self.server.shutdown(now);
         self.drain();
         // Let the writers flush the final errors; the linger bounds slow peers.
-        let writers = &mut self.writers;
-        let _ = tokio::time::timeout(LINGER, async {
-            while writers.join_next().await.is_some() {}
-        })
-        .await;
+        let tasks = &mut self.tasks;
+        let _ = tokio::time::timeout(LINGER, async { while tasks.join_next().await.is_some() {} })
+            .await;
         Ok(())
     }
 
@@ -507,103 +515,37 @@ impl Shell {
             tracing::error!(error = %e, "connection refused by the core");
             return;
         }
-        let (queue, rx) = mpsc::channel(self.queue_frames);
-        let gate = Arc::new(Semaphore::new(1));
-        let headroom = conn::headroom(
-            self.queue_frames,
-            self.server.config().max_sessions_per_user,
-        );
-        let batch = self.queue_frames;
+        let link = Link::new(self.queue_frames);
+        let wiring = Wiring {
+            conn: id,
+            link: link.clone(),
+            inputs: self.inputs_tx.clone(),
+            headroom: conn::headroom(
+                self.queue_frames,
+                self.server.config().max_sessions_per_user,
+            ),
+            coalesce: self.coalesce,
+        };
         let ws = self.ws.as_ref().filter(|_| port == Port::Ws);
-        let (reader, writer) = match (ws, &self.tls) {
+        // One task per connection: the TLS handshake, on the WebSocket port the HTTP
+        // request and the WebSocket handshake, then its reader and writer.
+        let task = match (ws, &self.tls) {
             (Some(settings), tls) => {
-                // The TLS handshake, the HTTP request and the WebSocket handshake run in
-                // the reader task; the writer waits for the WebSocket's sending half
-                // (and ends if there is none: a refusal, a static file).
-                let (wr_tx, wr_rx) = oneshot::channel();
                 // The core forgets a connection it refuses at once.
                 let refused = !self.server.accepts_input(id);
-                let reader = tokio::spawn(ws::read_loop(
-                    id,
+                self.tasks.spawn(ws::run(
+                    wiring,
                     refused,
                     socket,
                     tls.clone(),
                     settings.clone(),
-                    wr_tx,
-                    self.inputs_tx.clone(),
-                    gate.clone(),
-                    queue.downgrade(),
-                    headroom,
-                ));
-                let reader = reader.abort_handle();
-                let stop_reader = reader.clone();
-                let writer = self.writers.spawn(async move {
-                    if let Ok(wr) = wr_rx.await {
-                        if ws::write_loop(wr, rx, batch).await {
-                            stop_reader.abort();
-                        }
-                    }
-                });
-                (reader, writer)
+                ))
             }
-            (None, None) => {
-                let (rd, wr) = socket.into_split();
-                let reader = tokio::spawn(conn::read_loop(
-                    id,
-                    rd,
-                    self.inputs_tx.clone(),
-                    gate.clone(),
-                    queue.downgrade(),
-                    headroom,
-                ));
-                let reader = reader.abort_handle();
-                let stop_reader = reader.clone();
-                let writer = self.writers.spawn(async move {
-                    if conn::write_loop(wr, rx, batch).await {
-                        // The server closed the connection and everything is written:
-                        // free the socket now (a refused peer may never close it).
-                        stop_reader.abort();
-                    }
-                });
-                (reader, writer)
-            }
-            (None, Some(tls)) => {
-                // The handshake runs in the reader task; the writer waits for its half
-                // of the stream (and ends if the handshake fails).
-                let (wr_tx, wr_rx) = oneshot::channel();
-                let reader = tokio::spawn(conn::tls_read_loop(
-                    id,
-                    socket,
-                    tls.clone(),
-                    wr_tx,
-                    self.inputs_tx.clone(),
-                    gate.clone(),
-                    queue.downgrade(),
-                    headroom,
-                ));
-                let reader = reader.abort_handle();
-                let stop_reader = reader.clone();
-                let writer = self.writers.spawn(async move {
-                    if let Ok(wr) = wr_rx.await {
-                        if conn::write_loop(wr, rx, batch).await {
-                            stop_reader.abort();
-                        }
-                    }
-                });
-                (reader, writer)
-            }
+            (None, None) => self.tasks.spawn(conn::run_tcp(wiring, socket)),
+            (None, Some(tls)) => self.tasks.spawn(conn::run_tls(wiring, socket, tls.clone())),
         };
         tracing::debug!(conn = %id, %peer, ?port, "connection opened");
-        self.conns.insert(
-            id,
-            ConnTasks {
-                queue,
-                gate,
-                reader,
-                writer,
-                peer,
-            },
-        );
+        self.conns.insert(id, ConnTasks { link, task, peer });
     }
 
     /// Handles one input; returns the connection whose data chunk it handled.
@@ -681,8 +623,14 @@ impl Shell {
 
     /// Carries out everything the core asked for.
     fn drain(&mut self) {
+        self.drain_answering(None);
+    }
+
+    /// Carries out everything the core asked for; the frames for `answering` (the
+    /// connection whose chunk the core just handled) are answers, written at once.
+    fn drain_answering(&mut self, answering: Option<ConnId>) {
         while let Some(event) = self.server.poll_event() {
-            self.handle(event);
+            self.handle(event, answering);
         }
     }
 
@@ -695,7 +643,7 @@ impl Shell {
         };
         if self.server.accepts_input(id) {
             self.paused.remove(&id);
-            tasks.gate.add_permits(1);
+            tasks.link.release();
         } else {
             self.paused.insert(id);
         }
@@ -723,10 +671,13 @@ impl Shell {
         }
     }
 
-    /// Carries out one event of the core.
-    fn handle(&mut self, event: ServerEvent) {
+    /// Carries out one event of the core; frames for `answering` are answers.
+    fn handle(&mut self, event: ServerEvent, answering: Option<ConnId>) {
         match event {
-            ServerEvent::Transmit { conn, frame } => self.transmit(conn, frame),
+            ServerEvent::Transmit { conn, frame } => {
+                let at_once = answering == Some(conn) || !shared(&frame);
+                self.transmit(conn, frame, at_once);
+            }
             ServerEvent::Close { conn } => {
                 if let Some(tasks) = self.conns.remove(&conn) {
                     tracing::debug!(%conn, peer = %tasks.peer, "closing");
@@ -769,40 +720,138 @@ impl Shell {
         }
     }
 
-    /// Queues a frame without ever waiting: a peer too slow to take its frames is
-    /// dropped as if its connection had failed.
-    fn transmit(&mut self, conn: ConnId, frame: Bytes) {
+    /// Queues a frame without ever waiting (`at_once`: written without the coalescing
+    /// delay, see [`Link::push`]): a peer too slow to take its frames is dropped as if
+    /// its connection had failed.
+    fn transmit(&mut self, conn: ConnId, frame: Bytes, at_once: bool) {
         let Some(tasks) = self.conns.get(&conn) else {
             return;
         };
-        let why = match tasks.queue.try_send(frame) {
+        let why = match tasks.link.push(frame, at_once) {
             Ok(()) => return,
-            Err(TrySendError::Full(_)) => "outbound queue full",
-            Err(TrySendError::Closed(_)) => "writer gone",
+            Err(refused) => refused.why(),
         };
         if let Some(tasks) = self.conns.remove(&conn) {
             tracing::warn!(%conn, peer = %tasks.peer, why, "dropping connection");
-            tasks.reader.abort();
-            tasks.writer.abort();
+            tasks.task.abort();
         }
         let now = self.now();
         self.server.connection_closed(conn, now);
     }
 }
 
-/// A connection the core forgot: dropping the queue's sender lets the writer flush and
-/// shut the socket down; after [`LINGER`] both tasks are stopped whatever their state.
+/// Whether the core shares `frame` with other recipients or keeps it: a presence push
+/// (the core encodes a table frame once, sends the same buffer to every watcher and
+/// keeps it for resumes: [`ServerEvent::Transmit`]), which the connection may hold back
+/// to coalesce. A frame made for one connection alone (an answer, call signalling, an
+/// error) holds the only reference to its buffer and is written at once.
+fn shared(frame: &Bytes) -> bool {
+    !frame.is_unique()
+}
+
+/// A connection the core forgot: closing its link lets the writer flush and shut the
+/// socket down; after [`LINGER`] its task is stopped whatever its state.
 fn retire(tasks: ConnTasks) {
-    let ConnTasks {
-        queue,
-        reader,
-        writer,
-        ..
-    } = tasks;
-    drop(queue);
+    let ConnTasks { link, task, .. } = tasks;
+    link.close();
     tokio::spawn(async move {
         sleep(LINGER).await;
-        reader.abort();
-        writer.abort();
+        task.abort();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use precall_protocol::sim::{sample_caps, Directory, Sim};
+    use precall_protocol::{ClientEvent, LoginWith, UserId};
+
+    use super::*;
+
+    /// Message type -> (frames held back, frames written at once), of every frame the
+    /// core emitted in [`which_frames_wait`].
+    static SEEN: Mutex<BTreeMap<String, (usize, usize)>> = Mutex::new(BTreeMap::new());
+
+    fn record(_: &Server, conn: ConnId, frame: Bytes) -> Vec<(ConnId, Bytes)> {
+        let v: serde_json::Value = serde_json::from_slice(&frame[4..]).unwrap();
+        let ty = v["type"].as_str().unwrap().to_owned();
+        let mut seen = SEEN.lock().unwrap();
+        let e = seen.entry(ty).or_default();
+        if shared(&frame) {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+        vec![(conn, frame)]
+    }
+
+    /// The coalescing delay applies to presence pushes only: the core's table frames,
+    /// which it shares among watchers. Answers and call signalling (the fast path's
+    /// `call_incoming` and `call_accepted`) are never held back, so call set-up does not
+    /// wait for the coalescing delay.
+    #[test]
+    fn which_frames_wait() {
+        let u = |n: &str| UserId::new(n).unwrap();
+        let mut d = Directory::default();
+        for n in ["alice", "bob", "carol"] {
+            d.add_user(&u(n), "pw");
+        }
+        d.befriend(&u("alice"), &u("bob"));
+        d.befriend(&u("alice"), &u("carol"));
+        let mut sim = Sim::new(d, 3, ServerConfig::default());
+        sim.tamper = Some(record);
+        let caps = || LoginWith::Capabilities(sample_caps(&["h264", "vp8"], 1280, 30));
+        sim.login(0, &u("alice"), "pw", caps());
+        sim.login(1, &u("bob"), "pw", caps());
+        sim.login(2, &u("carol"), "pw", caps());
+        sim.settle().unwrap();
+        let now = sim.now;
+        let bob = sim.endpoint(1).unwrap();
+        sim.client_mut(0).place_call(&bob, now).unwrap();
+        sim.settle().unwrap();
+        let call = sim.terminals[1]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::IncomingCall { call, .. } => Some(*call),
+                _ => None,
+            })
+            .expect("incoming call");
+        sim.client_mut(1).answer(call, true, now).unwrap();
+        sim.settle().unwrap();
+        sim.client_mut(0).hangup(call, now).unwrap();
+        sim.settle().unwrap();
+        sim.client_mut(1)
+            .update_caps(sample_caps(&["vp8"], 640, 15), now)
+            .unwrap();
+        sim.settle().unwrap();
+        sim.client_mut(2).logout(now).unwrap();
+        sim.settle().unwrap();
+        let seen = SEEN.lock().unwrap().clone();
+        let held: Vec<&str> = seen
+            .iter()
+            .filter(|(_, n)| n.0 > 0)
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert_eq!(held, ["offline", "online"], "{seen:?}");
+        let (online, offline) = (seen["online"], seen["offline"]);
+        assert!(online.1 == 0 && offline.1 == 0, "{seen:?}");
+        for at_once in [
+            "login_ok",
+            "synced",
+            "call_ringing",
+            "call_incoming",
+            "call_accepted",
+            "call_ended",
+            "caps_ack",
+            "logged_out",
+        ] {
+            assert!(
+                seen.get(at_once).is_some_and(|n| n.1 > 0),
+                "{at_once}: {seen:?}"
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! (PEM), the rustls acceptor (TLS 1.2 and 1.3, ring provider), and the warning printed
 //! when the server listens in the clear on a non-loopback address.
 //!
-//! TLS only wraps the byte stream: the connection tasks (module `conn`) run unchanged
+//! TLS only wraps the byte stream: the connection task (module `conn`) runs unchanged
 //! over the TLS stream once the handshake is done.
 
 use std::net::SocketAddr;

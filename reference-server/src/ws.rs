@@ -4,15 +4,16 @@
 //! A connection accepted there is registered with the core at once, exactly as a TCP
 //! one (`Server::connect_from`), so the per-source and total connection limits, the
 //! accept rates, the login timeout and the descriptor cap count it from its first
-//! byte, whatever it turns out to be. Its reader task then runs the TLS handshake (with
+//! byte, whatever it turns out to be. Its task then runs the TLS handshake (with
 //! `--tls-cert`), reads one HTTP request head (at most [`MAX_HEAD`] bytes, within
 //! `--ws-handshake-timeout-ms`) and either
 //!
 //! - upgrades it to a WebSocket at [`PATH`]: only a valid RFC 6455 handshake that offers
 //!   the subprotocol [`SUBPROTOCOL`] and whose `Origin` (if any) is allowed; the
-//!   connection then runs the same [`conn::read_loop`] as a TCP one, over [`Incoming`],
-//!   which turns the binary messages into the byte stream the core decodes, and its
-//!   writer sends each frame the core emits as one binary message ([`write_loop`]); or
+//!   connection then runs the same reader as a TCP one ([`Wiring::run`]), over
+//!   [`Incoming`], which turns the binary messages into the byte stream the core
+//!   decodes, and its writer sends each frame the core emits as one binary message
+//!   ([`write_loop`], coalescing pushes as over TCP); or
 //! - answers a plain `GET` with a file under `--web-root` ([`resolve`]), or refuses it
 //!   (404, 405, 503, ...), and reports the connection closed.
 //!
@@ -42,10 +43,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use precall_protocol::codec::HEADER_LEN;
-use precall_protocol::ConnId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, Request, Response};
@@ -55,7 +55,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::conn;
+use crate::conn::{self, Buffered, Wiring};
+#[cfg(doc)]
 use crate::serve::Input;
 use crate::tls::Tls;
 
@@ -191,64 +192,34 @@ impl Settings {
     }
 }
 
-/// The sending half of an upgraded connection.
-type WsSink = Box<dyn Sink<Message, Error = tungstenite::Error> + Send + Unpin>;
 /// The Close frame the writer sends when the connection ends (set when the binding
 /// refused a message; otherwise a normal close).
 type CloseSlot = Arc<Mutex<Option<CloseFrame>>>;
 
-/// What the reader hands the writer once the WebSocket handshake is done.
-pub struct WsWriter {
-    sink: WsSink,
-    close: CloseSlot,
-}
-
-/// The reader task of a WebSocket-port connection: TLS handshake (if `tls`), the HTTP
-/// request, then either the WebSocket's [`conn::read_loop`] or a static file. Every end
-/// other than the read loop's own is reported as [`Input::Closed`] with its reason.
-/// `refused`: the core refused the connection at connect (a limit); a WebSocket is
-/// still opened, to carry the core's error frame, but no file is served.
-#[allow(clippy::too_many_arguments)]
-pub async fn read_loop(
-    conn: ConnId,
+/// The task of a WebSocket-port connection: TLS handshake (if `tls`), the HTTP request,
+/// then either the WebSocket's reader and writer ([`Wiring::run`] over [`Incoming`] and
+/// [`write_loop`]) or a static file. Every end other than the read loop's own is
+/// reported as [`Input::Closed`] with its reason. `refused`: the core refused the
+/// connection at connect (a limit); a WebSocket is still opened, to carry the core's
+/// error frame, but no file is served.
+pub async fn run(
+    wiring: Wiring,
     refused: bool,
     socket: TcpStream,
     tls: Option<Tls>,
     settings: Arc<Settings>,
-    writer: oneshot::Sender<WsWriter>,
-    inputs: mpsc::Sender<Input>,
-    gate: Arc<Semaphore>,
-    queue: mpsc::WeakSender<Bytes>,
-    headroom: usize,
 ) {
-    let link = Link {
-        conn,
-        refused,
-        inputs: inputs.clone(),
-        gate,
-        queue,
-        headroom,
-    };
+    let _gone = conn::gone_on_drop(&wiring.link);
     let end = match tls {
-        None => serve(socket, &settings, writer, link).await,
-        Some(tls) => match conn::tls_handshake(conn, socket, tls).await {
-            Ok(stream) => serve(stream, &settings, writer, link).await,
+        None => serve(socket, &settings, &wiring, refused).await,
+        Some(tls) => match conn::tls_handshake(wiring.conn, socket, tls).await {
+            Ok(stream) => serve(stream, &settings, &wiring, refused).await,
             Err(e) => Some(Some(e)),
         },
     };
     if let Some(error) = end {
-        let _ = inputs.send(Input::Closed(conn, error)).await;
+        let _ = wiring.closed(error).await;
     }
-}
-
-/// What the read loop needs of the connection.
-struct Link {
-    conn: ConnId,
-    refused: bool,
-    inputs: mpsc::Sender<Input>,
-    gate: Arc<Semaphore>,
-    queue: mpsc::WeakSender<Bytes>,
-    headroom: usize,
 }
 
 /// Serves one connection; `None` if it became a WebSocket (the read loop reported its
@@ -256,8 +227,8 @@ struct Link {
 async fn serve<S>(
     mut stream: S,
     settings: &Settings,
-    writer: oneshot::Sender<WsWriter>,
-    link: Link,
+    wiring: &Wiring,
+    refused: bool,
 ) -> Option<Option<io::Error>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -301,36 +272,21 @@ where
             Some(settings.config()),
         )
         .await;
-        tracing::debug!(conn = %link.conn, "WebSocket open");
+        tracing::debug!(conn = %wiring.conn, "WebSocket open");
         let (sink, messages) = ws.split();
         let close = CloseSlot::default();
-        let handed = writer.send(WsWriter {
-            sink: Box::new(sink),
-            close: close.clone(),
-        });
-        if handed.is_err() {
-            return None; // the connection is being closed
-        }
         let incoming = Incoming {
             messages,
             current: Bytes::new(),
             ended: false,
             max_message: settings.max_message,
-            close,
+            close: close.clone(),
         };
-        let Link {
-            conn,
-            refused: _,
-            inputs,
-            gate,
-            queue,
-            headroom,
-        } = link;
-        conn::read_loop(conn, incoming, inputs, gate, queue, headroom).await;
+        let writer = std::pin::pin!(write_loop(wiring, sink, close));
+        wiring.run(Buffered(incoming), writer).await;
         return None;
     }
-    drop(writer);
-    if link.refused {
+    if refused {
         let r = Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "connection refused by a limit",
@@ -371,7 +327,7 @@ where
             .await,
         );
     };
-    tracing::debug!(conn = %link.conn, file = %file.display(), len, "serving a file");
+    tracing::debug!(conn = %wiring.conn, file = %file.display(), len, "serving a file");
     // The login timeout bounds the transfer: the core closes the connection then.
     Some(send_file(&mut stream, &file, len).await.err())
 }
@@ -784,26 +740,22 @@ fn frames(mut bytes: Bytes) -> impl Iterator<Item = Bytes> {
 }
 
 /// The writer of an upgraded connection: each queued frame becomes one binary message;
-/// everything queued at a wake-up is flushed at once. Once the server closed the
-/// connection (the queue's sender dropped) it sends a Close frame, normal unless the
-/// binding refused a message. Returns `true` if it ended that way, `false` on a write
-/// error.
-pub async fn write_loop(writer: WsWriter, mut queue: mpsc::Receiver<Bytes>, batch: usize) -> bool {
-    let WsWriter { mut sink, close } = writer;
-    let mut queued: Vec<Bytes> = Vec::with_capacity(batch.min(64));
-    while queue.recv_many(&mut queued, batch).await > 0 {
-        for frame in queued.drain(..) {
+/// the frames of a batch (the coalescing rule of module `conn`) are written with one
+/// flush. Once the server closed the connection it sends a Close frame, normal unless
+/// the binding refused a message. Ends `Ok` that way, or with the failed write.
+async fn write_loop<K>(wiring: &Wiring, mut sink: K, close: CloseSlot) -> io::Result<()>
+where
+    K: Sink<Message, Error = tungstenite::Error> + Unpin,
+{
+    let failed = |e: tungstenite::Error| io::Error::other(format!("WebSocket: {e}"));
+    let mut pacer = wiring.pacer();
+    while let Some(batch) = wiring.next_batch(&mut pacer).await {
+        for frame in batch {
             for message in frames(frame) {
-                if let Err(e) = sink.feed(Message::Binary(message)).await {
-                    tracing::debug!(error = %e, "WebSocket write failed");
-                    return false;
-                }
+                sink.feed(Message::Binary(message)).await.map_err(failed)?;
             }
         }
-        if let Err(e) = sink.flush().await {
-            tracing::debug!(error = %e, "WebSocket write failed");
-            return false;
-        }
+        sink.flush().await.map_err(failed)?;
     }
     let frame = close
         .lock()
@@ -811,7 +763,7 @@ pub async fn write_loop(writer: WsWriter, mut queue: mpsc::Receiver<Bytes>, batc
         .and_then(|mut slot| slot.take())
         .unwrap_or_else(|| self::close(CloseCode::Normal, ""));
     let _ = sink.send(Message::Close(Some(frame))).await;
-    true
+    Ok(())
 }
 
 #[cfg(test)]
