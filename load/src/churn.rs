@@ -10,24 +10,36 @@
 //! At the end, once every change has completed and presence is quiet, every table is
 //! verified again.
 //!
+//! A run is one or more steps (`--rates`, `--sweep`): each makes changes at its rate for
+//! `--secs`, waits until every change completed and presence is quiet, and checks every
+//! table. Each step reports the deliveries per second, the push latency, and the CPU
+//! time the server process and this tool used from the start of the changes to the
+//! last delivery ([`crate::cpu`]), per delivery. Several servers (`--server-bin` given
+//! more than once) each get their own sessions; the steps run on each in turn, and the
+//! figures are printed side by side.
+//!
 //! All sessions live in this process (one socket each, so up to about 19,000 users).
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
 use precall_protocol::{Client, ClientEvent, Fingerprint, SessionId};
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 
+use crate::cpu::{CpuTimes, CpuUse, Meter};
 use crate::phases::{await_tables, dir_entries, login_all};
+use crate::plot;
 use crate::population::Population;
 use crate::report::{ms, Report, Stats, TcpCounters};
 use crate::rng::Rng;
 use crate::serverproc::Target;
-use crate::session::{Cmd, Hub, Note, Observer};
+use crate::session::{Cmd, Hub, Note, Notes, Observer};
 use crate::verify::{Directory, Verdict};
 
 /// How many recent changes per user are kept for matching pushes.
@@ -128,67 +140,420 @@ impl Observer for Tracker {
 
 /// The churn scenario's parameters.
 pub struct Params {
-    /// Changes per second.
-    pub rate: f64,
-    /// How long changes are made.
+    /// The offered change rate of each step, in changes per second, in order (one
+    /// rate: a plain run).
+    pub rates: Vec<f64>,
+    /// How long each step makes changes, in seconds.
     pub secs: f64,
-    /// Longest wait for logins, complete tables, and the end of the changes.
+    /// Longest wait for logins, complete tables, and the end of each step's changes.
     pub wait: Duration,
+    /// The push-latency p99 (ms) that ends a sweep: a server is measured no further
+    /// after its first step whose p99 reached it; the capacity is the most deliveries
+    /// per second of a step below it. `None`: every step is run.
+    pub stop_at_p99_ms: Option<f64>,
+    /// Where to write the plot of the steps (SVG), if anywhere.
+    pub plot: Option<PathBuf>,
 }
 
-/// Runs the churn scenario on `target` with every user of `pop`.
-pub async fn run(target: &Target, pop: Arc<Population>, p: &Params) -> Result<Report> {
+/// The p99 limit that defines the capacity when no other is given (the target's).
+pub const P99_LIMIT_MS: f64 = 50.0;
+
+/// A server under test and its name in the report.
+pub struct Server<'a> {
+    /// The name in tables and the plot.
+    pub label: String,
+    /// The server.
+    pub target: &'a Target,
+}
+
+/// One server's sessions and the scheduler's view of them.
+struct Lane {
+    label: String,
+    pid: Option<u32>,
+    hub: Arc<Hub>,
+    cmds: Vec<mpsc::UnboundedSender<Cmd>>,
+    notes: Notes,
+    tracker: Arc<Tracker>,
+    online: Vec<bool>,
+    busy: Vec<bool>,
+    rng: Rng,
+    /// Logins that failed during the steps.
+    failed: u64,
+    /// The sweep is over for this server (its p99 crossed the limit).
+    done: bool,
+}
+
+/// What one step of one server measured.
+struct StepResult {
+    lane: usize,
+    label: String,
+    /// Index of the step (its place in the list of rates).
+    step: usize,
+    rate: f64,
+    issued: [u64; 3],
+    skipped: u64,
+    window_s: f64,
+    d_window: u64,
+    /// Deliveries from the start of the step to quiet (the changes' pushes all
+    /// delivered).
+    d_total: u64,
+    /// From the start of the step to quiet.
+    span_s: f64,
+    lat: Stats,
+    by_kind: [Stats; 3],
+    /// CPU from the start of the step to quiet.
+    cpu: CpuUse,
+    tcp: TcpCounters,
+    verdict: Verdict,
+    online_at_end: usize,
+    unfinished: usize,
+    failed: u64,
+    violations: u64,
+    errors: u64,
+}
+
+impl StepResult {
+    fn deliveries_per_s(&self) -> f64 {
+        self.d_window as f64 / self.window_s.max(1e-9)
+    }
+
+    fn sustained(&self) -> f64 {
+        self.d_total as f64 / self.span_s.max(1e-9)
+    }
+
+    fn ops(&self) -> u64 {
+        self.issued.iter().sum()
+    }
+
+    fn ok(&self) -> bool {
+        self.verdict.mismatches == 0
+            && self.unfinished == 0
+            && self.failed == 0
+            && self.violations + self.errors == 0
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "server": self.label,
+            "step": self.step,
+            "rate_offered": self.rate,
+            "deliveries_in_window": self.d_window,
+            "window_s": self.window_s,
+            "deliveries_per_s": self.deliveries_per_s(),
+            "deliveries_total": self.d_total,
+            "deliveries_per_s_including_drain": self.sustained(),
+            "ops": {"logout": self.issued[0], "login": self.issued[1], "caps": self.issued[2], "skipped": self.skipped},
+            "ops_per_s_achieved": self.ops() as f64 / self.window_s.max(1e-9),
+            "latency_ms": self.lat.ms_json(),
+            "latency_ms_by_change": {
+                "logout": self.by_kind[0].ms_json(),
+                "login": self.by_kind[1].ms_json(),
+                "caps": self.by_kind[2].ms_json(),
+            },
+            "cpu": self.cpu.json(self.d_total, "delivery"),
+            "tcp": self.tcp,
+            "final_tables": self.verdict.checked,
+            "final_mismatches": self.verdict.mismatches,
+            "online_at_end": self.online_at_end,
+            "unfinished_changes": self.unfinished,
+            "failed_logins": self.failed,
+            "violations": self.violations,
+            "server_errors": self.errors,
+        })
+    }
+
+    /// The server's CPU per delivery, user / system / total, µs.
+    fn server_us(&self) -> Option<[f64; 3]> {
+        self.cpu.server_us_per(self.d_total)
+    }
+}
+
+/// Runs the churn scenario with every user of `pop` on each server: every user logs
+/// in on each, then the steps run (each rate on each server in turn, the order of the
+/// servers alternating from step to step: A B, B A, A B, ...), each verified at its end.
+pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Result<Report> {
     let n = pop.len();
-    let tracker = Arc::new(Tracker {
-        pop: pop.clone(),
-        ops: Mutex::new(HashMap::new()),
-        latencies_us: Mutex::new([Vec::new(), Vec::new(), Vec::new()]),
-    });
-    let users: Vec<usize> = (0..n).collect();
-    let observer: Arc<dyn Observer> = tracker.clone();
-    let (hub, mut notes) = Hub::new(target.addr, pop.clone(), &users, Some(observer));
-    let cmds: Vec<_> = (0..n).map(|k| hub.spawn(k)).collect();
+    let labels: Vec<&str> = servers.iter().map(|s| s.label.as_str()).collect();
     let mut report = Report::new(
         "churn",
         json!({
             "users": n,
             "contacts_per_user": pop.contact_entries() as f64 / n.max(1) as f64,
-            "rate_ops_per_s": p.rate,
+            "rate_ops_per_s": p.rates.first(),
+            "rates_ops_per_s": p.rates,
             "secs": p.secs,
+            "stop_at_p99_ms": p.stop_at_p99_ms,
+            "servers": labels,
             "seed": pop.seed,
         }),
     );
 
-    // Everyone online and verified first.
-    let logins = login_all(&cmds, &mut notes, p.wait).await;
-    let dir = Directory::from_entries(dir_entries(&hub));
-    let initial = await_tables(&hub, &dir, p.wait).await;
-    tracing::info!(
-        logged_in = logins.logged.len(),
-        failed = logins.failed.len(),
-        mismatches = initial.mismatches,
-        "everyone online; churning"
-    );
-    record_verdict(&mut report, "initial", &initial);
-    if !logins.failed.is_empty() {
-        report.verified = false;
-        report.note(format!("{} initial logins failed", logins.failed.len()));
+    // Everyone online on every server and verified first.
+    let mut lanes = Vec::new();
+    let mut initial_tables = Vec::new();
+    for (i, s) in servers.iter().enumerate() {
+        let tracker = Arc::new(Tracker {
+            pop: pop.clone(),
+            ops: Mutex::new(HashMap::new()),
+            latencies_us: Mutex::new([Vec::new(), Vec::new(), Vec::new()]),
+        });
+        let users: Vec<usize> = (0..n).collect();
+        let observer: Arc<dyn Observer> = tracker.clone();
+        let (hub, mut notes) = Hub::new(s.target.addr, pop.clone(), &users, Some(observer));
+        let cmds: Vec<_> = (0..n).map(|k| hub.spawn(k)).collect();
+        let logins = login_all(&cmds, &mut notes, p.wait).await;
+        let dir = Directory::from_entries(dir_entries(&hub));
+        let initial = await_tables(&hub, &dir, p.wait).await;
+        tracing::info!(
+            server = s.label,
+            logged_in = logins.logged.len(),
+            failed = logins.failed.len(),
+            mismatches = initial.mismatches,
+            "everyone online"
+        );
+        record_verdict(&mut report, &format!("{} initial", s.label), &initial);
+        if !logins.failed.is_empty() {
+            report.verified = false;
+            report.note(format!(
+                "{}: {} initial logins failed",
+                s.label,
+                logins.failed.len()
+            ));
+        }
+        initial_tables.push(json!({"server": s.label, "checked": initial.checked, "mismatches": initial.mismatches}));
+        let mut online = vec![false; n];
+        for &(k, ..) in &logins.logged {
+            online[k] = true;
+        }
+        lanes.push(Lane {
+            label: s.label.clone(),
+            pid: s.target.pid,
+            hub,
+            cmds,
+            notes,
+            tracker,
+            online,
+            busy: vec![false; n],
+            rng: Rng::new(pop.seed ^ 0xc4a2_7e11 ^ (i as u64).wrapping_mul(0x9e37_79b9)),
+            failed: 0,
+            done: false,
+        });
     }
 
-    // The changes. Milestones of the initial logins are stale now.
-    while notes.try_recv().is_ok() {}
-    let mut online = vec![false; n];
-    for &(k, ..) in &logins.logged {
-        online[k] = true;
+    // The steps.
+    let mut results: Vec<StepResult> = Vec::new();
+    for (k, &rate) in p.rates.iter().enumerate() {
+        let order: Vec<usize> = if k % 2 == 0 {
+            (0..lanes.len()).collect()
+        } else {
+            (0..lanes.len()).rev().collect()
+        };
+        for i in order {
+            if lanes[i].done {
+                continue;
+            }
+            tracing::info!(server = lanes[i].label, rate, step = k, "churning");
+            let mut r = step(&mut lanes[i], &pop, rate, p.secs, p.wait).await;
+            r.lane = i;
+            r.step = k;
+            tracing::info!(
+                server = r.label,
+                rate,
+                deliveries_per_s = r.deliveries_per_s() as u64,
+                p99_ms = ms(r.lat.p99),
+                server_us_per_delivery = r.server_us().map(|u| u[2]),
+                "step done"
+            );
+            record_verdict(
+                &mut report,
+                &format!("{} step {k} ({rate}/s)", r.label),
+                &r.verdict,
+            );
+            if !r.ok() {
+                report.verified = false;
+                report.note(format!(
+                    "{} step {k}: {} violations, {} server errors, {} changes unfinished, {} failed logins",
+                    r.label, r.violations, r.errors, r.unfinished, r.failed
+                ));
+            }
+            if let Some(limit) = p.stop_at_p99_ms {
+                if r.lat.n == 0 || r.lat.p99 >= limit * 1000.0 || r.unfinished > 0 {
+                    lanes[i].done = true;
+                }
+            }
+            results.push(r);
+        }
+        if lanes.iter().all(|l| l.done) {
+            break;
+        }
     }
-    let mut busy = vec![false; n];
-    let mut rng = Rng::new(pop.seed ^ 0xc4a2_7e11);
+    for lane in &lanes {
+        for tx in &lane.cmds {
+            let _ = tx.send(Cmd::Close);
+        }
+    }
+
+    let limit_ms = p.stop_at_p99_ms.unwrap_or(P99_LIMIT_MS);
+    let capacity: Vec<Option<&StepResult>> = (0..lanes.len())
+        .map(|i| {
+            results
+                .iter()
+                .filter(|r| r.lane == i && r.lat.n > 0 && r.lat.p99 < limit_ms * 1000.0 && r.ok())
+                .max_by(|a, b| a.deliveries_per_s().total_cmp(&b.deliveries_per_s()))
+        })
+        .collect();
+    report.figures = json!({
+        "steps": results.iter().map(StepResult::json).collect::<Vec<_>>(),
+        "initial_tables": initial_tables,
+        "p99_limit_ms": limit_ms,
+        "capacity": lanes.iter().zip(&capacity).map(|(l, c)| json!({
+            "server": l.label,
+            "deliveries_per_s": c.map(|r| r.deliveries_per_s()),
+            "rate_offered": c.map(|r| r.rate),
+            "p99_ms": c.map(|r| ms(r.lat.p99)),
+        })).collect::<Vec<_>>(),
+    });
+    if lanes.len() == 1 && results.len() == 1 {
+        // A plain run: its figures at the top, as before sweeps existed.
+        if let (Some(f), Value::Object(one)) = (report.figures.as_object_mut(), results[0].json()) {
+            f.extend(one);
+        }
+        single_rows(&mut report, &results[0]);
+    } else {
+        step_rows(&mut report, &results);
+        if lanes.len() > 1 {
+            side_by_side(&mut report, &lanes, &results, p.rates.len());
+        }
+        let mut cap = vec![vec![
+            "server".to_string(),
+            format!("capacity: most deliveries/s with p99 < {limit_ms} ms"),
+            "at changes/s".into(),
+            "p99".into(),
+        ]];
+        for (l, c) in lanes.iter().zip(&capacity) {
+            cap.push(vec![
+                l.label.clone(),
+                c.map_or("none".into(), |r| format!("{:.0}", r.deliveries_per_s())),
+                c.map_or("-".into(), |r| format!("{:.0}", r.rate)),
+                c.map_or("-".into(), |r| format!("{:.3} ms", ms(r.lat.p99))),
+            ]);
+        }
+        report.table("capacity", cap);
+    }
+
+    // Targets, per server.
+    for (i, l) in lanes.iter().enumerate() {
+        let prefix = if lanes.len() > 1 {
+            format!("{}: ", l.label)
+        } else {
+            String::new()
+        };
+        let mine: Vec<&StepResult> = results.iter().filter(|r| r.lane == i).collect();
+        if let Some(first) = mine.first() {
+            let per = first.server_us();
+            report.target(
+                format!(
+                    "{prefix}server CPU per delivery at {} changes/s",
+                    first.rate
+                ),
+                "<= 1.5 µs",
+                per.map_or("unknown".into(), |u| format!("{:.2} µs", u[2])),
+                per.is_some_and(|u| u[2] <= 1.5),
+            );
+        }
+        if results.len() == 1 {
+            let r = &results[0];
+            let rate = r.deliveries_per_s();
+            report.target(
+                "presence deliveries/s",
+                ">= 200000",
+                format!("{rate:.0}"),
+                rate >= 200_000.0,
+            );
+            report.target(
+                "push latency p99",
+                "< 50 ms",
+                format!("{:.3} ms", ms(r.lat.p99)),
+                r.lat.n > 0 && r.lat.p99 < 50_000.0,
+            );
+        } else {
+            let c = capacity[i];
+            report.target(
+                format!("{prefix}deliveries/s with push latency p99 < {limit_ms} ms"),
+                ">= 200000",
+                c.map_or("none".into(), |r| {
+                    format!("{:.0} (at {:.0} changes/s)", r.deliveries_per_s(), r.rate)
+                }),
+                c.is_some_and(|r| r.deliveries_per_s() >= 200_000.0),
+            );
+        }
+    }
+
+    if let Some(path) = &p.plot {
+        let series: Vec<plot::Series> = lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| plot::Series {
+                label: l.label.clone(),
+                points: results
+                    .iter()
+                    .filter(|r| r.lane == i && r.lat.n > 0)
+                    .map(|r| plot::Point {
+                        deliveries_per_s: r.deliveries_per_s(),
+                        p50_ms: ms(r.lat.p50),
+                        p99_ms: ms(r.lat.p99),
+                    })
+                    .collect(),
+            })
+            .collect();
+        plot::write_svg(path, &series, limit_ms)?;
+        report.note(format!("plot written to {}", path.display()));
+        report.figures["plot"] = json!(path.display().to_string());
+    }
+    Ok(report)
+}
+
+/// One step on one server: changes at `rate` for `secs`, then until quiet, then every
+/// table checked.
+async fn step(
+    lane: &mut Lane,
+    pop: &Arc<Population>,
+    rate: f64,
+    secs: f64,
+    wait: Duration,
+) -> StepResult {
+    let Lane {
+        label,
+        pid,
+        hub,
+        cmds,
+        notes,
+        tracker,
+        online,
+        busy,
+        rng,
+        failed,
+        ..
+    } = lane;
+    let n = online.len();
+    // Milestones left from before (the initial logins' `synced`, or a late one).
+    while let Ok((local, note, _)) = notes.try_recv() {
+        settle_note(online, busy, failed, local, &note);
+    }
+    let failed_before = *failed;
+    drop(std::mem::take(
+        &mut *tracker
+            .latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    ));
     let mut issued = [0u64; 3];
-    let (mut skipped, mut failed) = (0u64, 0u64);
-    let period = Duration::from_secs_f64(1.0 / p.rate.max(0.001));
-    let window = Duration::from_secs_f64(p.secs.max(0.0));
-    let d0 = hub.deliveries.load(Ordering::Relaxed);
+    let mut skipped = 0u64;
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let window = Duration::from_secs_f64(secs.max(0.0));
     let tcp_before = TcpCounters::read();
+    let meter = Meter::start(*pid);
+    let d0 = hub.deliveries.load(Ordering::Relaxed);
     let t_start = Instant::now();
     let end = t_start + window;
     let mut k = 0u32;
@@ -200,7 +565,7 @@ pub async fn run(target: &Target, pop: Arc<Population>, p: &Params) -> Result<Re
         tokio::select! {
             biased;
             Some((local, note, _)) = notes.recv() => {
-                settle_note(&mut online, &mut busy, &mut failed, local, &note);
+                settle_note(online, busy, failed, local, &note);
             }
             () = sleep_until(next) => {
                 k += 1;
@@ -223,7 +588,7 @@ pub async fn run(target: &Target, pop: Arc<Population>, p: &Params) -> Result<Re
                     }
                     (_, None) => { skipped += 1; continue; }
                 };
-                let op = prepare(&hub, &pop, &mut rng, kind, user);
+                let op = prepare(hub, pop, rng, kind, user);
                 let Some((op, cmd)) = op else { skipped += 1; continue; };
                 tracker.record(user, op);
                 busy[user] = true;
@@ -236,117 +601,119 @@ pub async fn run(target: &Target, pop: Arc<Population>, p: &Params) -> Result<Re
     let d_window = hub.deliveries.load(Ordering::Relaxed) - d0;
 
     // Let every change complete, then wait for quiet.
-    let deadline = Instant::now() + p.wait;
+    let deadline = Instant::now() + wait;
     while busy.iter().any(|&b| b) {
         match timeout_at(deadline, notes.recv()).await {
-            Ok(Some((local, note, _))) => {
-                settle_note(&mut online, &mut busy, &mut failed, local, &note)
-            }
+            Ok(Some((local, note, _))) => settle_note(online, busy, failed, local, &note),
             _ => break,
         }
     }
     let unfinished = busy.iter().filter(|&&b| b).count();
     let mut last = hub.deliveries.load(Ordering::Relaxed);
-    let quiet_deadline = Instant::now() + p.wait;
+    let quiet_deadline = Instant::now() + wait;
+    let mut quiet_since = Instant::now();
     loop {
-        sleep(Duration::from_millis(300)).await;
+        sleep(QUIET_POLL).await;
         let now = hub.deliveries.load(Ordering::Relaxed);
-        if now == last || Instant::now() >= quiet_deadline {
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        } else if quiet_since.elapsed() >= QUIET || Instant::now() >= quiet_deadline {
             break;
         }
-        last = now;
     }
+    // The phase ends at the last delivery: the quiet wait after it is not counted.
+    let span = quiet_since.saturating_duration_since(t_start);
+    let cpu = meter.stop(None);
+    let cpu = CpuUse {
+        wall_s: span.as_secs_f64(),
+        ..cpu
+    };
     let d_total = hub.deliveries.load(Ordering::Relaxed) - d0;
-    let drain = t_start.elapsed();
 
     // Every table again.
-    let dir = Directory::from_entries(dir_entries(&hub));
-    let fin = await_tables(&hub, &dir, Duration::from_secs(5)).await;
-    record_verdict(&mut report, "final", &fin);
-    let violations = hub.total(|s| s.violations);
-    let errors = hub.total(|s| s.errors);
-    if violations + errors > 0 || unfinished > 0 || failed > 0 {
-        report.verified = false;
-        report.note(format!(
-            "{violations} violations, {errors} server errors, {unfinished} changes unfinished, {failed} failed logins"
-        ));
-    }
-    for tx in &cmds {
-        let _ = tx.send(Cmd::Close);
-    }
-
-    let mut by_kind = tracker
-        .latencies_us
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let dir = Directory::from_entries(dir_entries(hub));
+    let verdict = await_tables(hub, &dir, Duration::from_secs(5)).await;
+    let mut by_kind = std::mem::take(
+        &mut *tracker
+            .latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let mut all: Vec<u64> = by_kind.iter().flatten().copied().collect();
-    let lat = Stats::of(&mut all);
-    let [lat_logout, lat_login, lat_caps] = [
-        Stats::of(&mut by_kind[0]),
-        Stats::of(&mut by_kind[1]),
-        Stats::of(&mut by_kind[2]),
-    ];
-    let tcp = TcpCounters::read().since(tcp_before);
-    let secs = window_real.as_secs_f64();
-    let rate = d_window as f64 / secs.max(1e-9);
-    let ops: u64 = issued.iter().sum();
-    let sustained = d_total as f64 / drain.as_secs_f64().max(1e-9);
-    report.figures = json!({
-        "deliveries_in_window": d_window,
-        "window_s": secs,
-        "deliveries_per_s": rate,
-        "deliveries_total": d_total,
-        "deliveries_per_s_including_drain": sustained,
-        "ops": {"logout": issued[0], "login": issued[1], "caps": issued[2], "skipped": skipped},
-        "ops_per_s_achieved": ops as f64 / secs.max(1e-9),
-        "latency_ms": lat.ms_json(),
-        "latency_ms_by_change": {
-            "logout": lat_logout.ms_json(),
-            "login": lat_login.ms_json(),
-            "caps": lat_caps.ms_json(),
-        },
-        "tcp": tcp,
-        "final_tables": fin.checked,
-        "online_at_end": dir.len(),
-        "violations": violations,
-        "server_errors": errors,
-    });
+    StepResult {
+        lane: 0,
+        label: label.clone(),
+        step: 0,
+        rate,
+        issued,
+        skipped,
+        window_s: window_real.as_secs_f64(),
+        d_window,
+        d_total,
+        span_s: span.as_secs_f64(),
+        lat: Stats::of(&mut all),
+        by_kind: [
+            Stats::of(&mut by_kind[0]),
+            Stats::of(&mut by_kind[1]),
+            Stats::of(&mut by_kind[2]),
+        ],
+        cpu,
+        tcp: TcpCounters::read().since(tcp_before),
+        online_at_end: dir.len(),
+        verdict,
+        unfinished,
+        failed: *failed - failed_before,
+        violations: hub.total(|s| s.violations),
+        errors: hub.total(|s| s.errors),
+    }
+}
+
+/// How often the end of a step polls for quiet.
+const QUIET_POLL: Duration = Duration::from_millis(50);
+/// A step is over once no presence was delivered for this long.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// The human table of a plain run (one server, one step).
+fn single_rows(report: &mut Report, r: &StepResult) {
     report.row(["metric", "value"]);
     report.row([
         "changes made (logout/login/caps)".to_string(),
         format!(
             "{}/{}/{} ({} skipped)",
-            issued[0], issued[1], issued[2], skipped
+            r.issued[0], r.issued[1], r.issued[2], r.skipped
         ),
     ]);
     report.row([
         "change rate achieved".to_string(),
-        format!("{:.0}/s", ops as f64 / secs.max(1e-9)),
+        format!("{:.0}/s", r.ops() as f64 / r.window_s.max(1e-9)),
     ]);
     report.row([
         "presence deliveries in window".to_string(),
-        format!("{d_window} in {secs:.2} s"),
+        format!("{} in {:.2} s", r.d_window, r.window_s),
     ]);
-    report.row(["deliveries/s (window)".to_string(), format!("{rate:.0}")]);
+    report.row([
+        "deliveries/s (window)".to_string(),
+        format!("{:.0}", r.deliveries_per_s()),
+    ]);
     report.row([
         "deliveries/s (incl. drain)".to_string(),
-        format!("{sustained:.0}"),
+        format!("{:.0}", r.sustained()),
     ]);
     report.row([
         "push latency p50 / p99 / max".to_string(),
         format!(
             "{:.3} / {:.3} / {:.3} ms ({} pushes matched)",
-            ms(lat.p50),
-            ms(lat.p99),
-            ms(lat.max),
-            lat.n
+            ms(r.lat.p50),
+            ms(r.lat.p99),
+            ms(r.lat.max),
+            r.lat.n
         ),
     ]);
     for (name, st) in [
-        ("  after logout (offline)", &lat_logout),
-        ("  after login (online)", &lat_login),
-        ("  after caps change (online)", &lat_caps),
+        ("  after logout (offline)", &r.by_kind[0]),
+        ("  after login (online)", &r.by_kind[1]),
+        ("  after caps change (online)", &r.by_kind[2]),
     ] {
         report.row([
             name.to_string(),
@@ -359,26 +726,130 @@ pub async fn run(target: &Target, pop: Arc<Population>, p: &Params) -> Result<Re
         ]);
     }
     report.row([
+        "CPU measured over".to_string(),
+        format!(
+            "{:.2} s (start of the changes to the last delivery; {} deliveries)",
+            r.cpu.wall_s, r.d_total
+        ),
+    ]);
+    for row in r.cpu.rows(r.d_total, "delivery") {
+        report.row(row);
+    }
+    report.row([
         "accept-queue overflows / SYN retransmits".to_string(),
-        format!("{} / {}", tcp.listen_overflows, tcp.syn_retransmits),
+        format!("{} / {}", r.tcp.listen_overflows, r.tcp.syn_retransmits),
     ]);
     report.row([
         "tables verified at end".to_string(),
-        format!("{} ({} mismatches)", fin.checked, fin.mismatches),
+        format!(
+            "{} ({} mismatches)",
+            r.verdict.checked, r.verdict.mismatches
+        ),
     ]);
-    report.target(
-        "presence deliveries/s",
-        ">= 200000",
-        format!("{rate:.0}"),
-        rate >= 200_000.0,
-    );
-    report.target(
-        "push latency p99",
-        "< 50 ms",
-        format!("{:.3} ms", ms(lat.p99)),
-        lat.n > 0 && lat.p99 < 50_000.0,
-    );
-    Ok(report)
+}
+
+/// The human table of a sweep or comparison: one row per step and server.
+fn step_rows(report: &mut Report, results: &[StepResult]) {
+    report.row([
+        "server",
+        "offered/s",
+        "changes/s",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "server µs/delivery usr/sys/total",
+        "server cores",
+        "tool µs/delivery",
+        "tool cores",
+        "machine busy",
+        "tables ok",
+    ]);
+    for r in results {
+        let cores = |t: Option<CpuTimes>| {
+            t.map_or("-".into(), |t| {
+                format!("{:.2}", t.total_s() / r.cpu.wall_s.max(1e-9))
+            })
+        };
+        report.row([
+            r.label.clone(),
+            format!("{:.0}", r.rate),
+            format!("{:.0}", r.ops() as f64 / r.window_s.max(1e-9)),
+            format!("{:.0}", r.deliveries_per_s()),
+            format!("{:.3}", ms(r.lat.p50)),
+            format!("{:.3}", ms(r.lat.p99)),
+            r.server_us().map_or("-".into(), |u| {
+                format!("{:.2} / {:.2} / {:.2}", u[0], u[1], u[2])
+            }),
+            cores(r.cpu.server),
+            r.cpu
+                .tool_us_per(r.d_total)
+                .map_or("-".into(), |t| format!("{t:.2}")),
+            cores(r.cpu.tool),
+            r.cpu
+                .machine_busy()
+                .map_or("-".into(), |f| format!("{:.0} %", f * 100.0)),
+            format!(
+                "{}/{}",
+                r.verdict.checked - r.verdict.mismatches,
+                r.verdict.checked
+            ),
+        ]);
+    }
+}
+
+/// Each step's figures of every server side by side, with their ratio to the first
+/// server's.
+fn side_by_side(report: &mut Report, lanes: &[Lane], results: &[StepResult], steps: usize) {
+    let base = &lanes[0].label;
+    let mut head = vec!["changes/s offered".to_string()];
+    let metrics: [(&str, fn(&StepResult) -> Option<f64>); 5] = [
+        ("deliveries/s", |r| Some(r.deliveries_per_s())),
+        ("p50 ms", |r| (r.lat.n > 0).then(|| ms(r.lat.p50))),
+        ("p99 ms", |r| (r.lat.n > 0).then(|| ms(r.lat.p99))),
+        ("server µs/delivery", |r| r.server_us().map(|u| u[2])),
+        ("tool µs/delivery", |r| r.cpu.tool_us_per(r.d_total)),
+    ];
+    for (m, _) in &metrics {
+        for l in lanes {
+            head.push(format!("{m} {}", l.label));
+        }
+        for l in &lanes[1..] {
+            head.push(format!("{} / {base}", l.label));
+        }
+    }
+    let mut rows = vec![head];
+    for k in 0..steps {
+        let of: Vec<Option<&StepResult>> = (0..lanes.len())
+            .map(|i| results.iter().find(|r| r.step == k && r.lane == i))
+            .collect();
+        let Some(rate) = of.iter().flatten().next().map(|r| r.rate) else {
+            continue;
+        };
+        let mut row = vec![format!("{rate:.0}")];
+        for (_, f) in &metrics {
+            let vals: Vec<Option<f64>> = of.iter().map(|r| r.and_then(f)).collect();
+            for v in &vals {
+                row.push(v.map_or("-".into(), fmt_num));
+            }
+            for v in &vals[1..] {
+                row.push(match (vals[0], v) {
+                    (Some(a), Some(b)) if a > 0.0 => format!("{:.3}", b / a),
+                    _ => "-".into(),
+                });
+            }
+        }
+        rows.push(row);
+    }
+    report.table("side by side (ratio: each server over the first)", rows);
+}
+
+/// A figure with as many decimals as it needs.
+fn fmt_num(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3}")
+    }
 }
 
 /// Builds the command and the record of a change, or `None` if the user cannot make it

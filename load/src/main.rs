@@ -28,8 +28,10 @@
 
 mod callsetup;
 mod churn;
+mod cpu;
 mod crash;
 mod phases;
+mod plot;
 mod population;
 mod reconnect;
 mod relay;
@@ -95,14 +97,20 @@ enum Command {
 /// Options of every scenario.
 #[derive(Debug, Clone, Args)]
 struct Common {
-    /// The precall-server binary [default: the one next to this executable].
-    #[arg(long, value_name = "PATH")]
-    server_bin: Option<PathBuf>,
+    /// The precall-server binary [default: the one next to this executable]. `churn`
+    /// takes it more than once to measure several binaries side by side in one run
+    /// (before/after): the same steps run on each in turn.
+    #[arg(long = "server-bin", value_name = "PATH")]
+    server_bins: Vec<PathBuf>,
+    /// The names of the --server-bin binaries in the report, in the same order
+    /// [default: the directory holding the binary's `target`, e.g. the worktree].
+    #[arg(long = "label", value_name = "NAME")]
+    labels: Vec<String>,
     /// Use the server running at ADDR instead of starting one. Its store must hold the
     /// scenario's population: `precall-load population` prints it for `admin import`.
     #[arg(long, value_name = "ADDR")]
     connect: Option<String>,
-    /// With --connect: the server's process id, for its memory figures.
+    /// With --connect: the server's process id, for its memory and CPU figures.
     #[arg(long, value_name = "PID", requires = "connect")]
     server_pid: Option<u32>,
     /// Also write the report as JSON to FILE.
@@ -185,9 +193,29 @@ struct ChurnArgs {
     /// Changes per second (a third each: logout, login, capability change).
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
-    /// How long to make changes, in seconds.
-    #[arg(long, default_value_t = 20.0)]
-    secs: f64,
+    /// Steps of rising rates, comma-separated changes per second (instead of --rate):
+    /// each runs for --secs; the run stops for a server after its first step whose
+    /// push-latency p99 reached --p99-limit-ms.
+    #[arg(long, value_delimiter = ',', conflicts_with = "sweep")]
+    rates: Vec<f64>,
+    /// A sweep with the default steps (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000,
+    /// 8000, 12000 changes/s); like --rates.
+    #[arg(long)]
+    sweep: bool,
+    /// Run each step this many times (with several servers: A B, B A, ... each time).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    reps: u64,
+    /// How long to make changes, in seconds, per step [default: 20, or 3 with
+    /// --rates/--sweep].
+    #[arg(long)]
+    secs: Option<f64>,
+    /// The push-latency p99 that ends a sweep and defines the capacity, ms.
+    #[arg(long, default_value_t = churn::P99_LIMIT_MS)]
+    p99_limit_ms: f64,
+    /// Write an SVG plot of deliveries/s against push latency p50/p99, one line per
+    /// server, to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -337,12 +365,27 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             out.flush()?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::CallSetup(a) => (call_setup(&a).await?, a.common.json),
-        Command::LoginStorm(a) => (login_storm(&a).await?, a.common.json),
+        Command::CallSetup(a) => {
+            a.common.one_server("call-setup")?;
+            (call_setup(&a).await?, a.common.json)
+        }
+        Command::LoginStorm(a) => {
+            a.common.one_server("login-storm")?;
+            (login_storm(&a).await?, a.common.json)
+        }
         Command::Churn(a) => (churn_run(&a).await?, a.common.json),
-        Command::Held(a) => (held(&a).await?, a.common.json),
-        Command::Crash(a) => (crash::run(&a).await?, a.common.json),
-        Command::ReconnectStorm(a) => (reconnect::run(&a).await?, a.common.json),
+        Command::Held(a) => {
+            a.common.one_server("held")?;
+            (held(&a).await?, a.common.json)
+        }
+        Command::Crash(a) => {
+            a.common.one_server("crash")?;
+            (crash::run(&a).await?, a.common.json)
+        }
+        Command::ReconnectStorm(a) => {
+            a.common.one_server("reconnect-storm")?;
+            (reconnect::run(&a).await?, a.common.json)
+        }
     };
     report.machine = report::machine();
     report.machine["loadavg_at_start"] = json!(load_at_start);
@@ -359,12 +402,14 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 }
 
 impl Common {
+    /// The options of the server started, with the first --server-bin.
     fn server_opts(&self) -> ServerOpts {
+        self.server_opts_for(self.server_bins.first().cloned())
+    }
+
+    fn server_opts_for(&self, bin: Option<PathBuf>) -> ServerOpts {
         ServerOpts {
-            bin: self
-                .server_bin
-                .clone()
-                .unwrap_or_else(serverproc::default_server_bin),
+            bin: bin.unwrap_or_else(serverproc::default_server_bin),
             argon2_m_kib: self.argon2_m_kib,
             argon2_t: self.argon2_t,
             idle_timeout_ms: self.idle_timeout_ms,
@@ -372,6 +417,16 @@ impl Common {
             log_filter: self.server_log.clone(),
             extra_args: Vec::new(),
         }
+    }
+
+    /// Refuses more than one --server-bin (scenarios that measure one server).
+    fn one_server(&self, scenario: &str) -> Result<()> {
+        if self.server_bins.len() > 1 {
+            bail!(
+                "{scenario} measures one server: give --server-bin once (churn compares several)"
+            );
+        }
+        Ok(())
     }
 
     /// The server for `pop`: started on a fresh store, or the one given.
@@ -387,7 +442,64 @@ impl Common {
         report_params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
         report_params["server"] =
             json!(self.connect.as_deref().unwrap_or("started by precall-load"));
+        report_params["server_pid_known"] = json!(target.pid.is_some());
         Ok(target)
+    }
+
+    /// The servers to compare, with their labels: one per --server-bin (at least one),
+    /// or the one given with --connect.
+    fn targets(
+        &self,
+        pop: &Population,
+        report_params: &mut serde_json::Value,
+    ) -> Result<Vec<(String, Target)>> {
+        if self.connect.is_some() {
+            if self.server_bins.len() > 1 {
+                bail!("--connect measures the one server given: no second --server-bin");
+            }
+            let label = self
+                .labels
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "server".into());
+            return Ok(vec![(label, self.target(pop, report_params)?)]);
+        }
+        let bins: Vec<Option<PathBuf>> = if self.server_bins.is_empty() {
+            vec![None]
+        } else {
+            self.server_bins.iter().cloned().map(Some).collect()
+        };
+        if !self.labels.is_empty() && self.labels.len() != bins.len() {
+            bail!(
+                "{} --label for {} --server-bin: give one per binary or none",
+                self.labels.len(),
+                bins.len()
+            );
+        }
+        let mut out = Vec::new();
+        let mut described = Vec::new();
+        for (i, bin) in bins.into_iter().enumerate() {
+            let opts = self.server_opts_for(bin);
+            let label = self
+                .labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| default_label(&opts.bin, i));
+            if out.iter().any(|(l, _): &(String, Target)| *l == label) {
+                bail!("two servers named {label:?}: give --label for each --server-bin");
+            }
+            let (t, took) = Target::spawn(&opts, pop)?;
+            described.push(json!({
+                "label": label,
+                "bin": opts.bin.display().to_string(),
+                "import_s": took.as_secs_f64(),
+            }));
+            out.push((label, t));
+        }
+        report_params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
+        report_params["server"] = json!("started by precall-load");
+        report_params["server_bins"] = json!(described);
+        Ok(out)
     }
 
     fn wait(&self) -> Duration {
@@ -531,23 +643,89 @@ async fn login_storm(a: &StormArgs) -> Result<Report> {
     Ok(r)
 }
 
+/// The default steps of `churn --sweep`, changes per second.
+const SWEEP_RATES: [f64; 11] = [
+    250.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0, 12000.0,
+];
+
 async fn churn_run(a: &ChurnArgs) -> Result<Report> {
     let users = usize::try_from(a.users).context("--users")?;
-    if !(a.rate.is_finite() && a.rate > 0.0 && a.secs.is_finite() && a.secs >= 0.0) {
-        bail!("--rate must be positive and --secs not negative");
+    let sweeping = a.sweep || !a.rates.is_empty();
+    let rates: Vec<f64> = if a.sweep {
+        SWEEP_RATES.to_vec()
+    } else if a.rates.is_empty() {
+        vec![a.rate]
+    } else {
+        a.rates.clone()
+    };
+    let secs = a.secs.unwrap_or(if sweeping { 3.0 } else { 20.0 });
+    if !rates.iter().all(|r| r.is_finite() && *r > 0.0) || !(secs.is_finite() && secs >= 0.0) {
+        bail!("every rate must be positive and --secs not negative");
     }
+    if !(a.p99_limit_ms.is_finite() && a.p99_limit_ms > 0.0) {
+        bail!("--p99-limit-ms must be positive");
+    }
+    let servers = a.common.server_bins.len().max(1);
+    let room = nofile_limit().map_or(19_000, |n| n.saturating_sub(300) as usize);
+    if users * servers > room {
+        bail!("{users} users on each of {servers} servers need more sockets than the open-file limit allows ({room})");
+    }
+    let reps = usize::try_from(a.reps).context("--reps")?;
+    let rates: Vec<f64> = rates
+        .iter()
+        .flat_map(|&r| std::iter::repeat_n(r, reps))
+        .collect();
     let pop = Arc::new(Population::generate(users, a.contacts, a.common.seed)?);
     let mut extra = json!({});
-    let mut target = a.common.target(&pop, &mut extra)?;
+    let mut targets = a.common.targets(&pop, &mut extra)?;
     let params = churn::Params {
-        rate: a.rate,
-        secs: a.secs,
+        rates,
+        secs,
         wait: a.common.wait(),
+        stop_at_p99_ms: sweeping.then_some(a.p99_limit_ms),
+        plot: a.plot.clone(),
     };
-    let mut report = churn::run(&target, pop, &params).await?;
+    let servers: Vec<churn::Server<'_>> = targets
+        .iter()
+        .map(|(label, target)| churn::Server {
+            label: label.clone(),
+            target,
+        })
+        .collect();
+    let result = churn::run(&servers, pop, &params).await;
+    if result.is_err() {
+        for (label, t) in &targets {
+            eprintln!("{label}: {}", t.log_tail());
+        }
+    }
+    let mut report = result?;
     merge(&mut report.params, extra);
-    target.stop();
+    report.params["reps"] = json!(reps);
+    for (_, t) in &mut targets {
+        t.stop();
+    }
     Ok(report)
+}
+
+/// A server binary's name in the report: the directory holding its `target`
+/// directory (a worktree's name), else its path; `#N` if neither says anything.
+fn default_label(bin: &std::path::Path, i: usize) -> String {
+    let parts: Vec<&std::ffi::OsStr> = bin.iter().collect();
+    parts
+        .iter()
+        .rposition(|p| *p == "target")
+        .and_then(|t| t.checked_sub(1))
+        .and_then(|k| parts.get(k))
+        .and_then(|p| p.to_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let s = bin.display().to_string();
+            if s.is_empty() {
+                format!("#{}", i + 1)
+            } else {
+                s
+            }
+        })
 }
 
 async fn held(a: &HeldArgs) -> Result<Report> {
