@@ -625,6 +625,22 @@ async fn login_storm(a: &StormArgs) -> Result<Report> {
         "argon2".to_string(),
         format!("m={} KiB t={}", a.common.argon2_m_kib, a.common.argon2_t),
     ]);
+    r.row([
+        "CPU measured over".to_string(),
+        format!(
+            "{:.2} s (start barrier to every table complete; tool = coordinator + workers)",
+            s.cpu.wall_s
+        ),
+    ]);
+    for row in s.cpu.rows(s.logged_in as u64, "login") {
+        r.row(row);
+    }
+    r.row([
+        "server CPU per presence delivery (online)".to_string(),
+        s.cpu
+            .server_us_per(s.online_msgs)
+            .map_or("-".into(), |u| format!("{:.2} µs", u[2])),
+    ]);
     r.figures = s.json();
     r.figures["peak_over_steady"] = json!(ratio);
     r.target(
