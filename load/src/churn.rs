@@ -20,9 +20,9 @@
 //!
 //! All sessions live in this process (one socket each, so up to about 19,000 users).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,9 +41,6 @@ use crate::rng::Rng;
 use crate::serverproc::Target;
 use crate::session::{Cmd, Hub, Note, Notes, Observer};
 use crate::verify::{Directory, Verdict};
-
-/// How many recent changes per user are kept for matching pushes.
-const KEEP_OPS: usize = 4;
 
 /// A change the tool made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,22 +64,44 @@ struct Op {
 /// Matches pushes to changes and collects the latencies.
 struct Tracker {
     pop: Arc<Population>,
-    ops: Mutex<HashMap<usize, VecDeque<Op>>>,
+    /// Every change of the current step, by user (held bytes reach the clients after
+    /// the step's window, so a push is matched against all of them).
+    ops: Mutex<HashMap<usize, Vec<Op>>>,
     /// Push latencies by the kind of change (logout, login, capability change).
     latencies_us: Mutex<[Vec<u64>; 3]>,
+    /// The current step's window: presence events whose bytes arrived in it are
+    /// counted in `in_window`.
+    window: Mutex<Option<(Instant, Instant)>>,
+    in_window: AtomicU64,
 }
 
 impl Tracker {
     fn record(&self, user: usize, op: Op) {
-        let mut ops = self
-            .ops
+        self.ops
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let q = ops.entry(user).or_default();
-        if q.len() == KEEP_OPS {
-            q.pop_front();
-        }
-        q.push_back(op);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(user)
+            .or_default()
+            .push(op);
+    }
+
+    /// Starts a step: its window, no changes yet, no latencies.
+    fn start(&self, window: (Instant, Instant)) {
+        *self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(window);
+        self.in_window.store(0, Ordering::Relaxed);
+        self.ops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        drop(std::mem::take(
+            &mut *self
+                .latencies_us
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ));
     }
 }
 
@@ -95,16 +114,23 @@ impl Observer for Tracker {
         snapshot: bool,
         at: Instant,
     ) {
-        if snapshot {
-            // A login snapshot shows the state; it is not the push a change caused.
-            return;
-        }
         let (endpoint, online) = match event {
             ClientEvent::PeerOnline { endpoint, .. }
             | ClientEvent::PeerUpdated { endpoint, .. } => (endpoint, true),
             ClientEvent::PeerOffline { endpoint } => (endpoint, false),
             _ => return,
         };
+        let window = *self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if window.is_some_and(|(from, to)| from <= at && at < to) {
+            self.in_window.fetch_add(1, Ordering::Relaxed);
+        }
+        if snapshot {
+            // A login snapshot shows the state; it is not the push a change caused.
+            return;
+        }
         let Some(subject) = self.pop.index_of(&endpoint.user) else {
             return;
         };
@@ -153,6 +179,9 @@ pub struct Params {
     pub stop_at_p99_ms: Option<f64>,
     /// Where to write the plot of the steps (SVG), if anywhere.
     pub plot: Option<PathBuf>,
+    /// Whether the observers hold the bytes they read during a step's window
+    /// ([`Cmd::Hold`]), so that they cost little while the server is measured.
+    pub hold: bool,
 }
 
 /// The p99 limit that defines the capacity when no other is given (the target's).
@@ -203,6 +232,9 @@ struct StepResult {
     by_kind: [Stats; 3],
     /// CPU from the start of the step to quiet.
     cpu: CpuUse,
+    /// CPU during the window only (while observers hold their bytes, the tool's part
+    /// is reading; the decoding comes after it).
+    cpu_window: CpuUse,
     tcp: TcpCounters,
     verdict: Verdict,
     online_at_end: usize,
@@ -251,6 +283,7 @@ impl StepResult {
                 "caps": self.by_kind[2].ms_json(),
             },
             "cpu": self.cpu.json(self.d_total, "delivery"),
+            "cpu_window": self.cpu_window.json(self.d_window, "delivery"),
             "tcp": self.tcp,
             "final_tables": self.verdict.checked,
             "final_mismatches": self.verdict.mismatches,
@@ -296,6 +329,8 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
             pop: pop.clone(),
             ops: Mutex::new(HashMap::new()),
             latencies_us: Mutex::new([Vec::new(), Vec::new(), Vec::new()]),
+            window: Mutex::new(None),
+            in_window: AtomicU64::new(0),
         });
         let users: Vec<usize> = (0..n).collect();
         let observer: Arc<dyn Observer> = tracker.clone();
@@ -353,7 +388,7 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
                 continue;
             }
             tracing::info!(server = lanes[i].label, rate, step = k, "churning");
-            let mut r = step(&mut lanes[i], &pop, rate, p.secs, p.wait).await;
+            let mut r = step(&mut lanes[i], &pop, rate, p).await;
             r.lane = i;
             r.step = k;
             tracing::info!(
@@ -515,13 +550,8 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
 
 /// One step on one server: changes at `rate` for `secs`, then until quiet, then every
 /// table checked.
-async fn step(
-    lane: &mut Lane,
-    pop: &Arc<Population>,
-    rate: f64,
-    secs: f64,
-    wait: Duration,
-) -> StepResult {
+async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> StepResult {
+    let (secs, wait) = (p.secs, p.wait);
     let Lane {
         label,
         pid,
@@ -541,12 +571,11 @@ async fn step(
         settle_note(online, busy, failed, local, &note);
     }
     let failed_before = *failed;
-    drop(std::mem::take(
-        &mut *tracker
-            .latencies_us
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    ));
+    if p.hold {
+        for tx in cmds.iter() {
+            let _ = tx.send(Cmd::Hold(true));
+        }
+    }
     let mut issued = [0u64; 3];
     let mut skipped = 0u64;
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
@@ -556,6 +585,7 @@ async fn step(
     let d0 = hub.deliveries.load(Ordering::Relaxed);
     let t_start = Instant::now();
     let end = t_start + window;
+    tracker.start((t_start, end));
     let mut k = 0u32;
     loop {
         let next = t_start + period * k;
@@ -598,7 +628,12 @@ async fn step(
         }
     }
     let window_real = t_start.elapsed();
-    let d_window = hub.deliveries.load(Ordering::Relaxed) - d0;
+    let in_window = meter.stop(None);
+    if p.hold {
+        for tx in cmds.iter() {
+            let _ = tx.send(Cmd::Hold(false));
+        }
+    }
 
     // Let every change complete, then wait for quiet.
     let deadline = Instant::now() + wait;
@@ -630,6 +665,12 @@ async fn step(
         ..cpu
     };
     let d_total = hub.deliveries.load(Ordering::Relaxed) - d0;
+    // Presence whose bytes arrived during the window (held bytes are decoded after it).
+    let d_window = tracker.in_window.load(Ordering::Relaxed);
+    *tracker
+        .window
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
 
     // Every table again.
     let dir = Directory::from_entries(dir_entries(hub));
@@ -659,6 +700,7 @@ async fn step(
             Stats::of(&mut by_kind[2]),
         ],
         cpu,
+        cpu_window: in_window,
         tcp: TcpCounters::read().since(tcp_before),
         online_at_end: dir.len(),
         verdict,
@@ -736,6 +778,17 @@ fn single_rows(report: &mut Report, r: &StepResult) {
         report.row(row);
     }
     report.row([
+        "during the window: server / tool cores".to_string(),
+        format!(
+            "{} / {} (tool {} per delivery arrived)",
+            cores(r.cpu_window.server, r.cpu_window.wall_s),
+            cores(r.cpu_window.tool, r.cpu_window.wall_s),
+            r.cpu_window
+                .tool_us_per(r.d_window)
+                .map_or("-".into(), |t| format!("{t:.2} µs"))
+        ),
+    ]);
+    report.row([
         "accept-queue overflows / SYN retransmits".to_string(),
         format!("{} / {}", r.tcp.listen_overflows, r.tcp.syn_retransmits),
     ]);
@@ -759,17 +812,12 @@ fn step_rows(report: &mut Report, results: &[StepResult]) {
         "p99 ms",
         "server µs/delivery usr/sys/total",
         "server cores",
-        "tool µs/delivery",
-        "tool cores",
+        "tool µs/delivery window/all",
+        "tool cores window",
         "machine busy",
         "tables ok",
     ]);
     for r in results {
-        let cores = |t: Option<CpuTimes>| {
-            t.map_or("-".into(), |t| {
-                format!("{:.2}", t.total_s() / r.cpu.wall_s.max(1e-9))
-            })
-        };
         report.row([
             r.label.clone(),
             format!("{:.0}", r.rate),
@@ -780,11 +828,17 @@ fn step_rows(report: &mut Report, results: &[StepResult]) {
             r.server_us().map_or("-".into(), |u| {
                 format!("{:.2} / {:.2} / {:.2}", u[0], u[1], u[2])
             }),
-            cores(r.cpu.server),
-            r.cpu
-                .tool_us_per(r.d_total)
-                .map_or("-".into(), |t| format!("{t:.2}")),
-            cores(r.cpu.tool),
+            cores(r.cpu.server, r.cpu.wall_s),
+            format!(
+                "{} / {}",
+                r.cpu_window
+                    .tool_us_per(r.d_window)
+                    .map_or("-".into(), |t| format!("{t:.2}")),
+                r.cpu
+                    .tool_us_per(r.d_total)
+                    .map_or("-".into(), |t| format!("{t:.2}"))
+            ),
+            cores(r.cpu_window.tool, r.cpu_window.wall_s),
             r.cpu
                 .machine_busy()
                 .map_or("-".into(), |f| format!("{:.0} %", f * 100.0)),
@@ -841,6 +895,13 @@ fn side_by_side(report: &mut Report, lanes: &[Lane], results: &[StepResult], ste
         rows.push(row);
     }
     report.table("side by side (ratio: each server over the first)", rows);
+}
+
+/// CPU time over a phase's length, in cores.
+fn cores(t: Option<CpuTimes>, wall_s: f64) -> String {
+    t.map_or("-".into(), |t| {
+        format!("{:.2}", t.total_s() / wall_s.max(1e-9))
+    })
 }
 
 /// A figure with as many decimals as it needs.

@@ -216,6 +216,12 @@ struct ChurnArgs {
     /// server, to FILE.
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
+    /// Observers decode every frame as it arrives, during the window too (by default
+    /// they hold the bytes read during a step's window, timestamped, and hand them to
+    /// their clients after it, so that the tool costs little while the server is
+    /// measured; every table is verified either way).
+    #[arg(long)]
+    eager: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -700,6 +706,7 @@ async fn churn_run(a: &ChurnArgs) -> Result<Report> {
         wait: a.common.wait(),
         stop_at_p99_ms: sweeping.then_some(a.p99_limit_ms),
         plot: a.plot.clone(),
+        hold: !a.eager,
     };
     let servers: Vec<churn::Server<'_>> = targets
         .iter()
@@ -717,6 +724,7 @@ async fn churn_run(a: &ChurnArgs) -> Result<Report> {
     let mut report = result?;
     merge(&mut report.params, extra);
     report.params["reps"] = json!(reps);
+    report.params["observers_hold_bytes"] = json!(!a.eager);
     for (_, t) in &mut targets {
         t.stop();
     }
