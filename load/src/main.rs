@@ -77,7 +77,8 @@ enum Command {
     /// Logouts, logins and capability changes at a steady rate; measures presence
     /// deliveries per second and the push latency.
     Churn(ChurnArgs),
-    /// Idle online sessions: the server's memory per online terminal at each count.
+    /// Idle online sessions: the server's memory per online terminal at each count
+    /// (with --server-bin given more than once, each binary at each count in turn).
     Held(HeldArgs),
     /// SIGKILL the server at a random point of each round of changes, restart it on the
     /// same store: no acknowledged contact change may be lost, and every client must
@@ -160,6 +161,10 @@ struct StormArgs {
     /// Users (one terminal each), all logging in at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
+    /// Storms per server binary (with several --server-bin: A B, B A, ... each a
+    /// fresh server); the figures are printed side by side.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    reps: u64,
     #[command(flatten)]
     fleet: Fleet,
     #[command(flatten)]
@@ -375,15 +380,9 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             a.common.one_server("call-setup")?;
             (call_setup(&a).await?, a.common.json)
         }
-        Command::LoginStorm(a) => {
-            a.common.one_server("login-storm")?;
-            (login_storm(&a).await?, a.common.json)
-        }
+        Command::LoginStorm(a) => (login_storm(&a).await?, a.common.json),
         Command::Churn(a) => (churn_run(&a).await?, a.common.json),
-        Command::Held(a) => {
-            a.common.one_server("held")?;
-            (held(&a).await?, a.common.json)
-        }
+        Command::Held(a) => (held(&a).await?, a.common.json),
         Command::Crash(a) => {
             a.common.one_server("crash")?;
             (crash::run(&a).await?, a.common.json)
@@ -452,13 +451,9 @@ impl Common {
         Ok(target)
     }
 
-    /// The servers to compare, with their labels: one per --server-bin (at least one),
-    /// or the one given with --connect.
-    fn targets(
-        &self,
-        pop: &Population,
-        report_params: &mut serde_json::Value,
-    ) -> Result<Vec<(String, Target)>> {
+    /// The server binaries to compare, with their labels: one per --server-bin (the
+    /// default one if none). With --connect, the one server given (no binary).
+    fn server_list(&self) -> Result<Vec<(String, Option<PathBuf>)>> {
         if self.connect.is_some() {
             if self.server_bins.len() > 1 {
                 bail!("--connect measures the one server given: no second --server-bin");
@@ -468,7 +463,7 @@ impl Common {
                 .first()
                 .cloned()
                 .unwrap_or_else(|| "server".into());
-            return Ok(vec![(label, self.target(pop, report_params)?)]);
+            return Ok(vec![(label, None)]);
         }
         let bins: Vec<Option<PathBuf>> = if self.server_bins.is_empty() {
             vec![None]
@@ -482,29 +477,68 @@ impl Common {
                 bins.len()
             );
         }
-        let mut out = Vec::new();
-        let mut described = Vec::new();
+        let mut out: Vec<(String, Option<PathBuf>)> = Vec::new();
         for (i, bin) in bins.into_iter().enumerate() {
-            let opts = self.server_opts_for(bin);
+            let path = bin.clone().unwrap_or_else(serverproc::default_server_bin);
             let label = self
                 .labels
                 .get(i)
                 .cloned()
-                .unwrap_or_else(|| default_label(&opts.bin, i));
-            if out.iter().any(|(l, _): &(String, Target)| *l == label) {
+                .unwrap_or_else(|| default_label(&path, i));
+            if out.iter().any(|(l, _)| *l == label) {
                 bail!("two servers named {label:?}: give --label for each --server-bin");
             }
-            let (t, took) = Target::spawn(&opts, pop)?;
-            described.push(json!({
-                "label": label,
-                "bin": opts.bin.display().to_string(),
-                "import_s": took.as_secs_f64(),
-            }));
+            out.push((label, bin));
+        }
+        Ok(out)
+    }
+
+    /// The server `bin` (of [`Common::server_list`]) for `pop`: started on a fresh
+    /// store, or the one given with --connect. Says what it started in `described`.
+    fn spawn_one(
+        &self,
+        label: &str,
+        bin: &Option<PathBuf>,
+        pop: &Population,
+        described: &mut Vec<serde_json::Value>,
+    ) -> Result<Target> {
+        if let Some(addr) = &self.connect {
+            return Target::connect(addr, self.server_pid);
+        }
+        let opts = self.server_opts_for(bin.clone());
+        let (t, took) = Target::spawn(&opts, pop)?;
+        described.push(json!({
+            "label": label,
+            "bin": opts.bin.display().to_string(),
+            "import_s": took.as_secs_f64(),
+        }));
+        Ok(t)
+    }
+
+    /// Parameters that say which servers were measured.
+    fn describe(&self, params: &mut serde_json::Value, described: Vec<serde_json::Value>) {
+        params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
+        params["server"] = json!(self.connect.as_deref().unwrap_or("started by precall-load"));
+        params["server_pid_known"] = json!(self.connect.is_none() || self.server_pid.is_some());
+        if !described.is_empty() {
+            params["server_bins"] = json!(described);
+        }
+    }
+
+    /// The servers to compare, with their labels: one per --server-bin (at least one),
+    /// or the one given with --connect.
+    fn targets(
+        &self,
+        pop: &Population,
+        report_params: &mut serde_json::Value,
+    ) -> Result<Vec<(String, Target)>> {
+        let mut out = Vec::new();
+        let mut described = Vec::new();
+        for (label, bin) in self.server_list()? {
+            let t = self.spawn_one(&label, &bin, pop, &mut described)?;
             out.push((label, t));
         }
-        report_params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
-        report_params["server"] = json!("started by precall-load");
-        report_params["server_bins"] = json!(described);
+        self.describe(report_params, described);
         Ok(out)
     }
 
@@ -533,6 +567,9 @@ async fn call_setup(a: &CallSetupArgs) -> Result<Report> {
 }
 
 async fn login_storm(a: &StormArgs) -> Result<Report> {
+    if a.common.server_list()?.len() > 1 || a.reps > 1 {
+        return login_storms(a).await;
+    }
     let users = usize::try_from(a.users).context("--users")?;
     let procs = usize::try_from(a.fleet.procs).context("--procs")?;
     let pop = Population::generate(users, a.fleet.contacts, a.common.seed)?;
@@ -665,6 +702,151 @@ async fn login_storm(a: &StormArgs) -> Result<Report> {
     Ok(r)
 }
 
+/// `login-storm` repeated (`--reps`) and/or over several server binaries: a compact
+/// row per storm, and the figures side by side.
+async fn login_storms(a: &StormArgs) -> Result<Report> {
+    let users = usize::try_from(a.users).context("--users")?;
+    let procs = usize::try_from(a.fleet.procs).context("--procs")?;
+    let reps = usize::try_from(a.reps).context("--reps")?;
+    let servers = a.common.server_list()?;
+    if a.common.connect.is_some() && reps > 1 {
+        bail!("with --connect, one storm (the server cannot be restarted between storms)");
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut r = Report::new(
+        "login-storm",
+        json!({
+            "users": users,
+            "contacts_requested": a.fleet.contacts,
+            "procs": procs,
+            "settle_ms": a.fleet.settle_ms,
+            "seed": a.common.seed,
+            "reps": reps,
+            "servers": servers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+        }),
+    );
+    r.row([
+        "server",
+        "rep",
+        "logins/s",
+        "login p99",
+        "table complete p99",
+        "server µs/login usr/sys/total",
+        "tool µs/login",
+        "server peak RSS",
+        "verified",
+    ]);
+    let mut runs = Vec::new();
+    let mut described = Vec::new();
+    // Per repetition, per server: logins/s, complete p99 (ms), server µs/login, peak KiB.
+    let mut figs: Vec<Vec<[Option<f64>; 4]>> = Vec::new();
+    let mut worst_p99 = vec![Some(0.0f64); servers.len()];
+    let mut failed = vec![0usize; servers.len()];
+    for rep in 0..reps {
+        let mut row = vec![[None; 4]; servers.len()];
+        for i in alternate(servers.len(), rep) {
+            let (label, bin) = &servers[i];
+            let pop = Population::generate(users, a.fleet.contacts, a.common.seed)?;
+            let mut target = a.common.spawn_one(label, bin, &pop, &mut described)?;
+            drop(pop);
+            let s = storm::run(
+                &exe,
+                &mut target,
+                users,
+                a.fleet.contacts,
+                a.common.seed,
+                procs,
+                Duration::from_millis(a.fleet.settle_ms),
+                a.common.wait(),
+            )
+            .await?;
+            s.verification(&mut r);
+            let p = &s.complete_after_last;
+            let server_us = s.cpu.server_us_per(s.logged_in as u64);
+            row[i] = [
+                Some(s.logins_per_s()),
+                (p.n > 0).then_some(p.p99 / 1000.0),
+                server_us.map(|u| u[2]),
+                s.settled.map(|m| m.hwm_kib as f64),
+            ];
+            worst_p99[i] = match (worst_p99[i], row[i][1]) {
+                (Some(w), Some(x)) => Some(w.max(x)),
+                _ => None,
+            };
+            failed[i] += s.failed;
+            r.row([
+                label.clone(),
+                rep.to_string(),
+                format!("{:.0}", s.logins_per_s()),
+                format!("{:.1} ms", s.login_latency.p99 / 1000.0),
+                format!("{:.1} ms", p.p99 / 1000.0),
+                server_us.map_or("-".into(), |u| {
+                    format!("{:.0} / {:.0} / {:.0}", u[0], u[1], u[2])
+                }),
+                s.cpu
+                    .tool_us_per(s.logged_in as u64)
+                    .map_or("-".into(), |t| format!("{t:.0}")),
+                mib(s.settled.map(|m| m.hwm_kib)),
+                s.ok().to_string(),
+            ]);
+            let mut f = s.json();
+            f["server"] = json!(label);
+            f["rep"] = json!(rep);
+            runs.push(f);
+        }
+        figs.push(row);
+    }
+    a.common.describe(&mut r.params, described);
+    if servers.len() > 1 {
+        let labels: Vec<&str> = servers.iter().map(|(l, _)| l.as_str()).collect();
+        let names = [
+            "logins/s",
+            "complete p99 ms",
+            "server µs/login",
+            "peak RSS KiB",
+        ];
+        let mut head = vec!["rep".to_string()];
+        for m in names {
+            head.extend(labels.iter().map(|l| format!("{m} {l}")));
+            head.extend(labels[1..].iter().map(|l| format!("{l} / {}", labels[0])));
+        }
+        let mut rows = vec![head];
+        for (rep, row) in figs.iter().enumerate() {
+            let mut cells = vec![rep.to_string()];
+            for m in 0..names.len() {
+                cells.extend(
+                    row.iter()
+                        .map(|v| v[m].map_or("-".into(), |x| format!("{x:.1}"))),
+                );
+                cells.extend(row[1..].iter().map(|v| ratio(row[0][m], v[m])));
+            }
+            rows.push(cells);
+        }
+        r.table("side by side (ratio: each server over the first)", rows);
+    }
+    for (i, (label, _)) in servers.iter().enumerate() {
+        let prefix = if servers.len() > 1 {
+            format!("{label}: ")
+        } else {
+            String::new()
+        };
+        r.target(
+            format!("{prefix}table complete p99 after last login (worst storm)"),
+            "<= 5 s",
+            worst_p99[i].map_or("unknown".into(), |p| format!("{:.3} s", p / 1000.0)),
+            worst_p99[i].is_some_and(|p| p <= 5000.0),
+        );
+        r.target(
+            format!("{prefix}failed logins"),
+            "0",
+            failed[i].to_string(),
+            failed[i] == 0,
+        );
+    }
+    r.figures = json!({ "runs": runs });
+    Ok(r)
+}
+
 /// The default steps of `churn --sweep`, changes per second.
 const SWEEP_RATES: [f64; 11] = [
     250.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0, 12000.0,
@@ -773,67 +955,125 @@ async fn held(a: &HeldArgs) -> Result<Report> {
     }
     let procs = usize::try_from(a.fleet.procs).context("--procs")?;
     let exe = std::env::current_exe().context("cannot find this executable")?;
+    let servers = a.common.server_list()?;
     let mut r = Report::new(
         "held",
         json!({"counts": counts, "contacts_requested": a.fleet.contacts, "procs": procs, "settle_ms": a.fleet.settle_ms, "seed": a.common.seed}),
     );
     r.row([
+        "server",
         "online terminals",
         "contacts/user",
         "baseline RSS",
         "settled RSS",
         "peak RSS",
         "bytes per terminal",
+        "server CPU per login",
         "verified",
     ]);
     let mut figures = Vec::new();
-    for n in counts {
-        let pop = Population::generate(n, a.fleet.contacts, a.common.seed)?;
-        let degree = pop.contact_entries() as f64 / n as f64;
-        let mut extra = json!({});
-        let mut target = a.common.target(&pop, &mut extra)?;
-        drop(pop);
-        let s = storm::run(
-            &exe,
-            &mut target,
-            n,
-            a.fleet.contacts,
-            a.common.seed,
-            procs,
-            Duration::from_millis(a.fleet.settle_ms),
-            a.common.wait(),
-        )
-        .await?;
-        s.verification(&mut r);
-        let per = match (s.baseline, s.settled) {
-            (Some(b), Some(m)) if s.logged_in > 0 => {
-                Some(m.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / s.logged_in as f64)
-            }
-            _ => None,
-        };
-        r.row([
-            s.logged_in.to_string(),
-            format!("{degree:.1}"),
-            mib(s.baseline.map(|m| m.rss_kib)),
-            mib(s.settled.map(|m| m.rss_kib)),
-            mib(s.settled.map(|m| m.hwm_kib)),
-            per.map_or("-".into(), |b| format!("{b:.0}")),
-            s.ok().to_string(),
-        ]);
-        r.target(
-            format!("RSS per idle terminal at {n}"),
-            "<= 8192 B",
-            per.map_or("unknown".into(), |b| format!("{b:.0} B")),
-            per.is_some_and(|b| b <= 8192.0),
-        );
-        let mut f = s.json();
-        f["count"] = json!(n);
-        f["contacts_per_user"] = json!(degree);
-        f["bytes_per_terminal"] = json!(per);
-        figures.push(f);
+    let mut described = Vec::new();
+    // Per count, each server in turn (the order alternating from count to count).
+    let mut per_terminal: Vec<Vec<Option<f64>>> = Vec::new();
+    for (ci, &n) in counts.iter().enumerate() {
+        let mut row = vec![None; servers.len()];
+        for i in alternate(servers.len(), ci) {
+            let (label, bin) = &servers[i];
+            let pop = Population::generate(n, a.fleet.contacts, a.common.seed)?;
+            let degree = pop.contact_entries() as f64 / n as f64;
+            let mut target = a.common.spawn_one(label, bin, &pop, &mut described)?;
+            drop(pop);
+            let s = storm::run(
+                &exe,
+                &mut target,
+                n,
+                a.fleet.contacts,
+                a.common.seed,
+                procs,
+                Duration::from_millis(a.fleet.settle_ms),
+                a.common.wait(),
+            )
+            .await?;
+            s.verification(&mut r);
+            let per = match (s.baseline, s.settled) {
+                (Some(b), Some(m)) if s.logged_in > 0 => {
+                    Some(m.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / s.logged_in as f64)
+                }
+                _ => None,
+            };
+            row[i] = per;
+            r.row([
+                label.clone(),
+                s.logged_in.to_string(),
+                format!("{degree:.1}"),
+                mib(s.baseline.map(|m| m.rss_kib)),
+                mib(s.settled.map(|m| m.rss_kib)),
+                mib(s.settled.map(|m| m.hwm_kib)),
+                per.map_or("-".into(), |b| format!("{b:.0}")),
+                s.cpu
+                    .server_us_per(s.logged_in as u64)
+                    .map_or("-".into(), |u| format!("{:.0} µs", u[2])),
+                s.ok().to_string(),
+            ]);
+            let prefix = if servers.len() > 1 {
+                format!("{label}: ")
+            } else {
+                String::new()
+            };
+            r.target(
+                format!("{prefix}RSS per idle terminal at {n}"),
+                "<= 8192 B",
+                per.map_or("unknown".into(), |b| format!("{b:.0} B")),
+                per.is_some_and(|b| b <= 8192.0),
+            );
+            let mut f = s.json();
+            f["server"] = json!(label);
+            f["count"] = json!(n);
+            f["contacts_per_user"] = json!(degree);
+            f["bytes_per_terminal"] = json!(per);
+            figures.push(f);
+        }
+        per_terminal.push(row);
+    }
+    a.common.describe(&mut r.params, described);
+    if servers.len() > 1 {
+        let labels: Vec<&str> = servers.iter().map(|(l, _)| l.as_str()).collect();
+        let mut rows = vec![std::iter::once("online terminals".to_string())
+            .chain(labels.iter().map(|l| format!("bytes per terminal {l}")))
+            .chain(labels[1..].iter().map(|l| format!("{l} / {}", labels[0])))
+            .collect::<Vec<_>>()];
+        for (n, row) in counts.iter().zip(&per_terminal) {
+            rows.push(
+                std::iter::once(n.to_string())
+                    .chain(
+                        row.iter()
+                            .map(|b| b.map_or("-".into(), |b| format!("{b:.0}"))),
+                    )
+                    .chain(row[1..].iter().map(|b| ratio(row[0], *b)))
+                    .collect(),
+            );
+        }
+        r.table("side by side (ratio: each server over the first)", rows);
     }
     r.figures = json!({ "counts": figures });
     Ok(r)
+}
+
+/// The order in which `n` servers run at step `k`: A B C, then C B A, and so on.
+fn alternate(n: usize, k: usize) -> Vec<usize> {
+    if k % 2 == 0 {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
+/// `b / a` with three decimals, or `-`.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => format!("{:.3}", b / a),
+        _ => "-".into(),
+    }
 }
 
 fn stats_ms(s: &Stats) -> String {
