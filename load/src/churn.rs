@@ -851,12 +851,15 @@ fn step_rows(report: &mut Report, results: &[StepResult]) {
     }
 }
 
+/// One figure of a step, if it has it.
+type Figure = fn(&StepResult) -> Option<f64>;
+
 /// Each step's figures of every server side by side, with their ratio to the first
 /// server's.
 fn side_by_side(report: &mut Report, lanes: &[Lane], results: &[StepResult], steps: usize) {
     let base = &lanes[0].label;
     let mut head = vec!["changes/s offered".to_string()];
-    let metrics: [(&str, fn(&StepResult) -> Option<f64>); 5] = [
+    let metrics: [(&str, Figure); 5] = [
         ("deliveries/s", |r| Some(r.deliveries_per_s())),
         ("p50 ms", |r| (r.lat.n > 0).then(|| ms(r.lat.p50))),
         ("p99 ms", |r| (r.lat.n > 0).then(|| ms(r.lat.p99))),

@@ -212,7 +212,8 @@ impl CpuUse {
     /// How busy the machine was: busy time over all time (0 to 1).
     pub fn machine_busy(&self) -> Option<f64> {
         match (self.machine_busy_s, self.machine_total_s) {
-            (Some(b), Some(t)) if t > 0.0 => Some(b / t),
+            // Both are sums of rounded tick counts: keep the quotient in range.
+            (Some(b), Some(t)) if t > 0.0 => Some((b / t).clamp(0.0, 1.0)),
             _ => None,
         }
     }

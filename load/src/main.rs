@@ -863,7 +863,8 @@ async fn churn_run(a: &ChurnArgs) -> Result<Report> {
         a.rates.clone()
     };
     let secs = a.secs.unwrap_or(if sweeping { 3.0 } else { 20.0 });
-    if !rates.iter().all(|r| r.is_finite() && *r > 0.0) || !(secs.is_finite() && secs >= 0.0) {
+    let valid = rates.iter().all(|r| r.is_finite() && *r > 0.0) && secs.is_finite() && secs >= 0.0;
+    if !valid {
         bail!("every rate must be positive and --secs not negative");
     }
     if !(a.p99_limit_ms.is_finite() && a.p99_limit_ms > 0.0) {
