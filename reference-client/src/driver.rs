@@ -883,6 +883,83 @@ pub fn os_random() -> u64 {
 mod tests {
     use super::*;
 
+    /// Records what reaches the client.
+    struct Seen(Arc<Mutex<Vec<u8>>>);
+
+    impl Tap for Seen {
+        fn received<'a>(&mut self, data: &'a [u8]) -> Cow<'a, [u8]> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Cow::Borrowed(data)
+        }
+    }
+
+    /// Held bytes reach the client only when the hold ends, in order, each read with
+    /// the time it arrived; a lost connection hands them over first.
+    #[tokio::test]
+    async fn held_bytes_reach_the_client_in_order_when_released() {
+        use precall_protocol::codec::encode_frame;
+        use precall_protocol::ServerMessage;
+        use tokio::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut driver = Driver::new(
+            Client::new(Default::default()),
+            Clock::new(),
+            addr.to_string(),
+        );
+        driver.set_tap(Some(Box::new(Seen(seen.clone()))));
+        driver.connect().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        driver.hold(true);
+        // `pong` is ignored by an idle client: no event, only bytes.
+        let pong = encode_frame(&ServerMessage::Pong {});
+        let before = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..3 {
+            server.write_all(&pong).await.unwrap();
+            sent.extend_from_slice(&pong);
+            // Separate reads, each with its own arrival time.
+            for _ in 0..250 {
+                if driver.held() >= sent.len() {
+                    break;
+                }
+                let _ = timeout(Duration::from_millis(20), driver.next()).await;
+            }
+            assert_eq!(driver.held(), sent.len(), "the bytes read are held");
+        }
+        let arrived = Instant::now();
+        assert_eq!(driver.held(), sent.len());
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing reaches the client while held"
+        );
+        assert!(driver.poll().is_none());
+        assert!(seen.lock().unwrap().is_empty());
+
+        driver.hold(false);
+        assert!(driver.poll().is_none(), "a pong makes no event");
+        assert_eq!(*seen.lock().unwrap(), sent, "every held byte, in order");
+        assert_eq!(driver.held(), 0);
+        let at = driver.received_at();
+        assert!(
+            before <= at && at <= arrived,
+            "the last read's arrival time"
+        );
+
+        // Held again, then the server closes: the held bytes come before the loss.
+        seen.lock().unwrap().clear();
+        driver.hold(true);
+        server.write_all(&pong).await.unwrap();
+        drop(server);
+        let ev = timeout(Duration::from_secs(5), driver.next())
+            .await
+            .unwrap();
+        assert!(matches!(ev, Some(Event::Disconnected(_))), "{ev:?}");
+        assert_eq!(*seen.lock().unwrap(), pong.to_vec());
+    }
+
     #[test]
     fn random_numbers_differ() {
         assert_ne!(os_random(), os_random());
