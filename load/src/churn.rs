@@ -629,13 +629,8 @@ async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> 
     }
     let window_real = t_start.elapsed();
     let in_window = meter.stop(None);
-    if p.hold {
-        for tx in cmds.iter() {
-            let _ = tx.send(Cmd::Hold(false));
-        }
-    }
 
-    // Let every change complete, then wait for quiet.
+    // Let every change complete (the actors' bytes are not held).
     let deadline = Instant::now() + wait;
     while busy.iter().any(|&b| b) {
         match timeout_at(deadline, notes.recv()).await {
@@ -644,24 +639,46 @@ async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> 
         }
     }
     let unfinished = busy.iter().filter(|&&b| b).count();
-    let mut last = hub.deliveries.load(Ordering::Relaxed);
-    let quiet_deadline = Instant::now() + wait;
-    let mut quiet_since = Instant::now();
-    loop {
-        sleep(QUIET_POLL).await;
-        let now = hub.deliveries.load(Ordering::Relaxed);
-        if now != last {
-            last = now;
-            quiet_since = Instant::now();
-        } else if quiet_since.elapsed() >= QUIET || Instant::now() >= quiet_deadline {
-            break;
+    let span = if p.hold {
+        // The observers still hold what they read, so that the pushes still coming are
+        // timed as they arrive, not behind the decoding of everything held; the step's
+        // traffic is over when (almost) nothing more arrives: the clients' pings are
+        // answered all the time, about 20 bytes per session every 20 s.
+        let floor = QUIET_BYTES.max(2 * online.len() as u64);
+        let (_, last) = quiet(
+            Instant::now() + wait.min(MAX_DRAIN),
+            || hub.bytes_read.load(Ordering::Relaxed),
+            floor,
+        )
+        .await;
+        for tx in cmds.iter() {
+            let _ = tx.send(Cmd::Hold(false));
         }
-    }
-    // The phase ends at the last delivery: the quiet wait after it is not counted.
-    let span = quiet_since.saturating_duration_since(t_start);
+        last
+    } else {
+        quiet(
+            Instant::now() + wait,
+            || hub.deliveries.load(Ordering::Relaxed),
+            0,
+        )
+        .await
+        .1
+    };
+    // The server's part ends at the last arrival: the quiet wait after it is not
+    // counted.
+    let span = span.saturating_duration_since(t_start);
     let cpu = meter.stop(None);
+    // Every presence decoded (held bytes included) and counted.
+    quiet(
+        Instant::now() + wait,
+        || hub.deliveries.load(Ordering::Relaxed),
+        0,
+    )
+    .await;
+    let tool_all = meter.stop(None).tool;
     let cpu = CpuUse {
         wall_s: span.as_secs_f64(),
+        tool: tool_all,
         ..cpu
     };
     let d_total = hub.deliveries.load(Ordering::Relaxed) - d0;
@@ -713,8 +730,31 @@ async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> 
 
 /// How often the end of a step polls for quiet.
 const QUIET_POLL: Duration = Duration::from_millis(50);
-/// A step is over once no presence was delivered for this long.
+/// A step is over once no presence was delivered (or, while observers hold their
+/// bytes, no more than a floor of bytes was read) for this long.
 const QUIET: Duration = Duration::from_millis(300);
+/// The least floor of bytes per [`QUIET`] that counts as quiet while observers hold.
+const QUIET_BYTES: u64 = 4096;
+/// The longest wait for quiet while observers hold their bytes (then what still
+/// arrives is decoded as it comes).
+const MAX_DRAIN: Duration = Duration::from_secs(10);
+
+/// Waits until `counter` grew by no more than `floor` over [`QUIET`] (or `deadline`).
+/// Returns the counter then, and when it last grew by more than the floor.
+async fn quiet(deadline: Instant, counter: impl Fn() -> u64, floor: u64) -> (u64, Instant) {
+    let mut since = Instant::now();
+    let mut base = counter();
+    loop {
+        sleep(QUIET_POLL).await;
+        let now = counter();
+        if now.saturating_sub(base) > floor {
+            base = now;
+            since = Instant::now();
+        } else if since.elapsed() >= QUIET || Instant::now() >= deadline {
+            return (now, since);
+        }
+    }
+}
 
 /// The human table of a plain run (one server, one step).
 fn single_rows(report: &mut Report, r: &StepResult) {

@@ -117,6 +117,8 @@ pub struct Hub {
     pub slots: Vec<Arc<Mutex<Slot>>>,
     /// Presence messages (`online` and `offline`) received by all sessions.
     pub deliveries: AtomicU64,
+    /// Bytes read by all sessions, held or not (traffic while observers hold it).
+    pub bytes_read: Arc<AtomicU64>,
     clock: Clock,
     notes: mpsc::UnboundedSender<(usize, Note, Instant)>,
     observer: Option<Arc<dyn Observer>>,
@@ -160,6 +162,7 @@ impl Hub {
             pop,
             slots,
             deliveries: AtomicU64::new(0),
+            bytes_read: Arc::new(AtomicU64::new(0)),
             clock: Clock::new(),
             notes,
             observer,
@@ -204,6 +207,7 @@ async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>
     };
     let mut driver =
         Driver::new(hub.slots[local].clone(), hub.clock, hub.addr.to_string()).with_login(login);
+    driver.count_reads(hub.bytes_read.clone());
     let mut hold = false;
     loop {
         match cmds.recv().await {

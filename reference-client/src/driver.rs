@@ -32,6 +32,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -273,6 +274,8 @@ pub struct Driver<C: Cell = Client> {
     held: Held,
     /// The client's timer: its deadline and the sleep that waits for it.
     timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Counts the bytes read, held or not ([`Driver::count_reads`]).
+    read_counter: Option<Arc<AtomicU64>>,
 }
 
 /// Bytes read while the driver holds them: every read's length and arrival time, and
@@ -323,6 +326,7 @@ impl<C: Cell> Driver<C> {
             pending: VecDeque::new(),
             held: Held::default(),
             timer: None,
+            read_counter: None,
         }
     }
 
@@ -384,6 +388,12 @@ impl<C: Cell> Driver<C> {
     /// events, no answers. A lost connection hands them over before telling the client.
     pub fn hold(&mut self, on: bool) {
         self.held.holding = on;
+    }
+
+    /// Adds the number of bytes of every read to `counter` (as they arrive, held or
+    /// not): how a user sees traffic that it holds.
+    pub fn count_reads(&mut self, counter: Arc<AtomicU64>) {
+        self.read_counter = Some(counter);
     }
 
     /// Bytes read and held, not handed to the client yet.
@@ -700,6 +710,9 @@ impl<C: Cell> Driver<C> {
     /// Bytes just read: held ([`Driver::hold`]; also behind reads still held, to keep
     /// the order), or handed to the client.
     fn received(&mut self, data: &[u8]) {
+        if let Some(c) = &self.read_counter {
+            c.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         if self.held.holding || !self.held.is_empty() {
             self.held.push(Instant::now(), data);
         } else {
