@@ -179,6 +179,9 @@ pub struct Params {
     pub stop_at_p99_ms: Option<f64>,
     /// Where to write the plot of the steps (SVG), if anywhere.
     pub plot: Option<PathBuf>,
+    /// How many times each rate is repeated in `rates` (consecutively): a sweep
+    /// judges a rate by the medians over its repetitions.
+    pub reps: usize,
     /// Whether the observers hold the bytes they read during a step's window
     /// ([`Cmd::Hold`]), so that they cost little while the server is measured.
     pub hold: bool,
@@ -411,12 +414,18 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
                     r.label, r.violations, r.errors, r.unfinished, r.failed
                 ));
             }
+            results.push(r);
+            // After the last repetition of a rate: the sweep is over for this server
+            // if the rate's median p99 reached the limit.
             if let Some(limit) = p.stop_at_p99_ms {
-                if r.lat.n == 0 || r.lat.p99 >= limit * 1000.0 || r.unfinished > 0 {
-                    lanes[i].done = true;
+                let reps = p.reps.max(1);
+                if (k + 1) % reps == 0 {
+                    let at = rate_point(&results, i, k / reps, reps);
+                    if at.is_none_or(|a| !a.ok || a.p99_us >= limit * 1000.0) {
+                        lanes[i].done = true;
+                    }
                 }
             }
-            results.push(r);
         }
         if lanes.iter().all(|l| l.done) {
             break;
@@ -429,12 +438,14 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
     }
 
     let limit_ms = p.stop_at_p99_ms.unwrap_or(P99_LIMIT_MS);
-    let capacity: Vec<Option<&StepResult>> = (0..lanes.len())
+    let reps = p.reps.max(1);
+    let groups = p.rates.len().div_ceil(reps);
+    let capacity: Vec<Option<RatePoint>> = (0..lanes.len())
         .map(|i| {
-            results
-                .iter()
-                .filter(|r| r.lane == i && r.lat.n > 0 && r.lat.p99 < limit_ms * 1000.0 && r.ok())
-                .max_by(|a, b| a.deliveries_per_s().total_cmp(&b.deliveries_per_s()))
+            (0..groups)
+                .filter_map(|g| rate_point(&results, i, g, reps))
+                .filter(|a| a.ok && a.p99_us < limit_ms * 1000.0)
+                .max_by(|a, b| a.deliveries_per_s.total_cmp(&b.deliveries_per_s))
         })
         .collect();
     report.figures = json!({
@@ -443,9 +454,10 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
         "p99_limit_ms": limit_ms,
         "capacity": lanes.iter().zip(&capacity).map(|(l, c)| json!({
             "server": l.label,
-            "deliveries_per_s": c.map(|r| r.deliveries_per_s()),
+            "deliveries_per_s": c.map(|r| r.deliveries_per_s),
             "rate_offered": c.map(|r| r.rate),
-            "p99_ms": c.map(|r| ms(r.lat.p99)),
+            "p99_ms": c.map(|r| ms(r.p99_us)),
+            "reps": c.map(|r| r.n),
         })).collect::<Vec<_>>(),
     });
     if lanes.len() == 1 && results.len() == 1 {
@@ -461,16 +473,16 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
         }
         let mut cap = vec![vec![
             "server".to_string(),
-            format!("capacity: most deliveries/s with p99 < {limit_ms} ms"),
+            format!("capacity: most deliveries/s with p99 < {limit_ms} ms (medians over --reps)"),
             "at changes/s".into(),
             "p99".into(),
         ]];
         for (l, c) in lanes.iter().zip(&capacity) {
             cap.push(vec![
                 l.label.clone(),
-                c.map_or("none".into(), |r| format!("{:.0}", r.deliveries_per_s())),
+                c.map_or("none".into(), |r| format!("{:.0}", r.deliveries_per_s)),
                 c.map_or("-".into(), |r| format!("{:.0}", r.rate)),
-                c.map_or("-".into(), |r| format!("{:.3} ms", ms(r.lat.p99))),
+                c.map_or("-".into(), |r| format!("{:.3} ms", ms(r.p99_us))),
             ]);
         }
         report.table("capacity", cap);
@@ -517,9 +529,9 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
                 format!("{prefix}deliveries/s with push latency p99 < {limit_ms} ms"),
                 ">= 200000",
                 c.map_or("none".into(), |r| {
-                    format!("{:.0} (at {:.0} changes/s)", r.deliveries_per_s(), r.rate)
+                    format!("{:.0} (at {:.0} changes/s)", r.deliveries_per_s, r.rate)
                 }),
-                c.is_some_and(|r| r.deliveries_per_s() >= 200_000.0),
+                c.is_some_and(|r| r.deliveries_per_s >= 200_000.0),
             );
         }
     }
@@ -530,13 +542,14 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
             .enumerate()
             .map(|(i, l)| plot::Series {
                 label: l.label.clone(),
-                points: results
-                    .iter()
-                    .filter(|r| r.lane == i && r.lat.n > 0)
-                    .map(|r| plot::Point {
-                        deliveries_per_s: r.deliveries_per_s(),
-                        p50_ms: ms(r.lat.p50),
-                        p99_ms: ms(r.lat.p99),
+                // One point per rate: the medians of its repetitions.
+                points: (0..groups)
+                    .filter_map(|g| rate_point(&results, i, g, reps))
+                    .filter(|a| a.n > 0)
+                    .map(|a| plot::Point {
+                        deliveries_per_s: a.deliveries_per_s,
+                        p50_ms: ms(a.p50_us),
+                        p99_ms: ms(a.p99_us),
                     })
                     .collect(),
             })
@@ -754,6 +767,46 @@ async fn quiet(deadline: Instant, counter: impl Fn() -> u64, floor: u64) -> (u64
             return (now, since);
         }
     }
+}
+
+/// One rate of one server, over its repetitions: the medians.
+#[derive(Clone, Copy, Debug)]
+struct RatePoint {
+    rate: f64,
+    deliveries_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    /// Repetitions with pushes matched.
+    n: usize,
+    /// Every repetition verified, completed, and matched pushes.
+    ok: bool,
+}
+
+/// The medians of server `lane`'s repetitions of rate group `group` (steps
+/// `group * reps ..`), if it ran.
+fn rate_point(results: &[StepResult], lane: usize, group: usize, reps: usize) -> Option<RatePoint> {
+    let mine: Vec<&StepResult> = results
+        .iter()
+        .filter(|r| r.lane == lane && r.step / reps == group)
+        .collect();
+    let first = mine.first()?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    };
+    Some(RatePoint {
+        rate: first.rate,
+        deliveries_per_s: median(mine.iter().map(|r| r.deliveries_per_s()).collect()),
+        p50_us: median(mine.iter().map(|r| r.lat.p50).collect()),
+        p99_us: median(mine.iter().map(|r| r.lat.p99).collect()),
+        n: mine.iter().filter(|r| r.lat.n > 0).count(),
+        ok: mine.iter().all(|r| r.ok() && r.lat.n > 0),
+    })
 }
 
 /// The human table of a plain run (one server, one step).

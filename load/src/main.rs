@@ -207,7 +207,8 @@ struct ChurnArgs {
     /// 8000, 12000 changes/s); like --rates.
     #[arg(long)]
     sweep: bool,
-    /// Run each step this many times (with several servers: A B, B A, ... each time).
+    /// Run each step this many times (with several servers: A B, B A, ... each time);
+    /// a sweep judges each rate by the medians of its repetitions.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
     reps: u64,
     /// How long to make changes, in seconds, per step [default: 20, or 3 with
@@ -889,6 +890,7 @@ async fn churn_run(a: &ChurnArgs) -> Result<Report> {
         wait: a.common.wait(),
         stop_at_p99_ms: sweeping.then_some(a.p99_limit_ms),
         plot: a.plot.clone(),
+        reps,
         hold: !a.eager,
     };
     let servers: Vec<churn::Server<'_>> = targets
