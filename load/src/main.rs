@@ -90,6 +90,9 @@ enum Command {
     ReconnectStorm(ReconnectArgs),
     /// Print a population as `precall-server admin import` lines (for --connect).
     Population(PopulationArgs),
+    /// Draw the plot of `churn --plot` again from churn JSON reports (one line pair per
+    /// server of each report; one point per rate, the medians of its steps).
+    Plot(PlotArgs),
     /// A worker process of login-storm and held (started by this tool).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -317,6 +320,20 @@ struct ReconnectArgs {
     common: Common,
 }
 
+/// Options of `plot`.
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// The churn reports (`--json` files).
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The p99 limit drawn across, ms.
+    #[arg(long, default_value_t = churn::P99_LIMIT_MS)]
+    p99_limit_ms: f64,
+}
+
 /// Options of `population`.
 #[derive(Debug, Args)]
 struct PopulationArgs {
@@ -368,6 +385,22 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
     let (mut report, json) = match command {
         Command::Worker(args) => {
             worker::run(args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Plot(args) => {
+            let mut series = Vec::new();
+            for path in &args.reports {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let report: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                series.extend(
+                    plot::series_of_report(&report)
+                        .with_context(|| format!("{}: not a churn report", path.display()))?,
+                );
+            }
+            plot::write_svg(&args.out, &series, args.p99_limit_ms)?;
+            println!("wrote {}", args.out.display());
             return Ok(ExitCode::SUCCESS);
         }
         Command::Population(args) => {

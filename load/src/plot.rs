@@ -28,6 +28,71 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
+/// An offered rate and its steps' deliveries/s, p50 and p99 (ms).
+type RateSteps = (f64, Vec<[f64; 3]>);
+
+/// The series of a churn JSON report (`figures.steps`): one per server, in the order
+/// the servers first appear, one point per offered rate (the medians of its steps).
+pub fn series_of_report(report: &serde_json::Value) -> Result<Vec<Series>> {
+    let steps = report["figures"]["steps"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no figures.steps"))?;
+    let mut out: Vec<(String, Vec<RateSteps>)> = Vec::new();
+    for s in steps {
+        let (Some(server), Some(rate), Some(d), Some(p50), Some(p99), Some(n)) = (
+            s["server"].as_str(),
+            s["rate_offered"].as_f64(),
+            s["deliveries_per_s"].as_f64(),
+            s["latency_ms"]["p50"].as_f64(),
+            s["latency_ms"]["p99"].as_f64(),
+            s["latency_ms"]["n"].as_u64(),
+        ) else {
+            return Err(anyhow!("a step without its server, rate or latency: {s}"));
+        };
+        if n == 0 {
+            continue;
+        }
+        let k = match out.iter().position(|(l, _)| l == server) {
+            Some(k) => k,
+            None => {
+                out.push((server.to_string(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        let rates = &mut out[k].1;
+        match rates.iter_mut().find(|(r, _)| *r == rate) {
+            Some((_, v)) => v.push([d, p50, p99]),
+            None => rates.push((rate, vec![[d, p50, p99]])),
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        }
+    };
+    Ok(out
+        .into_iter()
+        .map(|(label, mut rates)| {
+            rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                label,
+                points: rates
+                    .into_iter()
+                    .map(|(_, v)| Point {
+                        deliveries_per_s: median(v.iter().map(|x| x[0]).collect()),
+                        p50_ms: median(v.iter().map(|x| x[1]).collect()),
+                        p99_ms: median(v.iter().map(|x| x[2]).collect()),
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
 /// Colours of the servers' lines, in order.
 const COLOURS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -164,5 +229,22 @@ mod tests {
         assert!(svg.contains("before p99") && svg.contains("after p50"));
         // Empty series still make a valid (empty) plot.
         write_svg(&path, &[], 50.0).unwrap();
+
+        // From a report: medians per rate, servers in order of appearance.
+        let step = |server: &str, rate: f64, d: f64, p99: f64| {
+            serde_json::json!({"server": server, "rate_offered": rate, "deliveries_per_s": d,
+                "latency_ms": {"p50": 1.0, "p99": p99, "n": 10}})
+        };
+        let report = serde_json::json!({"figures": {"steps": [
+            step("b", 100.0, 10.0, 5.0), step("a", 100.0, 12.0, 7.0),
+            step("a", 100.0, 14.0, 9.0), step("b", 100.0, 11.0, 6.0),
+            step("b", 200.0, 20.0, 60.0),
+        ]}});
+        let s = series_of_report(&report).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].label.as_str(), s[0].points.len()), ("b", 2));
+        assert_eq!(s[1].points[0].deliveries_per_s, 13.0);
+        assert_eq!(s[1].points[0].p99_ms, 8.0);
+        assert!(series_of_report(&serde_json::json!({})).is_err());
     }
 }
