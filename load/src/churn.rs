@@ -182,6 +182,8 @@ pub struct Params {
     /// How many times each rate is repeated in `rates` (consecutively): a sweep
     /// judges a rate by the medians over its repetitions.
     pub reps: usize,
+    /// How many users (the first ones) make the changes; the others only watch.
+    pub actors: usize,
     /// Whether the observers hold the bytes they read during a step's window
     /// ([`Cmd::Hold`]), so that they cost little while the server is measured.
     pub hold: bool,
@@ -319,6 +321,7 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
             "rates_ops_per_s": p.rates,
             "secs": p.secs,
             "stop_at_p99_ms": p.stop_at_p99_ms,
+            "actors": p.actors.min(n),
             "servers": labels,
             "seed": pop.seed,
         }),
@@ -578,7 +581,9 @@ async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> 
         failed,
         ..
     } = lane;
-    let n = online.len();
+    // The users who make changes: the first `actors` (the population's indices are
+    // not related to its contact graph).
+    let n = p.actors.min(online.len()).max(1);
     // Milestones left from before (the initial logins' `synced`, or a late one).
     while let Ok((local, note, _)) = notes.try_recv() {
         settle_note(online, busy, failed, local, &note);

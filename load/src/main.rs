@@ -231,6 +231,11 @@ struct ChurnArgs {
     /// measured; every table is verified either way).
     #[arg(long)]
     eager: bool,
+    /// The share of the users who make the changes, in percent (the others only
+    /// watch, holding what they read all window long unless --eager); every table is
+    /// verified either way.
+    #[arg(long, default_value_t = 100.0)]
+    actors_percent: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -901,6 +906,9 @@ async fn churn_run(a: &ChurnArgs) -> Result<Report> {
     if !valid {
         bail!("every rate must be positive and --secs not negative");
     }
+    if !(a.actors_percent.is_finite() && a.actors_percent > 0.0 && a.actors_percent <= 100.0) {
+        bail!("--actors-percent must be in (0, 100]");
+    }
     if !(a.p99_limit_ms.is_finite() && a.p99_limit_ms > 0.0) {
         bail!("--p99-limit-ms must be positive");
     }
@@ -924,6 +932,7 @@ async fn churn_run(a: &ChurnArgs) -> Result<Report> {
         stop_at_p99_ms: sweeping.then_some(a.p99_limit_ms),
         plot: a.plot.clone(),
         reps,
+        actors: ((users as f64 * a.actors_percent / 100.0).ceil() as usize).clamp(1, users),
         hold: !a.eager,
     };
     let servers: Vec<churn::Server<'_>> = targets
