@@ -28,8 +28,10 @@
 
 mod callsetup;
 mod churn;
+mod cpu;
 mod crash;
 mod phases;
+mod plot;
 mod population;
 mod reconnect;
 mod relay;
@@ -75,7 +77,8 @@ enum Command {
     /// Logouts, logins and capability changes at a steady rate; measures presence
     /// deliveries per second and the push latency.
     Churn(ChurnArgs),
-    /// Idle online sessions: the server's memory per online terminal at each count.
+    /// Idle online sessions: the server's memory per online terminal at each count
+    /// (with --server-bin given more than once, each binary at each count in turn).
     Held(HeldArgs),
     /// SIGKILL the server at a random point of each round of changes, restart it on the
     /// same store: no acknowledged contact change may be lost, and every client must
@@ -87,6 +90,9 @@ enum Command {
     ReconnectStorm(ReconnectArgs),
     /// Print a population as `precall-server admin import` lines (for --connect).
     Population(PopulationArgs),
+    /// Draw the plot of `churn --plot` again from churn JSON reports (one line pair per
+    /// server of each report; one point per rate, the medians of its steps).
+    Plot(PlotArgs),
     /// A worker process of login-storm and held (started by this tool).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -95,14 +101,20 @@ enum Command {
 /// Options of every scenario.
 #[derive(Debug, Clone, Args)]
 struct Common {
-    /// The precall-server binary [default: the one next to this executable].
-    #[arg(long, value_name = "PATH")]
-    server_bin: Option<PathBuf>,
+    /// The precall-server binary [default: the one next to this executable]. `churn`
+    /// takes it more than once to measure several binaries side by side in one run
+    /// (before/after): the same steps run on each in turn.
+    #[arg(long = "server-bin", value_name = "PATH")]
+    server_bins: Vec<PathBuf>,
+    /// The names of the --server-bin binaries in the report, in the same order
+    /// [default: the directory holding the binary's `target`, e.g. the worktree].
+    #[arg(long = "label", value_name = "NAME")]
+    labels: Vec<String>,
     /// Use the server running at ADDR instead of starting one. Its store must hold the
     /// scenario's population: `precall-load population` prints it for `admin import`.
     #[arg(long, value_name = "ADDR")]
     connect: Option<String>,
-    /// With --connect: the server's process id, for its memory figures.
+    /// With --connect: the server's process id, for its memory and CPU figures.
     #[arg(long, value_name = "PID", requires = "connect")]
     server_pid: Option<u32>,
     /// Also write the report as JSON to FILE.
@@ -152,6 +164,10 @@ struct StormArgs {
     /// Users (one terminal each), all logging in at once.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     users: u64,
+    /// Storms per server binary (with several --server-bin: A B, B A, ... each a
+    /// fresh server); the figures are printed side by side.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    reps: u64,
     #[command(flatten)]
     fleet: Fleet,
     #[command(flatten)]
@@ -185,9 +201,41 @@ struct ChurnArgs {
     /// Changes per second (a third each: logout, login, capability change).
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
-    /// How long to make changes, in seconds.
-    #[arg(long, default_value_t = 20.0)]
-    secs: f64,
+    /// Steps of rising rates, comma-separated changes per second (instead of --rate):
+    /// each runs for --secs; the run stops for a server after its first step whose
+    /// push-latency p99 reached --p99-limit-ms.
+    #[arg(long, value_delimiter = ',', conflicts_with = "sweep")]
+    rates: Vec<f64>,
+    /// A sweep with the default steps (250, 500, 750, 1000, 1500, 2000, 3000, 4000, 6000,
+    /// 8000, 12000 changes/s); like --rates.
+    #[arg(long)]
+    sweep: bool,
+    /// Run each step this many times (with several servers: A B, B A, ... each time);
+    /// a sweep judges each rate by the medians of its repetitions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    reps: u64,
+    /// How long to make changes, in seconds, per step [default: 20, or 3 with
+    /// --rates/--sweep].
+    #[arg(long)]
+    secs: Option<f64>,
+    /// The push-latency p99 that ends a sweep and defines the capacity, ms.
+    #[arg(long, default_value_t = churn::P99_LIMIT_MS)]
+    p99_limit_ms: f64,
+    /// Write an SVG plot of deliveries/s against push latency p50/p99, one line per
+    /// server, to FILE.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Observers decode every frame as it arrives, during the window too (by default
+    /// they hold the bytes read during a step's window, timestamped, and hand them to
+    /// their clients after it, so that the tool costs little while the server is
+    /// measured; every table is verified either way).
+    #[arg(long)]
+    eager: bool,
+    /// The share of the users who make the changes, in percent (the others only
+    /// watch, holding what they read all window long unless --eager); every table is
+    /// verified either way.
+    #[arg(long, default_value_t = 100.0)]
+    actors_percent: f64,
     #[command(flatten)]
     common: Common,
 }
@@ -277,6 +325,20 @@ struct ReconnectArgs {
     common: Common,
 }
 
+/// Options of `plot`.
+#[derive(Debug, Args)]
+struct PlotArgs {
+    /// The churn reports (`--json` files).
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The p99 limit drawn across, ms.
+    #[arg(long, default_value_t = churn::P99_LIMIT_MS)]
+    p99_limit_ms: f64,
+}
+
 /// Options of `population`.
 #[derive(Debug, Args)]
 struct PopulationArgs {
@@ -330,6 +392,22 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             worker::run(args).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Plot(args) => {
+            let mut series = Vec::new();
+            for path in &args.reports {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let report: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                series.extend(
+                    plot::series_of_report(&report)
+                        .with_context(|| format!("{}: not a churn report", path.display()))?,
+                );
+            }
+            plot::write_svg(&args.out, &series, args.p99_limit_ms)?;
+            println!("wrote {}", args.out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Population(args) => {
             let pop = Population::generate(args.users, args.contacts, args.seed)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -337,12 +415,21 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
             out.flush()?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::CallSetup(a) => (call_setup(&a).await?, a.common.json),
+        Command::CallSetup(a) => {
+            a.common.one_server("call-setup")?;
+            (call_setup(&a).await?, a.common.json)
+        }
         Command::LoginStorm(a) => (login_storm(&a).await?, a.common.json),
         Command::Churn(a) => (churn_run(&a).await?, a.common.json),
         Command::Held(a) => (held(&a).await?, a.common.json),
-        Command::Crash(a) => (crash::run(&a).await?, a.common.json),
-        Command::ReconnectStorm(a) => (reconnect::run(&a).await?, a.common.json),
+        Command::Crash(a) => {
+            a.common.one_server("crash")?;
+            (crash::run(&a).await?, a.common.json)
+        }
+        Command::ReconnectStorm(a) => {
+            a.common.one_server("reconnect-storm")?;
+            (reconnect::run(&a).await?, a.common.json)
+        }
     };
     report.machine = report::machine();
     report.machine["loadavg_at_start"] = json!(load_at_start);
@@ -359,12 +446,14 @@ async fn dispatch(command: Command) -> Result<ExitCode> {
 }
 
 impl Common {
+    /// The options of the server started, with the first --server-bin.
     fn server_opts(&self) -> ServerOpts {
+        self.server_opts_for(self.server_bins.first().cloned())
+    }
+
+    fn server_opts_for(&self, bin: Option<PathBuf>) -> ServerOpts {
         ServerOpts {
-            bin: self
-                .server_bin
-                .clone()
-                .unwrap_or_else(serverproc::default_server_bin),
+            bin: bin.unwrap_or_else(serverproc::default_server_bin),
             argon2_m_kib: self.argon2_m_kib,
             argon2_t: self.argon2_t,
             idle_timeout_ms: self.idle_timeout_ms,
@@ -372,6 +461,16 @@ impl Common {
             log_filter: self.server_log.clone(),
             extra_args: Vec::new(),
         }
+    }
+
+    /// Refuses more than one --server-bin (scenarios that measure one server).
+    fn one_server(&self, scenario: &str) -> Result<()> {
+        if self.server_bins.len() > 1 {
+            bail!(
+                "{scenario} measures one server: give --server-bin once (churn compares several)"
+            );
+        }
+        Ok(())
     }
 
     /// The server for `pop`: started on a fresh store, or the one given.
@@ -387,7 +486,99 @@ impl Common {
         report_params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
         report_params["server"] =
             json!(self.connect.as_deref().unwrap_or("started by precall-load"));
+        report_params["server_pid_known"] = json!(target.pid.is_some());
         Ok(target)
+    }
+
+    /// The server binaries to compare, with their labels: one per --server-bin (the
+    /// default one if none). With --connect, the one server given (no binary).
+    fn server_list(&self) -> Result<Vec<(String, Option<PathBuf>)>> {
+        if self.connect.is_some() {
+            if self.server_bins.len() > 1 {
+                bail!("--connect measures the one server given: no second --server-bin");
+            }
+            let label = self
+                .labels
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "server".into());
+            return Ok(vec![(label, None)]);
+        }
+        let bins: Vec<Option<PathBuf>> = if self.server_bins.is_empty() {
+            vec![None]
+        } else {
+            self.server_bins.iter().cloned().map(Some).collect()
+        };
+        if !self.labels.is_empty() && self.labels.len() != bins.len() {
+            bail!(
+                "{} --label for {} --server-bin: give one per binary or none",
+                self.labels.len(),
+                bins.len()
+            );
+        }
+        let mut out: Vec<(String, Option<PathBuf>)> = Vec::new();
+        for (i, bin) in bins.into_iter().enumerate() {
+            let path = bin.clone().unwrap_or_else(serverproc::default_server_bin);
+            let label = self
+                .labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| default_label(&path, i));
+            if out.iter().any(|(l, _)| *l == label) {
+                bail!("two servers named {label:?}: give --label for each --server-bin");
+            }
+            out.push((label, bin));
+        }
+        Ok(out)
+    }
+
+    /// The server `bin` (of [`Common::server_list`]) for `pop`: started on a fresh
+    /// store, or the one given with --connect. Says what it started in `described`.
+    fn spawn_one(
+        &self,
+        label: &str,
+        bin: &Option<PathBuf>,
+        pop: &Population,
+        described: &mut Vec<serde_json::Value>,
+    ) -> Result<Target> {
+        if let Some(addr) = &self.connect {
+            return Target::connect(addr, self.server_pid);
+        }
+        let opts = self.server_opts_for(bin.clone());
+        let (t, took) = Target::spawn(&opts, pop)?;
+        described.push(json!({
+            "label": label,
+            "bin": opts.bin.display().to_string(),
+            "import_s": took.as_secs_f64(),
+        }));
+        Ok(t)
+    }
+
+    /// Parameters that say which servers were measured.
+    fn describe(&self, params: &mut serde_json::Value, described: Vec<serde_json::Value>) {
+        params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
+        params["server"] = json!(self.connect.as_deref().unwrap_or("started by precall-load"));
+        params["server_pid_known"] = json!(self.connect.is_none() || self.server_pid.is_some());
+        if !described.is_empty() {
+            params["server_bins"] = json!(described);
+        }
+    }
+
+    /// The servers to compare, with their labels: one per --server-bin (at least one),
+    /// or the one given with --connect.
+    fn targets(
+        &self,
+        pop: &Population,
+        report_params: &mut serde_json::Value,
+    ) -> Result<Vec<(String, Target)>> {
+        let mut out = Vec::new();
+        let mut described = Vec::new();
+        for (label, bin) in self.server_list()? {
+            let t = self.spawn_one(&label, &bin, pop, &mut described)?;
+            out.push((label, t));
+        }
+        self.describe(report_params, described);
+        Ok(out)
     }
 
     fn wait(&self) -> Duration {
@@ -415,6 +606,9 @@ async fn call_setup(a: &CallSetupArgs) -> Result<Report> {
 }
 
 async fn login_storm(a: &StormArgs) -> Result<Report> {
+    if a.common.server_list()?.len() > 1 || a.reps > 1 {
+        return login_storms(a).await;
+    }
     let users = usize::try_from(a.users).context("--users")?;
     let procs = usize::try_from(a.fleet.procs).context("--procs")?;
     let pop = Population::generate(users, a.fleet.contacts, a.common.seed)?;
@@ -513,6 +707,22 @@ async fn login_storm(a: &StormArgs) -> Result<Report> {
         "argon2".to_string(),
         format!("m={} KiB t={}", a.common.argon2_m_kib, a.common.argon2_t),
     ]);
+    r.row([
+        "CPU measured over".to_string(),
+        format!(
+            "{:.2} s (start barrier to every table complete; tool = coordinator + workers)",
+            s.cpu.wall_s
+        ),
+    ]);
+    for row in s.cpu.rows(s.logged_in as u64, "login") {
+        r.row(row);
+    }
+    r.row([
+        "server CPU per presence delivery (online)".to_string(),
+        s.cpu
+            .server_us_per(s.online_msgs)
+            .map_or("-".into(), |u| format!("{:.2} µs", u[2])),
+    ]);
     r.figures = s.json();
     r.figures["peak_over_steady"] = json!(ratio);
     r.target(
@@ -531,23 +741,242 @@ async fn login_storm(a: &StormArgs) -> Result<Report> {
     Ok(r)
 }
 
+/// `login-storm` repeated (`--reps`) and/or over several server binaries: a compact
+/// row per storm, and the figures side by side.
+async fn login_storms(a: &StormArgs) -> Result<Report> {
+    let users = usize::try_from(a.users).context("--users")?;
+    let procs = usize::try_from(a.fleet.procs).context("--procs")?;
+    let reps = usize::try_from(a.reps).context("--reps")?;
+    let servers = a.common.server_list()?;
+    if a.common.connect.is_some() && reps > 1 {
+        bail!("with --connect, one storm (the server cannot be restarted between storms)");
+    }
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut r = Report::new(
+        "login-storm",
+        json!({
+            "users": users,
+            "contacts_requested": a.fleet.contacts,
+            "procs": procs,
+            "settle_ms": a.fleet.settle_ms,
+            "seed": a.common.seed,
+            "reps": reps,
+            "servers": servers.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(),
+        }),
+    );
+    r.row([
+        "server",
+        "rep",
+        "logins/s",
+        "login p99",
+        "table complete p99",
+        "server µs/login usr/sys/total",
+        "tool µs/login",
+        "server peak RSS",
+        "verified",
+    ]);
+    let mut runs = Vec::new();
+    let mut described = Vec::new();
+    // Per repetition, per server: logins/s, complete p99 (ms), server µs/login, peak KiB.
+    let mut figs: Vec<Vec<[Option<f64>; 4]>> = Vec::new();
+    let mut worst_p99 = vec![Some(0.0f64); servers.len()];
+    let mut failed = vec![0usize; servers.len()];
+    for rep in 0..reps {
+        let mut row = vec![[None; 4]; servers.len()];
+        for i in alternate(servers.len(), rep) {
+            let (label, bin) = &servers[i];
+            let pop = Population::generate(users, a.fleet.contacts, a.common.seed)?;
+            let mut target = a.common.spawn_one(label, bin, &pop, &mut described)?;
+            drop(pop);
+            let s = storm::run(
+                &exe,
+                &mut target,
+                users,
+                a.fleet.contacts,
+                a.common.seed,
+                procs,
+                Duration::from_millis(a.fleet.settle_ms),
+                a.common.wait(),
+            )
+            .await?;
+            s.verification(&mut r);
+            let p = &s.complete_after_last;
+            let server_us = s.cpu.server_us_per(s.logged_in as u64);
+            row[i] = [
+                Some(s.logins_per_s()),
+                (p.n > 0).then_some(p.p99 / 1000.0),
+                server_us.map(|u| u[2]),
+                s.settled.map(|m| m.hwm_kib as f64),
+            ];
+            worst_p99[i] = match (worst_p99[i], row[i][1]) {
+                (Some(w), Some(x)) => Some(w.max(x)),
+                _ => None,
+            };
+            failed[i] += s.failed;
+            r.row([
+                label.clone(),
+                rep.to_string(),
+                format!("{:.0}", s.logins_per_s()),
+                format!("{:.1} ms", s.login_latency.p99 / 1000.0),
+                format!("{:.1} ms", p.p99 / 1000.0),
+                server_us.map_or("-".into(), |u| {
+                    format!("{:.0} / {:.0} / {:.0}", u[0], u[1], u[2])
+                }),
+                s.cpu
+                    .tool_us_per(s.logged_in as u64)
+                    .map_or("-".into(), |t| format!("{t:.0}")),
+                mib(s.settled.map(|m| m.hwm_kib)),
+                s.ok().to_string(),
+            ]);
+            let mut f = s.json();
+            f["server"] = json!(label);
+            f["rep"] = json!(rep);
+            runs.push(f);
+        }
+        figs.push(row);
+    }
+    a.common.describe(&mut r.params, described);
+    if servers.len() > 1 {
+        let labels: Vec<&str> = servers.iter().map(|(l, _)| l.as_str()).collect();
+        let names = [
+            "logins/s",
+            "complete p99 ms",
+            "server µs/login",
+            "peak RSS KiB",
+        ];
+        let mut head = vec!["rep".to_string()];
+        for m in names {
+            head.extend(labels.iter().map(|l| format!("{m} {l}")));
+            head.extend(labels[1..].iter().map(|l| format!("{l} / {}", labels[0])));
+        }
+        let mut rows = vec![head];
+        for (rep, row) in figs.iter().enumerate() {
+            let mut cells = vec![rep.to_string()];
+            for m in 0..names.len() {
+                cells.extend(
+                    row.iter()
+                        .map(|v| v[m].map_or("-".into(), |x| format!("{x:.1}"))),
+                );
+                cells.extend(row[1..].iter().map(|v| ratio(row[0][m], v[m])));
+            }
+            rows.push(cells);
+        }
+        r.table("side by side (ratio: each server over the first)", rows);
+    }
+    for (i, (label, _)) in servers.iter().enumerate() {
+        let prefix = if servers.len() > 1 {
+            format!("{label}: ")
+        } else {
+            String::new()
+        };
+        r.target(
+            format!("{prefix}table complete p99 after last login (worst storm)"),
+            "<= 5 s",
+            worst_p99[i].map_or("unknown".into(), |p| format!("{:.3} s", p / 1000.0)),
+            worst_p99[i].is_some_and(|p| p <= 5000.0),
+        );
+        r.target(
+            format!("{prefix}failed logins"),
+            "0",
+            failed[i].to_string(),
+            failed[i] == 0,
+        );
+    }
+    r.figures = json!({ "runs": runs });
+    Ok(r)
+}
+
+/// The default steps of `churn --sweep`, changes per second.
+const SWEEP_RATES: [f64; 11] = [
+    250.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0, 12000.0,
+];
+
 async fn churn_run(a: &ChurnArgs) -> Result<Report> {
     let users = usize::try_from(a.users).context("--users")?;
-    if !(a.rate.is_finite() && a.rate > 0.0 && a.secs.is_finite() && a.secs >= 0.0) {
-        bail!("--rate must be positive and --secs not negative");
+    let sweeping = a.sweep || !a.rates.is_empty();
+    let rates: Vec<f64> = if a.sweep {
+        SWEEP_RATES.to_vec()
+    } else if a.rates.is_empty() {
+        vec![a.rate]
+    } else {
+        a.rates.clone()
+    };
+    let secs = a.secs.unwrap_or(if sweeping { 3.0 } else { 20.0 });
+    let valid = rates.iter().all(|r| r.is_finite() && *r > 0.0) && secs.is_finite() && secs >= 0.0;
+    if !valid {
+        bail!("every rate must be positive and --secs not negative");
     }
+    if !(a.actors_percent.is_finite() && a.actors_percent > 0.0 && a.actors_percent <= 100.0) {
+        bail!("--actors-percent must be in (0, 100]");
+    }
+    if !(a.p99_limit_ms.is_finite() && a.p99_limit_ms > 0.0) {
+        bail!("--p99-limit-ms must be positive");
+    }
+    let servers = a.common.server_bins.len().max(1);
+    let room = nofile_limit().map_or(19_000, |n| n.saturating_sub(300) as usize);
+    if users * servers > room {
+        bail!("{users} users on each of {servers} servers need more sockets than the open-file limit allows ({room})");
+    }
+    let reps = usize::try_from(a.reps).context("--reps")?;
+    let rates: Vec<f64> = rates
+        .iter()
+        .flat_map(|&r| std::iter::repeat_n(r, reps))
+        .collect();
     let pop = Arc::new(Population::generate(users, a.contacts, a.common.seed)?);
     let mut extra = json!({});
-    let mut target = a.common.target(&pop, &mut extra)?;
+    let mut targets = a.common.targets(&pop, &mut extra)?;
     let params = churn::Params {
-        rate: a.rate,
-        secs: a.secs,
+        rates,
+        secs,
         wait: a.common.wait(),
+        stop_at_p99_ms: sweeping.then_some(a.p99_limit_ms),
+        plot: a.plot.clone(),
+        reps,
+        actors: ((users as f64 * a.actors_percent / 100.0).ceil() as usize).clamp(1, users),
+        hold: !a.eager,
     };
-    let mut report = churn::run(&target, pop, &params).await?;
+    let servers: Vec<churn::Server<'_>> = targets
+        .iter()
+        .map(|(label, target)| churn::Server {
+            label: label.clone(),
+            target,
+        })
+        .collect();
+    let result = churn::run(&servers, pop, &params).await;
+    if result.is_err() {
+        for (label, t) in &targets {
+            eprintln!("{label}: {}", t.log_tail());
+        }
+    }
+    let mut report = result?;
     merge(&mut report.params, extra);
-    target.stop();
+    report.params["reps"] = json!(reps);
+    report.params["observers_hold_bytes"] = json!(!a.eager);
+    for (_, t) in &mut targets {
+        t.stop();
+    }
     Ok(report)
+}
+
+/// A server binary's name in the report: the directory holding its `target`
+/// directory (a worktree's name), else its path; `#N` if neither says anything.
+fn default_label(bin: &std::path::Path, i: usize) -> String {
+    let parts: Vec<&std::ffi::OsStr> = bin.iter().collect();
+    parts
+        .iter()
+        .rposition(|p| *p == "target")
+        .and_then(|t| t.checked_sub(1))
+        .and_then(|k| parts.get(k))
+        .and_then(|p| p.to_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let s = bin.display().to_string();
+            if s.is_empty() {
+                format!("#{}", i + 1)
+            } else {
+                s
+            }
+        })
 }
 
 async fn held(a: &HeldArgs) -> Result<Report> {
@@ -571,67 +1000,125 @@ async fn held(a: &HeldArgs) -> Result<Report> {
     }
     let procs = usize::try_from(a.fleet.procs).context("--procs")?;
     let exe = std::env::current_exe().context("cannot find this executable")?;
+    let servers = a.common.server_list()?;
     let mut r = Report::new(
         "held",
         json!({"counts": counts, "contacts_requested": a.fleet.contacts, "procs": procs, "settle_ms": a.fleet.settle_ms, "seed": a.common.seed}),
     );
     r.row([
+        "server",
         "online terminals",
         "contacts/user",
         "baseline RSS",
         "settled RSS",
         "peak RSS",
         "bytes per terminal",
+        "server CPU per login",
         "verified",
     ]);
     let mut figures = Vec::new();
-    for n in counts {
-        let pop = Population::generate(n, a.fleet.contacts, a.common.seed)?;
-        let degree = pop.contact_entries() as f64 / n as f64;
-        let mut extra = json!({});
-        let mut target = a.common.target(&pop, &mut extra)?;
-        drop(pop);
-        let s = storm::run(
-            &exe,
-            &mut target,
-            n,
-            a.fleet.contacts,
-            a.common.seed,
-            procs,
-            Duration::from_millis(a.fleet.settle_ms),
-            a.common.wait(),
-        )
-        .await?;
-        s.verification(&mut r);
-        let per = match (s.baseline, s.settled) {
-            (Some(b), Some(m)) if s.logged_in > 0 => {
-                Some(m.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / s.logged_in as f64)
-            }
-            _ => None,
-        };
-        r.row([
-            s.logged_in.to_string(),
-            format!("{degree:.1}"),
-            mib(s.baseline.map(|m| m.rss_kib)),
-            mib(s.settled.map(|m| m.rss_kib)),
-            mib(s.settled.map(|m| m.hwm_kib)),
-            per.map_or("-".into(), |b| format!("{b:.0}")),
-            s.ok().to_string(),
-        ]);
-        r.target(
-            format!("RSS per idle terminal at {n}"),
-            "<= 8192 B",
-            per.map_or("unknown".into(), |b| format!("{b:.0} B")),
-            per.is_some_and(|b| b <= 8192.0),
-        );
-        let mut f = s.json();
-        f["count"] = json!(n);
-        f["contacts_per_user"] = json!(degree);
-        f["bytes_per_terminal"] = json!(per);
-        figures.push(f);
+    let mut described = Vec::new();
+    // Per count, each server in turn (the order alternating from count to count).
+    let mut per_terminal: Vec<Vec<Option<f64>>> = Vec::new();
+    for (ci, &n) in counts.iter().enumerate() {
+        let mut row = vec![None; servers.len()];
+        for i in alternate(servers.len(), ci) {
+            let (label, bin) = &servers[i];
+            let pop = Population::generate(n, a.fleet.contacts, a.common.seed)?;
+            let degree = pop.contact_entries() as f64 / n as f64;
+            let mut target = a.common.spawn_one(label, bin, &pop, &mut described)?;
+            drop(pop);
+            let s = storm::run(
+                &exe,
+                &mut target,
+                n,
+                a.fleet.contacts,
+                a.common.seed,
+                procs,
+                Duration::from_millis(a.fleet.settle_ms),
+                a.common.wait(),
+            )
+            .await?;
+            s.verification(&mut r);
+            let per = match (s.baseline, s.settled) {
+                (Some(b), Some(m)) if s.logged_in > 0 => {
+                    Some(m.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / s.logged_in as f64)
+                }
+                _ => None,
+            };
+            row[i] = per;
+            r.row([
+                label.clone(),
+                s.logged_in.to_string(),
+                format!("{degree:.1}"),
+                mib(s.baseline.map(|m| m.rss_kib)),
+                mib(s.settled.map(|m| m.rss_kib)),
+                mib(s.settled.map(|m| m.hwm_kib)),
+                per.map_or("-".into(), |b| format!("{b:.0}")),
+                s.cpu
+                    .server_us_per(s.logged_in as u64)
+                    .map_or("-".into(), |u| format!("{:.0} µs", u[2])),
+                s.ok().to_string(),
+            ]);
+            let prefix = if servers.len() > 1 {
+                format!("{label}: ")
+            } else {
+                String::new()
+            };
+            r.target(
+                format!("{prefix}RSS per idle terminal at {n}"),
+                "<= 8192 B",
+                per.map_or("unknown".into(), |b| format!("{b:.0} B")),
+                per.is_some_and(|b| b <= 8192.0),
+            );
+            let mut f = s.json();
+            f["server"] = json!(label);
+            f["count"] = json!(n);
+            f["contacts_per_user"] = json!(degree);
+            f["bytes_per_terminal"] = json!(per);
+            figures.push(f);
+        }
+        per_terminal.push(row);
+    }
+    a.common.describe(&mut r.params, described);
+    if servers.len() > 1 {
+        let labels: Vec<&str> = servers.iter().map(|(l, _)| l.as_str()).collect();
+        let mut rows = vec![std::iter::once("online terminals".to_string())
+            .chain(labels.iter().map(|l| format!("bytes per terminal {l}")))
+            .chain(labels[1..].iter().map(|l| format!("{l} / {}", labels[0])))
+            .collect::<Vec<_>>()];
+        for (n, row) in counts.iter().zip(&per_terminal) {
+            rows.push(
+                std::iter::once(n.to_string())
+                    .chain(
+                        row.iter()
+                            .map(|b| b.map_or("-".into(), |b| format!("{b:.0}"))),
+                    )
+                    .chain(row[1..].iter().map(|b| ratio(row[0], *b)))
+                    .collect(),
+            );
+        }
+        r.table("side by side (ratio: each server over the first)", rows);
     }
     r.figures = json!({ "counts": figures });
     Ok(r)
+}
+
+/// The order in which `n` servers run at step `k`: A B C, then C B A, and so on.
+fn alternate(n: usize, k: usize) -> Vec<usize> {
+    if k % 2 == 0 {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
+/// `b / a` with three decimals, or `-`.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => format!("{:.3}", b / a),
+        _ => "-".into(),
+    }
 }
 
 fn stats_ms(s: &Stats) -> String {

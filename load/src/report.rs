@@ -102,6 +102,9 @@ pub struct Report {
     /// The human table: a header row, then data rows.
     #[serde(skip)]
     pub rows: Vec<Vec<String>>,
+    /// More human tables, each with a title, printed after the first.
+    #[serde(skip)]
+    pub tables: Vec<(String, Vec<Vec<String>>)>,
 }
 
 impl Report {
@@ -117,6 +120,7 @@ impl Report {
             notes: Vec::new(),
             machine: Value::Null,
             rows: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -146,11 +150,20 @@ impl Report {
         self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
-    /// The human form: the table, the targets, the notes, the verdict.
+    /// Adds a titled table (header row first), printed after the main one.
+    pub fn table(&mut self, title: impl Into<String>, rows: Vec<Vec<String>>) {
+        self.tables.push((title.into(), rows));
+    }
+
+    /// The human form: the tables, the targets, the notes, the verdict.
     pub fn human(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "precall-load {}  {}", self.scenario, self.params);
         out.push_str(&table(&self.rows));
+        for (title, rows) in &self.tables {
+            let _ = writeln!(out, "\n{title}:");
+            out.push_str(&table(rows));
+        }
         if !self.targets.is_empty() {
             let mut rows = vec![vec![
                 "target".to_string(),

@@ -67,6 +67,11 @@ pub enum Cmd {
     Logout,
     /// Change this terminal's capabilities.
     UpdateCaps(Capabilities),
+    /// Hold the bytes read while this session makes no change (`true`): they reach the
+    /// client, each read with its arrival time, at `Hold(false)`, when the session is
+    /// told to make a change (before the change), or when the connection is lost.
+    /// Observers then cost a read per wake-up while a scenario measures the server.
+    Hold(bool),
     /// Drop the connection and end the task.
     Close,
 }
@@ -112,6 +117,8 @@ pub struct Hub {
     pub slots: Vec<Arc<Mutex<Slot>>>,
     /// Presence messages (`online` and `offline`) received by all sessions.
     pub deliveries: AtomicU64,
+    /// Bytes read by all sessions, held or not (traffic while observers hold it).
+    pub bytes_read: Arc<AtomicU64>,
     clock: Clock,
     notes: mpsc::UnboundedSender<(usize, Note, Instant)>,
     observer: Option<Arc<dyn Observer>>,
@@ -155,6 +162,7 @@ impl Hub {
             pop,
             slots,
             deliveries: AtomicU64::new(0),
+            bytes_read: Arc::new(AtomicU64::new(0)),
             clock: Clock::new(),
             notes,
             observer,
@@ -199,10 +207,16 @@ async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>
     };
     let mut driver =
         Driver::new(hub.slots[local].clone(), hub.clock, hub.addr.to_string()).with_login(login);
+    driver.count_reads(hub.bytes_read.clone());
+    let mut hold = false;
     loop {
         match cmds.recv().await {
             Some(Cmd::Login) => {}
             Some(Cmd::Close) | None => return,
+            Some(Cmd::Hold(on)) => {
+                hold = on;
+                continue;
+            }
             Some(other) => {
                 tracing::debug!(local, ?other, "not connected: command ignored");
                 continue;
@@ -214,18 +228,21 @@ async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>
             hub.note(local, Note::Failed(why));
             continue;
         }
-        if !session(&hub, local, &mut driver, &mut cmds).await {
+        if !session(&hub, local, &mut driver, &mut cmds, &mut hold).await {
             return;
         }
     }
 }
 
 /// One connection's life. Returns `false` if the task must end ([`Cmd::Close`]).
+/// `hold` is whether the scenario wants the bytes held while the session makes no
+/// change ([`Cmd::Hold`]).
 async fn session(
     hub: &Hub,
     local: usize,
     driver: &mut Driver<Arc<Mutex<Slot>>>,
     cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    hold: &mut bool,
 ) -> bool {
     {
         let mut slot = hub.slot(local);
@@ -240,36 +257,84 @@ async fn session(
         return true;
     }
     let mut was_online = false;
+    // A change of this session is under way (the login first): its answers must reach
+    // the client as they come.
+    let mut acting = true;
+    driver.hold(false);
     loop {
         tokio::select! {
             ev = driver.next() => match ev {
                 // The session is over and its connection closed.
                 None => return true,
-                Some(Event::Client(ev)) => {
-                    let at = driver.received_at();
-                    if on_event(hub, local, ev, at, &mut was_online) {
-                        // Dropping the connection; the rest of the events follow.
-                        driver.close();
+                Some(ev) => {
+                    if handle(hub, local, driver, ev, &mut was_online, &mut acting) {
+                        driver.hold(*hold && !acting);
                     }
                 }
-                // A drop: the core's events follow.
-                Some(_) => {}
             },
             cmd = cmds.recv() => {
+                let cmd = match cmd {
+                    Some(Cmd::Close) | None => return false,
+                    Some(Cmd::Hold(on)) => {
+                        *hold = on;
+                        driver.hold(on && !acting);
+                        continue;
+                    }
+                    Some(cmd) => cmd,
+                };
+                // What arrived before the change reaches the client before it.
+                acting = true;
+                driver.hold(false);
+                while let Some(ev) = driver.poll() {
+                    handle(hub, local, driver, ev, &mut was_online, &mut acting);
+                }
+                acting = true;
                 let now = driver.clock().now();
                 let mut slot = hub.slot(local);
                 let result = match cmd {
-                    Some(Cmd::Logout) => slot.client.logout(now),
-                    Some(Cmd::UpdateCaps(caps)) => slot.client.update_caps(caps, now).map(drop),
-                    Some(Cmd::Login) => Ok(()),
-                    Some(Cmd::Close) | None => return false,
+                    Cmd::Logout => slot.client.logout(now),
+                    Cmd::UpdateCaps(caps) => slot.client.update_caps(caps, now).map(drop),
+                    Cmd::Login | Cmd::Hold(_) | Cmd::Close => Ok(()),
                 };
                 if let Err(e) = result {
                     tracing::warn!(local, user = slot.user, error = %e, "command refused");
+                    acting = false;
+                    drop(slot);
+                    driver.hold(*hold);
                 }
             }
         }
     }
+}
+
+/// Handles one event of the driver. Returns whether a change of this session just
+/// completed (`acting` went from true to false).
+fn handle(
+    hub: &Hub,
+    local: usize,
+    driver: &mut Driver<Arc<Mutex<Slot>>>,
+    ev: Event,
+    was_online: &mut bool,
+    acting: &mut bool,
+) -> bool {
+    let Event::Client(ev) = ev else {
+        // A drop: the core's events follow.
+        return false;
+    };
+    let done = matches!(
+        ev,
+        ClientEvent::Synced | ClientEvent::CapsAcknowledged { .. } | ClientEvent::LoggedOut
+    );
+    let at = driver.received_at();
+    if on_event(hub, local, ev, at, was_online) {
+        // Dropping the connection; the rest of the events follow.
+        driver.close();
+    }
+    let completed = done && *acting;
+    if done {
+        *acting = false;
+    }
+    completed
 }
 
 /// Handles one client event (from bytes handed to the client at `at`). Returns whether

@@ -9,6 +9,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tokio::time::sleep;
 
+use crate::cpu::{CpuTimes, CpuUse, Meter};
 use crate::report::{Report, Stats, TcpCounters};
 use crate::serverproc::{Memory, Target};
 use crate::verify::{DirEntry, Verdict};
@@ -50,6 +51,10 @@ pub struct Storm {
     pub baseline: Option<Memory>,
     /// The server after the tables were complete and `settle` passed.
     pub settled: Option<Memory>,
+    /// CPU from the start barrier to the last `login_ok` (every worker's answer).
+    pub cpu_logins: CpuUse,
+    /// CPU from the start barrier to every table complete and checked.
+    pub cpu: CpuUse,
 }
 
 impl Storm {
@@ -95,6 +100,9 @@ impl Storm {
             "tcp_during_logins": self.tcp,
             "server_baseline": self.baseline,
             "server_settled": self.settled,
+            "cpu_logins": self.cpu_logins.json(self.logged_in as u64, "login"),
+            "cpu": self.cpu.json(self.logged_in as u64, "login"),
+            "cpu_per_presence_delivery": self.cpu.json(self.online_msgs, "delivery"),
         })
     }
 
@@ -129,7 +137,9 @@ pub async fn run(
     let mut workers = Workers::start(exe, target.addr, users, contacts, seed, procs, wait).await?;
     tracing::info!(users, procs, "workers ready; logging in");
     let tcp_before = TcpCounters::read();
+    let meter = Meter::start(target.pid);
     workers.send_all(&ToWorker::Go).await?;
+    let mut workers_cpu: Vec<Option<CpuTimes>> = Vec::new();
     let mut entries = Vec::new();
     let mut first_connect = u64::MAX;
     let mut last_login = 0u64;
@@ -140,10 +150,12 @@ pub async fn run(
             first_connect_us,
             logged,
             failed,
+            cpu,
         } = msg
         else {
             bail!("unexpected worker message {msg:?}");
         };
+        workers_cpu.push(cpu);
         first_connect = first_connect.min(first_connect_us);
         for l in logged {
             last_login = last_login.max(l.at_us);
@@ -162,6 +174,7 @@ pub async fn run(
             }
         }
     }
+    s.cpu_logins = meter.stop(sum(&workers_cpu));
     s.tcp = TcpCounters::read().since(tcp_before);
     s.logged_in = entries.len();
     s.login_span_us = last_login.saturating_sub(first_connect);
@@ -181,6 +194,7 @@ pub async fn run(
         .sum();
     workers.send_all(&ToWorker::Directory { entries }).await?;
     let mut after = Vec::new();
+    let mut workers_cpu: Vec<Option<CpuTimes>> = Vec::new();
     for msg in workers.recv_all(wait).await? {
         let FromWorker::Tables {
             complete_us,
@@ -190,10 +204,12 @@ pub async fn run(
             offline_msgs: _,
             violations,
             errors,
+            cpu,
         } = msg
         else {
             bail!("unexpected worker message {msg:?}");
         };
+        workers_cpu.push(cpu);
         after.extend(complete_us.iter().map(|&c| c.saturating_sub(last_login)));
         s.incomplete += incomplete;
         s.verdict.merge(verdict);
@@ -201,6 +217,7 @@ pub async fn run(
         s.violations += violations;
         s.errors += errors;
     }
+    s.cpu = meter.stop(sum(&workers_cpu));
     s.complete_after_last = Stats::of(&mut after);
     tracing::info!(
         p99_ms = s.complete_after_last.p99 / 1000.0,
@@ -212,4 +229,10 @@ pub async fn run(
     target.stop();
     workers.quit().await;
     Ok(s)
+}
+
+/// The sum of the workers' CPU times; unknown if any worker's is.
+fn sum(each: &[Option<CpuTimes>]) -> Option<CpuTimes> {
+    each.iter()
+        .try_fold(CpuTimes::default(), |acc, one| Some(acc.plus((*one)?)))
 }

@@ -20,6 +20,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+use crate::cpu::CpuTimes;
 use crate::phases::{await_tables, login_all, Wall};
 use crate::population::Population;
 use crate::session::Hub;
@@ -74,6 +75,9 @@ pub enum FromWorker {
         logged: Vec<LoggedIn>,
         /// The users whose login failed, and why.
         failed: Vec<(u32, String)>,
+        /// This worker's CPU time since `go` (`/proc/self/stat`).
+        #[serde(default)]
+        cpu: Option<CpuTimes>,
     },
     /// The tables, once complete (or the wait gave up).
     Tables {
@@ -91,6 +95,9 @@ pub enum FromWorker {
         violations: u64,
         /// `error` messages received.
         errors: u64,
+        /// This worker's CPU time since `go` (`/proc/self/stat`).
+        #[serde(default)]
+        cpu: Option<CpuTimes>,
     },
 }
 
@@ -136,11 +143,15 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         clients: users.len(),
     })
     .await?;
+    // This process's CPU time when `go` came.
+    let mut cpu_at_go = None;
+    let cpu_since_go = |at: Option<CpuTimes>| Some(CpuTimes::own()?.since(at?));
     while let Some(line) = stdin.next_line().await.context("standard input")? {
         let cmd: ToWorker =
             serde_json::from_str(&line).with_context(|| format!("bad command {line:?}"))?;
         match cmd {
             ToWorker::Go => {
+                cpu_at_go = CpuTimes::own();
                 let logins = login_all(&cmds, &mut notes, limit).await;
                 let logged = logins
                     .logged
@@ -168,6 +179,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
                     first_connect_us: wall.us(logins.first_connect),
                     logged,
                     failed,
+                    cpu: cpu_since_go(cpu_at_go),
                 })
                 .await?;
                 // Milestones after this point are not needed: drop them as they come.
@@ -197,6 +209,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
                     offline_msgs: hub.total(|s| s.offline_msgs),
                     violations: hub.total(|s| s.violations),
                     errors: hub.total(|s| s.errors),
+                    cpu: cpu_since_go(cpu_at_go),
                 })
                 .await?;
             }

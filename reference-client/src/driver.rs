@@ -19,11 +19,20 @@
 //!
 //! [`Driver::next`] is cancel-safe: it may lose a `select!` against the user's own
 //! inputs without losing bytes (unwritten output stays queued in the driver) or events.
+//!
+//! A user that only needs the bytes' arrival times for a while (a load generator's
+//! observers while it measures a server) can [`Driver::hold`] them: the driver keeps
+//! reading the socket, so the server never waits on it, but keeps the bytes, each
+//! read with the time it arrived, and hands them to the client in order when the hold
+//! ends (or the connection is lost); [`Driver::received_at`] is then the arrival time
+//! of the bytes behind the events.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::ErrorKind;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,9 +41,9 @@ use precall_protocol::time::millis;
 use precall_protocol::{
     Backoff, Client, ClientEvent, Epoch, ErrorCode, LoginWith, Password, Time, UserId,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 use tracing::{debug, info, warn};
 
@@ -209,6 +218,24 @@ async fn readable(conn: Option<&mut Transport>) -> std::io::Result<Option<usize>
     }
 }
 
+/// Reads what a plain-TCP connection holds. A read that does not fill `buf` has
+/// drained the socket: it clears tokio's readiness as a `WouldBlock` would, so that the
+/// next wait does not wake at once only to find nothing (a second `recv` per read).
+fn read_tcp(s: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = None;
+    let r = s.try_io(Interest::READABLE, || match s.try_read(buf) {
+        Ok(n) if n > 0 && n < buf.len() => {
+            got = Some(n);
+            Err(ErrorKind::WouldBlock.into())
+        }
+        other => other,
+    });
+    match (got, r) {
+        (Some(n), _) => Ok(n),
+        (None, r) => r,
+    }
+}
+
 /// A reconnection in progress: from [`Driver::reconnect`] until the table is complete.
 struct Recovery {
     backoff: Backoff,
@@ -243,6 +270,40 @@ pub struct Driver<C: Cell = Client> {
     received_at: Instant,
     recovery: Option<Recovery>,
     pending: VecDeque<Event>,
+    /// Bytes read and not handed to the client yet ([`Driver::hold`]).
+    held: Held,
+    /// The client's timer: its deadline and the sleep that waits for it.
+    timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// Counts the bytes read, held or not ([`Driver::count_reads`]).
+    read_counter: Option<Arc<AtomicU64>>,
+}
+
+/// Bytes read while the driver holds them: every read's length and arrival time, and
+/// the bytes of all of them in order.
+#[derive(Default)]
+struct Held {
+    holding: bool,
+    reads: VecDeque<(Instant, usize)>,
+    bytes: Vec<u8>,
+    /// How much of `bytes` was handed over already.
+    start: usize,
+}
+
+impl Held {
+    fn push(&mut self, at: Instant, data: &[u8]) {
+        self.reads.push_back((at, data.len()));
+        self.bytes.extend_from_slice(data);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.reads.clear();
+        self.bytes = Vec::new();
+        self.start = 0;
+    }
 }
 
 impl<C: Cell> Driver<C> {
@@ -263,6 +324,9 @@ impl<C: Cell> Driver<C> {
             received_at: Instant::now(),
             recovery: None,
             pending: VecDeque::new(),
+            held: Held::default(),
+            timer: None,
+            read_counter: None,
         }
     }
 
@@ -316,6 +380,25 @@ impl<C: Cell> Driver<C> {
     /// connection was lost).
     pub fn received_at(&self) -> Instant {
         self.received_at
+    }
+
+    /// Holds the bytes read from now on (`true`), or lets [`Driver::poll`] and
+    /// [`Driver::next`] hand those held to the client, in order, each read with the time
+    /// it arrived (`false`). While they are held the client sees nothing of them: no
+    /// events, no answers. A lost connection hands them over before telling the client.
+    pub fn hold(&mut self, on: bool) {
+        self.held.holding = on;
+    }
+
+    /// Adds the number of bytes of every read to `counter` (as they arrive, held or
+    /// not): how a user sees traffic that it holds.
+    pub fn count_reads(&mut self, counter: Arc<AtomicU64>) {
+        self.read_counter = Some(counter);
+    }
+
+    /// Bytes read and held, not handed to the client yet.
+    pub fn held(&self) -> usize {
+        self.held.bytes.len() - self.held.start
     }
 
     /// Whether a connection is open.
@@ -435,11 +518,14 @@ impl<C: Cell> Driver<C> {
     pub fn close(&mut self) {
         self.conn = None;
         self.out.clear();
+        self.held.clear();
     }
 
     /// Drops the connection abruptly (a TCP reset, nothing more said) and tells the
     /// client it is lost; no [`Event::Disconnected`] (the user did it).
     pub fn cut(&mut self) {
+        // What was read before the cut reaches the client first.
+        while self.conn.is_some() && self.release_one() {}
         if let Some(Transport::Tcp(s)) = &self.conn {
             if let Err(e) = s.set_zero_linger() {
                 debug!("SO_LINGER: {e}");
@@ -487,14 +573,50 @@ impl<C: Cell> Driver<C> {
         self.recovery = None;
     }
 
-    /// The next event that is already there, without any I/O.
+    /// The next event that is already there, without any I/O (bytes held and no
+    /// longer held are handed to the client here, one read at a time).
     pub fn poll(&mut self) -> Option<Event> {
-        if let Some(ev) = self.pending.pop_front() {
-            return Some(ev);
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
+            }
+            if let Some(ev) = self.client.with(Client::poll_event) {
+                self.observe(&ev);
+                return Some(Event::Client(ev));
+            }
+            if self.held.holding || !self.release_one() {
+                return None;
+            }
         }
-        let ev = self.client.with(Client::poll_event)?;
-        self.observe(&ev);
-        Some(Event::Client(ev))
+    }
+
+    /// Hands the oldest held read to the client. Returns whether there was one.
+    fn release_one(&mut self) -> bool {
+        let Some((at, len)) = self.held.reads.pop_front() else {
+            return false;
+        };
+        let start = self.held.start;
+        let end = (start + len).min(self.held.bytes.len());
+        let data = &self.held.bytes[start..end];
+        let data = match self.tap.as_mut() {
+            Some(tap) => tap.received(data),
+            None => Cow::Borrowed(data),
+        };
+        let now = self.clock.now();
+        self.received_at = at;
+        let result = self.client.with(|c| c.receive(&data, now));
+        drop(data);
+        if self.held.reads.is_empty() {
+            self.held.bytes.clear();
+            self.held.start = 0;
+        } else {
+            self.held.start = end;
+        }
+        if let Err(e) = result {
+            warn!("closing the connection: {e}");
+            self.lost(e.to_string());
+        }
+        true
     }
 
     /// The next event: runs the connection (writes what the client queued, reads
@@ -519,10 +641,29 @@ impl<C: Cell> Driver<C> {
                 return None;
             }
             let never = Instant::now();
+            // One timer per driver, moved only when the client's deadline moves (a new
+            // one per wake-up costs a timer-wheel insertion and removal per read).
+            if let Some(t) = timer {
+                match &mut self.timer {
+                    Some((at, sleep)) => {
+                        if *at != t {
+                            sleep.as_mut().reset(t);
+                            *at = t;
+                        }
+                    }
+                    None => self.timer = Some((t, Box::pin(sleep_until(t)))),
+                }
+            }
+            let timer_slot = self.timer.as_mut();
             let wake = tokio::select! {
                 r = readable(self.conn.as_mut()) => Wake::Read(r),
                 () = sleep_until(retry.unwrap_or(never)), if retry.is_some() => Wake::Retry,
-                () = sleep_until(timer.unwrap_or(never)), if timer.is_some() => Wake::Timer,
+                () = async {
+                    match timer_slot {
+                        Some((_, sleep)) => sleep.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if timer.is_some() => Wake::Timer,
             };
             match wake {
                 Wake::Read(r) => self.on_readable(r),
@@ -545,7 +686,7 @@ impl<C: Cell> Driver<C> {
                     return;
                 };
                 let buf = std::mem::take(buf);
-                self.deliver(&buf[..n]);
+                self.received(&buf[..n]);
                 if let Some(Transport::Tls(_, slot)) = self.conn.as_mut() {
                     *slot = buf;
                 }
@@ -553,12 +694,12 @@ impl<C: Cell> Driver<C> {
             Ok(None) => READ.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 let read = match &self.conn {
-                    Some(Transport::Tcp(s)) => s.try_read(&mut buf),
+                    Some(Transport::Tcp(s)) => read_tcp(s, &mut buf),
                     _ => return,
                 };
                 match read {
                     Ok(0) => self.lost("the server closed the connection".into()),
-                    Ok(n) => self.deliver(&buf[..n]),
+                    Ok(n) => self.received(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => self.lost(e.to_string()),
                 }
@@ -566,15 +707,28 @@ impl<C: Cell> Driver<C> {
         }
     }
 
+    /// Bytes just read: held ([`Driver::hold`]; also behind reads still held, to keep
+    /// the order), or handed to the client.
+    fn received(&mut self, data: &[u8]) {
+        if let Some(c) = &self.read_counter {
+            c.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        if self.held.holding || !self.held.is_empty() {
+            self.held.push(Instant::now(), data);
+        } else {
+            self.deliver(data);
+        }
+    }
+
     /// Hands bytes read to the client (through the tap, if any).
     fn deliver(&mut self, data: &[u8]) {
+        self.received_at = Instant::now();
         let data = match self.tap.as_mut() {
             Some(tap) => tap.received(data),
             None => Cow::Borrowed(data),
         };
         let now = self.clock.now();
         let result = self.client.with(|c| c.receive(&data, now));
-        self.received_at = Instant::now();
         if let Err(e) = result {
             // The core already ended (or detached) the session; the transport goes
             // with it.
@@ -586,6 +740,13 @@ impl<C: Cell> Driver<C> {
     /// The connection is gone: the client is told; a reconnection under way plans its
     /// next attempt.
     fn lost(&mut self, why: String) {
+        // What was read before the loss comes first; a held read the core refuses
+        // loses the connection itself (and says so).
+        let had = self.conn.is_some();
+        while self.conn.is_some() && self.release_one() {}
+        if had && self.conn.is_none() {
+            return;
+        }
         info!("connection closed: {why}");
         self.close();
         let now = self.clock.now();
@@ -734,6 +895,83 @@ pub fn os_random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what reaches the client.
+    struct Seen(Arc<Mutex<Vec<u8>>>);
+
+    impl Tap for Seen {
+        fn received<'a>(&mut self, data: &'a [u8]) -> Cow<'a, [u8]> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Cow::Borrowed(data)
+        }
+    }
+
+    /// Held bytes reach the client only when the hold ends, in order, each read with
+    /// the time it arrived; a lost connection hands them over first.
+    #[tokio::test]
+    async fn held_bytes_reach_the_client_in_order_when_released() {
+        use precall_protocol::codec::encode_frame;
+        use precall_protocol::ServerMessage;
+        use tokio::net::TcpListener;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut driver = Driver::new(
+            Client::new(Default::default()),
+            Clock::new(),
+            addr.to_string(),
+        );
+        driver.set_tap(Some(Box::new(Seen(seen.clone()))));
+        driver.connect().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        driver.hold(true);
+        // `pong` is ignored by an idle client: no event, only bytes.
+        let pong = encode_frame(&ServerMessage::Pong {});
+        let before = Instant::now();
+        let mut sent = Vec::new();
+        for _ in 0..3 {
+            server.write_all(&pong).await.unwrap();
+            sent.extend_from_slice(&pong);
+            // Separate reads, each with its own arrival time.
+            for _ in 0..250 {
+                if driver.held() >= sent.len() {
+                    break;
+                }
+                let _ = timeout(Duration::from_millis(20), driver.next()).await;
+            }
+            assert_eq!(driver.held(), sent.len(), "the bytes read are held");
+        }
+        let arrived = Instant::now();
+        assert_eq!(driver.held(), sent.len());
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing reaches the client while held"
+        );
+        assert!(driver.poll().is_none());
+        assert!(seen.lock().unwrap().is_empty());
+
+        driver.hold(false);
+        assert!(driver.poll().is_none(), "a pong makes no event");
+        assert_eq!(*seen.lock().unwrap(), sent, "every held byte, in order");
+        assert_eq!(driver.held(), 0);
+        let at = driver.received_at();
+        assert!(
+            before <= at && at <= arrived,
+            "the last read's arrival time"
+        );
+
+        // Held again, then the server closes: the held bytes come before the loss.
+        seen.lock().unwrap().clear();
+        driver.hold(true);
+        server.write_all(&pong).await.unwrap();
+        drop(server);
+        let ev = timeout(Duration::from_secs(5), driver.next())
+            .await
+            .unwrap();
+        assert!(matches!(ev, Some(Event::Disconnected(_))), "{ev:?}");
+        assert_eq!(*seen.lock().unwrap(), pong.to_vec());
+    }
 
     #[test]
     fn random_numbers_differ() {
