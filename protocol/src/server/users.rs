@@ -615,6 +615,26 @@ mod tests {
         u.check().unwrap();
     }
 
+    /// `see` is idempotent: a user already in a visible list is not added again, at
+    /// whatever position the name order puts it.
+    #[test]
+    fn seeing_a_user_twice_lists_it_once() {
+        let mut u = Users::default();
+        online(&mut u, 5, &[1, 3, 9], 1);
+        for (s, w) in [1, 3, 9].into_iter().enumerate() {
+            online(&mut u, w, &[5], 2 + s as u64);
+        }
+        let five = u.lookup(&name(5)).unwrap();
+        let before = u.get(five).unwrap().visible().to_vec();
+        for w in [1, 3, 9] {
+            let w = u.lookup(&name(w)).unwrap();
+            u.see(five, w);
+            u.see(w, five);
+        }
+        assert_eq!(u.get(five).unwrap().visible(), before);
+        u.check().unwrap();
+    }
+
     #[test]
     fn the_contacts_view_answers_by_name() {
         let mut u = Users::default();
