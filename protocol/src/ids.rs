@@ -6,6 +6,7 @@
 //! through the same constructors (`#[serde(try_from = ...)]`).
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,9 +35,12 @@ fn check_token(
 macro_rules! token_newtype {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:expr, $samples:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(Box<str>);
+        ///
+        /// Immutable and shared: a clone is a reference count, so the copies a server
+        /// keeps of one name (its index, its sessions, its events) share one buffer.
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+        #[serde(try_from = "String")]
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Largest length in bytes the spec allows.
@@ -46,7 +50,7 @@ macro_rules! token_newtype {
             pub fn new(s: impl Into<String>) -> Result<Self, InvalidValue> {
                 let s = s.into();
                 check_token($what, &s, $max, $allowed)?;
-                Ok(Self(s.into_boxed_str()))
+                Ok(Self(Arc::from(s)))
             }
 
             /// The identifier as a string slice.
@@ -71,7 +75,14 @@ macro_rules! token_newtype {
 
         impl From<$name> for String {
             fn from(v: $name) -> String {
-                v.0.into()
+                String::from(&*v.0)
+            }
+        }
+
+        /// A JSON string, written from the shared buffer without a copy.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
             }
         }
 

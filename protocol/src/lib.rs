@@ -30,7 +30,15 @@
 //! - [`client`]: [`Client`], one terminal's session and its parameter table (one file
 //!   per concern: `config`, `events`, `session`, `table`, `call`).
 //! - [`server`]: [`Server`], sessions, presence fan-out and call relay (`config`,
-//!   `events`, `input`, `admission`, `session`, `roster`, `call`).
+//!   `events`, `input`, `admission`, `session`, `users`, `roster`, `call`). User names
+//!   are interned (`users`): each name the server holds (a user online, or listed by
+//!   one) has a dense number and is kept once, contact lists are arrays of numbers,
+//!   and each online user keeps the list of users entitled to see it, in name order,
+//!   so a presence change walks its watchers without a lookup or a string comparison.
+//!   Numbers of names nobody holds any more are reused, so memory follows the users
+//!   online. The numbering is internal: nothing a client or the embedder sees depends
+//!   on it (the order of the snapshot and of the fan-out is the names' order), and the
+//!   server compares and hashes by names, so the model checks the same state space.
 //! - [`resume`]: resumable sessions' tokens and the reconnection [`Backoff`].
 //! - [`time`]: [`Time`], and [`Epoch`] to map an `Instant` clock to it and back.
 //! - [`error`]: typed errors and the wire's error codes.

@@ -119,8 +119,8 @@ impl Server {
         };
         // The same registered terminal logging in again replaces its old session.
         if let Some(t) = &terminal {
-            let old = self.users.get(&user).and_then(|u| {
-                u.sessions
+            let old = self.users.by_name(&user).and_then(|(_, u)| {
+                u.sessions()
                     .iter()
                     .copied()
                     .find(|s| self.sessions.get(s).and_then(|s| s.terminal.as_ref()) == Some(t))
@@ -129,7 +129,10 @@ impl Server {
                 self.end_session_with(old, ErrorCode::SessionReplaced);
             }
         }
-        let online = self.users.get(&user).map_or(0, |u| u.sessions.len());
+        let online = self
+            .users
+            .by_name(&user)
+            .map_or(0, |(_, u)| u.sessions().len());
         if online >= self.config.max_sessions_per_user {
             // Counted as a failed login, so a flood of valid logins over the limit is
             // throttled like one of wrong passwords.

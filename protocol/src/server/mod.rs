@@ -16,7 +16,9 @@
 //! embedder is asked, [`ServerEvent`], and what it answers, [`AuthVerdict`],
 //! [`StoreOutcome`]); `input` (connections, framing, dispatch, deadlines); `admission`
 //! (who may connect and log in, credential checks one source at a time); `session`
-//! (sessions, detach and resume); `roster` (contact lists, visibility, presence fan-out);
+//! (sessions, detach and resume); `users` (online users and their contact lists, with
+//! user names interned: a dense number per name, so visibility checks and the fan-out
+//! compare integers); `roster` (contact-list changes, visibility, presence fan-out);
 //! `call` (call relay). This file holds the state they share and the read-only views.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -40,6 +42,7 @@ mod events;
 mod input;
 mod roster;
 mod session;
+mod users;
 
 pub use admission::source_key;
 pub use config::{Limits, ServerConfig, MAX_CONTACTS};
@@ -48,8 +51,11 @@ pub use events::{
     StoreTicket,
 };
 
+pub use users::Contacts;
+
 use admission::Window;
 use call::{Call, CallRequest};
+use users::Users;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ConnState {
@@ -123,12 +129,6 @@ enum Link {
     Detached { last: ConnId, until: Time },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct OnlineUser {
-    contacts: BTreeSet<UserId>,
-    sessions: BTreeSet<SessionId>,
-}
-
 /// What a deadline is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Timer {
@@ -184,7 +184,8 @@ pub struct Server {
     config: ServerConfig,
     conns: BTreeMap<ConnId, Conn>,
     sessions: BTreeMap<SessionId, Session>,
-    users: BTreeMap<UserId, OnlineUser>,
+    /// Online users and the names they list, interned; compared and hashed by content.
+    users: Users,
     calls: BTreeMap<CallId, Call>,
     tickets: BTreeMap<AuthTicket, ConnId>,
     /// Credential checks pending (waiting or running) per source address.
@@ -270,7 +271,7 @@ impl Server {
             config,
             conns: BTreeMap::new(),
             sessions: BTreeMap::new(),
-            users: BTreeMap::new(),
+            users: Users::default(),
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),
             checks_per_source: BTreeMap::new(),
@@ -341,8 +342,9 @@ impl Server {
     }
 
     /// The in-memory contact list of an online user.
-    pub fn contacts_of(&self, user: &UserId) -> Option<&BTreeSet<UserId>> {
-        self.users.get(user).map(|u| &u.contacts)
+    pub fn contacts_of(&self, user: &UserId) -> Option<Contacts<'_>> {
+        let (_, online) = self.users.by_name(user)?;
+        Some(Contacts::new(&self.users, online))
     }
 
     /// The session logged in on a connection, if any.

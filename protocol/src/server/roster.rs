@@ -1,11 +1,13 @@
 //! Contact lists and visibility: who may see whom (spec "Visibility"), the presence
 //! fan-out to entitled watchers, and contact-list changes stored before they take effect
-//! (spec section 9.6).
+//! (spec section 9.6). The lists themselves, interned, are in `users`.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::session::push_table_in;
+use super::users::UserIdx;
 use super::{
     Server, ServerError, ServerEvent, StoreOutcome, StoreRequest, StoreTicket, Unstored,
     MAX_CONTACTS,
@@ -20,15 +22,10 @@ impl Server {
     /// The access rule (spec "Visibility"): `watcher` may see `subject`'s presence and
     /// capabilities iff both are online, are different users, and each lists the other.
     pub fn entitled(&self, watcher: &UserId, subject: &UserId) -> bool {
-        watcher != subject
-            && self
-                .users
-                .get(watcher)
-                .is_some_and(|w| w.contacts.contains(subject))
-            && self
-                .users
-                .get(subject)
-                .is_some_and(|s| s.contacts.contains(watcher))
+        match (self.users.lookup(watcher), self.users.lookup(subject)) {
+            (Some(w), Some(s)) => self.users.entitled(w, s),
+            _ => false,
+        }
     }
 
     /// A contact-list change made outside the protocol (an administrator), applied to
@@ -104,48 +101,36 @@ impl Server {
         Ok(())
     }
 
-    /// Sessions of the contacts of `user` that pass `keep`.
-    pub(super) fn contact_sessions<'a>(
-        &'a self,
-        user: &UserId,
-        keep: impl Fn(&UserId) -> bool + 'a,
-    ) -> impl Iterator<Item = SessionId> + 'a {
-        self.users
-            .get(user)
-            .into_iter()
-            .flat_map(|u| u.contacts.iter())
-            .filter(move |c| keep(c))
-            .filter_map(|c| self.users.get(c))
-            .flat_map(|c| c.sessions.iter().copied())
-    }
-
-    /// Sessions of other users that `user` is entitled to see.
-    pub(super) fn visible_sessions(&self, user: &UserId) -> Vec<SessionId> {
-        self.contact_sessions(user, |c| self.entitled(user, c))
-            .collect()
-    }
-
-    /// Every session, attached or detached, of every user entitled to see `subject`.
-    pub(super) fn watcher_sessions(&self, subject: &UserId) -> Vec<SessionId> {
-        self.contact_sessions(subject, |w| self.entitled(w, subject))
-            .collect()
-    }
-
-    /// Sends one shared frame to every entitled watcher of `subject`, optionally only
-    /// those of user `only`.
+    /// Sends one shared frame to every session, attached or detached, of every user
+    /// entitled to see `subject` (in name order, then session order), or with `only`
+    /// to those of that user alone if it is entitled. No allocation: the walk is over
+    /// the subject's list of entitled users, kept current as users come and go.
     pub(super) fn push_to_watchers(
         &mut self,
-        subject: &UserId,
-        frame: Bytes,
-        only: Option<&UserId>,
+        subject: UserIdx,
+        frame: &Bytes,
+        only: Option<UserIdx>,
     ) {
-        for session in self.watcher_sessions(subject) {
-            if let Some(only) = only {
-                if self.sessions.get(&session).map(|s| &s.user) != Some(only) {
-                    continue;
-                }
+        let Server {
+            users,
+            sessions,
+            out,
+            config,
+            ..
+        } = self;
+        let Some(s) = users.get(subject) else {
+            return;
+        };
+        for w in s.visible() {
+            if only.is_some_and(|o| o != *w) {
+                continue;
             }
-            self.push_table(session, frame.clone());
+            let Some(w) = users.get(*w) else {
+                continue;
+            };
+            for session in w.sessions() {
+                push_table_in(&config.resume, sessions, out, *session, frame.clone());
+            }
         }
     }
 
@@ -202,14 +187,14 @@ impl Server {
         user: &UserId,
         contact: &UserId,
     ) -> Option<(bool, usize)> {
-        let u = self.users.get(user)?;
+        let listed = self.contacts_of(user)?;
         let mut changed: BTreeMap<&UserId, bool> = BTreeMap::new();
         for p in self.unstored.values().filter(|p| &p.user == user) {
             changed.insert(&p.contact, p.added);
         }
-        let mut len = u.contacts.len();
+        let mut len = listed.len();
         for (c, &added) in &changed {
-            match (added, u.contacts.contains(*c)) {
+            match (added, listed.contains(c)) {
                 (true, false) => len += 1,
                 (false, true) => len -= 1,
                 _ => {}
@@ -218,7 +203,7 @@ impl Server {
         let has = changed
             .get(contact)
             .copied()
-            .unwrap_or_else(|| u.contacts.contains(contact));
+            .unwrap_or_else(|| listed.contains(contact));
         Some((has, len))
     }
 
@@ -232,15 +217,15 @@ impl Server {
         origin: Option<(ConnId, ReqId)>,
     ) {
         let was_entitled = self.entitled(contact, user);
-        let Some(u) = self.users.get_mut(user) else {
+        let Some((me, _)) = self.users.by_name(user) else {
             return;
         };
-        if added {
-            u.contacts.insert(contact.clone());
-        } else {
-            u.contacts.remove(contact);
-        }
-        let own_sessions: Vec<SessionId> = u.sessions.iter().copied().collect();
+        self.users.set_listed(me, contact, added);
+        let own_sessions: Vec<SessionId> = self
+            .users
+            .get(me)
+            .map(|u| u.sessions().to_vec())
+            .unwrap_or_default();
         // Every terminal of the user learns the new contact list first ...
         for s in &own_sessions {
             let Some(link) = self.sessions.get(s).map(|s| s.link) else {
@@ -267,23 +252,23 @@ impl Server {
         if was_entitled == now_entitled {
             return;
         }
-        let contact_sessions: Vec<SessionId> = self
-            .users
-            .get(contact)
-            .map(|c| c.sessions.iter().copied().collect())
-            .unwrap_or_default();
+        // Entitlement changed, so the contact is online.
+        let Some((them, online)) = self.users.by_name(contact) else {
+            return;
+        };
+        let contact_sessions: Vec<SessionId> = online.sessions().to_vec();
         if now_entitled {
-            let pushes: Vec<(&UserId, Bytes, &UserId)> = own_sessions
+            let pushes: Vec<(UserIdx, Bytes, UserIdx)> = own_sessions
                 .iter()
-                .filter_map(|s| self.frame_of(*s).map(|f| (user, f, contact)))
+                .filter_map(|s| self.frame_of(*s).map(|f| (me, f, them)))
                 .chain(
                     contact_sessions
                         .iter()
-                        .filter_map(|s| self.frame_of(*s).map(|f| (contact, f, user))),
+                        .filter_map(|s| self.frame_of(*s).map(|f| (them, f, me))),
                 )
                 .collect();
             for (subject, frame, watcher) in pushes {
-                self.push_to_watchers(subject, frame, Some(watcher));
+                self.push_to_watchers(subject, &frame, Some(watcher));
             }
         } else {
             // Only a removal breaks entitlement. The user's own terminals dropped every

@@ -1,21 +1,19 @@
 //! Sessions: started after a login, detached and resumed (spec "Resumable sessions"),
 //! ended; their capabilities and the table frames their clients are sent.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{
-    count_down, over_or_at, ConnState, Link, OnlineUser, Server, ServerEvent, Session, Timer,
-    Window,
-};
+use super::users::UserIdx;
+use super::{count_down, over_or_at, ConnState, Link, Server, ServerEvent, Session, Timer, Window};
 use crate::caps::Capabilities;
 use crate::codec::{decode_message, encode_frame, HEADER_LEN};
 use crate::error::ErrorCode;
 use crate::ids::{CallId, ConnId, Endpoint, SessionId, TerminalId, UserId};
 use crate::message::{EndReason, Presence, ServerMessage, PROTOCOL_VERSION};
-use crate::resume::ResumeToken;
+use crate::resume::{ResumeConfig, ResumeToken};
 use crate::time::Time;
 
 pub(super) fn online_frame(user: &UserId, session: SessionId, caps: &Capabilities) -> Bytes {
@@ -34,6 +32,34 @@ pub(super) fn snapshot_cost(frames: &[Bytes], contacts: &[UserId]) -> usize {
         + contacts.iter().map(|c| c.as_str().len() + 3).sum::<usize>()
 }
 
+/// [`Server::push_table`] on the parts of the server it touches, so that a fan-out can
+/// walk the users while it pushes.
+pub(super) fn push_table_in(
+    resume: &ResumeConfig,
+    sessions: &mut BTreeMap<SessionId, Session>,
+    out: &mut VecDeque<ServerEvent>,
+    session: SessionId,
+    frame: Bytes,
+) {
+    let Some(s) = sessions.get_mut(&session) else {
+        return;
+    };
+    let keep = match s.link {
+        Link::Attached(_) => resume.tail_frames.min(resume.log_frames),
+        Link::Detached { .. } => resume.log_frames,
+    };
+    s.seq += 1;
+    if resume.enabled() && keep > 0 {
+        while s.log.len() >= keep {
+            s.log.pop_front();
+        }
+        s.log.push_back((s.seq, frame.clone()));
+    }
+    if let Some(conn) = s.link.conn() {
+        out.push_back(ServerEvent::Transmit { conn, frame });
+    }
+}
+
 impl Server {
     pub(super) fn start_session(
         &mut self,
@@ -46,22 +72,22 @@ impl Server {
     ) {
         let id = SessionId(self.next_session);
         self.next_session += 1;
-        let max_contacts = self.max_contacts();
-        let entry = self
-            .users
-            .entry(user.clone())
-            .or_insert_with(|| OnlineUser {
-                contacts: contacts
-                    .into_iter()
-                    .filter(|c| *c != user)
-                    .collect::<BTreeSet<_>>()
-                    .into_iter()
-                    .take(max_contacts)
-                    .collect(),
-                sessions: BTreeSet::new(),
-            });
-        entry.sessions.insert(id);
-        let contact_list: Vec<UserId> = entry.contacts.iter().cloned().collect();
+        // A user already online keeps its contact list; the verdict's is read at the
+        // first login: in name order, without duplicates or the user, cut at the limit.
+        let contact_list: Vec<UserId> = match self.users.by_name(&user) {
+            Some((me, _)) => self.users.contact_names(me).into_iter().cloned().collect(),
+            None => {
+                let mut list: Vec<UserId> = contacts.into_iter().filter(|c| *c != user).collect();
+                list.sort_unstable();
+                list.dedup();
+                list.truncate(self.max_contacts());
+                list
+            }
+        };
+        let me = self.users.come_online(&user, &contact_list);
+        self.users.add_session(me, id);
+        // The held copy of the name, shared.
+        let user = self.users.name(me).cloned().unwrap_or(user);
         let online_frame = online_frame(&user, id, &caps);
         let token = self
             .config
@@ -102,12 +128,10 @@ impl Server {
             },
         );
         // The snapshot: every online terminal this user may see (C6 at login).
-        for frame in self.snapshot_frames(&user) {
-            self.send_frame(conn, frame);
-        }
+        self.send_snapshot(conn, me);
         self.send(conn, &ServerMessage::Synced {});
         // The push: every entitled watcher learns this terminal is online (C6).
-        self.push_to_watchers(&user, online_frame, None);
+        self.push_to_watchers(me, &online_frame, None);
         self.out.push_back(ServerEvent::SessionStarted {
             conn,
             endpoint: Endpoint { user, session: id },
@@ -133,11 +157,10 @@ impl Server {
         };
         // Watchers are computed while the user's roster is still known (C9).
         let frame = encode_frame(&ServerMessage::Offline(endpoint.clone()));
-        self.push_to_watchers(&s.user, frame, None);
-        if let Some(u) = self.users.get_mut(&s.user) {
-            u.sessions.remove(&id);
-            if u.sessions.is_empty() {
-                self.users.remove(&s.user);
+        if let Some(me) = self.users.lookup(&s.user) {
+            self.push_to_watchers(me, &frame, None);
+            if self.users.remove_session(me, id) {
+                self.users.go_offline(me);
             }
         }
         self.out.push_back(ServerEvent::SessionEnded {
@@ -259,11 +282,10 @@ impl Server {
                     .collect()
             });
         self.conn_online(conn, id, now);
-        let snapshot = self.snapshot_frames(&user);
-        let contacts: Vec<UserId> = self
-            .users
-            .get(&user)
-            .map(|u| u.contacts.iter().cloned().collect())
+        let me = self.users.lookup(&user);
+        let snapshot = me.map(|me| self.snapshot_frames(me)).unwrap_or_default();
+        let contacts: Vec<UserId> = me
+            .map(|me| self.users.contact_names(me).into_iter().cloned().collect())
             .unwrap_or_default();
         let snapshot_bytes = snapshot_cost(&snapshot, &contacts);
         let missed = missed.filter(|m| m.iter().map(Bytes::len).sum::<usize>() <= snapshot_bytes);
@@ -325,36 +347,54 @@ impl Server {
         }
     }
 
+    /// The sessions of the users `user` may see, in name order, then session order.
+    fn visible_sessions(&self, user: UserIdx) -> impl Iterator<Item = SessionId> + '_ {
+        self.users
+            .get(user)
+            .into_iter()
+            .flat_map(|u| u.visible())
+            .filter_map(|v| self.users.get(*v))
+            .flat_map(|v| v.sessions().iter().copied())
+    }
+
     /// The snapshot for `user`: the shared `online` frame of every terminal it may see.
-    pub(super) fn snapshot_frames(&self, user: &UserId) -> Vec<Bytes> {
+    pub(super) fn snapshot_frames(&self, user: UserIdx) -> Vec<Bytes> {
         self.visible_sessions(user)
-            .iter()
-            .filter_map(|s| self.frame_of(*s))
+            .filter_map(|s| self.frame_of(s))
             .collect()
+    }
+
+    /// Sends the snapshot for `user` to `conn`.
+    fn send_snapshot(&mut self, conn: ConnId, user: UserIdx) {
+        let Server {
+            users,
+            sessions,
+            out,
+            ..
+        } = self;
+        let Some(u) = users.get(user) else {
+            return;
+        };
+        for v in u.visible() {
+            for s in users.get(*v).map_or(&[][..], |v| v.sessions()) {
+                if let Some(s) = sessions.get(s) {
+                    let frame = s.online_frame.clone();
+                    out.push_back(ServerEvent::Transmit { conn, frame });
+                }
+            }
+        }
     }
 
     /// Sends a table frame (`online`, `offline`, `contact_added`, `contact_removed`)
     /// to a session: numbered and logged for a resume, written if attached.
     pub(super) fn push_table(&mut self, session: SessionId, frame: Bytes) {
-        let resume = &self.config.resume;
-        let enabled = resume.enabled();
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        let keep = match s.link {
-            Link::Attached(_) => resume.tail_frames.min(resume.log_frames),
-            Link::Detached { .. } => resume.log_frames,
-        };
-        s.seq += 1;
-        if enabled && keep > 0 {
-            while s.log.len() >= keep {
-                s.log.pop_front();
-            }
-            s.log.push_back((s.seq, frame.clone()));
-        }
-        if let Some(conn) = s.link.conn() {
-            self.send_frame(conn, frame);
-        }
+        push_table_in(
+            &self.config.resume,
+            &mut self.sessions,
+            &mut self.out,
+            session,
+            frame,
+        );
     }
 
     /// Counts an `update_caps` of session `id` at `now`; if the session already made
@@ -377,8 +417,10 @@ impl Server {
         };
         s.online_frame = online_frame(&s.user, id, &caps);
         s.caps = caps;
-        let (user, frame) = (s.user.clone(), s.online_frame.clone());
-        self.push_to_watchers(&user, frame, None);
+        let frame = s.online_frame.clone();
+        if let Some(me) = self.users.lookup(&s.user) {
+            self.push_to_watchers(me, &frame, None);
+        }
     }
 }
 
