@@ -36,7 +36,7 @@ use crate::cpu::{CpuTimes, CpuUse, Meter};
 use crate::phases::{await_tables, dir_entries, login_all};
 use crate::plot;
 use crate::population::Population;
-use crate::report::{ms, Report, Stats, TcpCounters};
+use crate::report::{median, ms, Report, Stats, TcpCounters};
 use crate::rng::Rng;
 use crate::serverproc::Target;
 use crate::session::{Cmd, Hub, Note, Notes, Observer};
@@ -795,15 +795,6 @@ fn rate_point(results: &[StepResult], lane: usize, group: usize, reps: usize) ->
         .filter(|r| r.lane == lane && r.step / reps == group)
         .collect();
     let first = mine.first()?;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        if v.len() % 2 == 1 {
-            v[m]
-        } else {
-            (v[m - 1] + v[m]) / 2.0
-        }
-    };
     Some(RatePoint {
         rate: first.rate,
         deliveries_per_s: median(mine.iter().map(|r| r.deliveries_per_s()).collect()),

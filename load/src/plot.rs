@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
+use crate::report::median;
+
 /// One step's point.
 #[derive(Clone, Copy, Debug)]
 pub struct Point {
@@ -65,15 +67,6 @@ pub fn series_of_report(report: &serde_json::Value) -> Result<Vec<Series>> {
             None => rates.push((rate, vec![[d, p50, p99]])),
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let m = v.len() / 2;
-        if v.len() % 2 == 1 {
-            v[m]
-        } else {
-            (v[m - 1] + v[m]) / 2.0
-        }
-    };
     Ok(out
         .into_iter()
         .map(|(label, mut rates)| {

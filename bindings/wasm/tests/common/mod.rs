@@ -244,6 +244,15 @@ impl World {
             .expect("bob logs in");
     }
 
+    /// The page's endpoint as Bob's table holds it.
+    pub fn alice_in_bobs_table(&self) -> Result<Endpoint, String> {
+        self.bob
+            .peers()
+            .map(|(e, _)| e.clone())
+            .find(|e| e.user.as_str() == "alice")
+            .ok_or_else(|| "alice is not in bob's table".to_owned())
+    }
+
     /// Bob's endpoint `{user, session}`, once logged in.
     pub fn bob_endpoint(&self) -> Value {
         json!(self.bob.endpoint().expect("bob is logged in"))
@@ -480,12 +489,7 @@ pub fn sdp_and_a_call(page: &mut dyn Page, w: &mut World) -> Result<(), String> 
     }
 
     // Bob calls; the page's incoming_call carries the answer it can send at once.
-    let alice_ep: Endpoint = w
-        .bob
-        .peers()
-        .map(|(e, _)| e.clone())
-        .find(|e| e.user.as_str() == "alice")
-        .ok_or("alice is not in bob's table")?;
+    let alice_ep = w.alice_in_bobs_table()?;
     w.bob
         .place_call(&alice_ep, w.now)
         .map_err(|e| format!("bob calls: {e}"))?;
@@ -580,12 +584,7 @@ pub fn media_both_ways(page: &mut dyn Page, w: &mut World) -> Result<(), String>
 
     // The other way round.
     w.bob_events.clear();
-    let alice_ep: Endpoint = w
-        .bob
-        .peers()
-        .map(|(e, _)| e.clone())
-        .find(|e| e.user.as_str() == "alice")
-        .ok_or("alice is not in bob's table")?;
+    let alice_ep = w.alice_in_bobs_table()?;
     let media = precall_protocol::MediaDescription::new(offer).map_err(|e| e.to_string())?;
     w.bob
         .place_call_with_media(&alice_ep, media, w.now)
