@@ -32,6 +32,7 @@ pub mod browser;
 mod caps;
 mod client_proc;
 mod error;
+pub mod nats;
 mod raw;
 mod relay;
 mod sandbox;

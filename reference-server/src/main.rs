@@ -15,6 +15,7 @@
 mod admin;
 mod conn;
 mod fds;
+mod registry;
 mod serve;
 mod store;
 mod tls;

@@ -1,0 +1,706 @@
+//! The cluster's registry on NATS JetStream (spec section "Clustering").
+//!
+//! This module moves records between the core and two JetStream key-value buckets; it
+//! decides nothing about the protocol (who sees whom, what a client is sent: the core
+//! does that with the inputs this module produces).
+//!
+//! - **Sessions** (`<prefix>_sessions`, replicated `--nats-replicas` ways): one key per
+//!   session of every node, `s.<node>.<session>`, whose value is the core's
+//!   [`SessionRecord`](precall_protocol::server::SessionRecord) as JSON. A node writes
+//!   its own sessions' keys (the core's `Publish` and `Unpublish`), in the order the
+//!   core emitted them, several in flight at once; a write whose acknowledgement fails
+//!   is written again unless a later write to the same key superseded it, so the
+//!   bucket ends up holding what the core last said about each key. Every node watches
+//!   the whole bucket: first its current values, then every change in revision order,
+//!   and hands other nodes' keys to the core. When the watch fails (a lost NATS
+//!   connection, a consumer gap) it is opened again, which delivers the current values
+//!   once more, and the keys that disappeared meanwhile are reported deleted.
+//! - **Leases** (`<prefix>_nodes`, entries expire after `--lease-ttl-ms`): one key per
+//!   live node, `n.<node>`. A node creates its key when it starts (refusing to start
+//!   while another live node holds the same id) and renews it every third of the TTL
+//!   with a compare-and-set on the revision it last wrote. A node that could not renew
+//!   for a whole TTL, or whose key was taken, has lost its lease: it must stop serving
+//!   (fencing), because the other nodes are about to delete its sessions. Every node
+//!   checks the leases once per renewal period; for a node that holds sessions in the
+//!   bucket but has no lease, it tells its core that node is gone and deletes that
+//!   node's keys, each with the revision it saw, so racing survivors delete each key
+//!   once and a key written again meanwhile is kept.
+//! - A node that starts deletes whatever its id left in the bucket in an earlier life
+//!   (it cannot hold those sessions any more).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
+
+/// How to reach the registry, from `serve`'s arguments.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// NATS server URLs (any of them; the client fails over to the others).
+    pub urls: Vec<String>,
+    /// This node's id (`--node-id`).
+    pub node: u16,
+    /// Replicas of both buckets (3 in a 3-server JetStream cluster).
+    pub replicas: usize,
+    /// How long a lease lives without renewal.
+    pub lease_ttl: Duration,
+    /// Bucket name prefix, so that several clusters can share one NATS.
+    pub prefix: String,
+}
+
+/// What the registry tells the server task.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegistryInput {
+    /// Another node's session record was put (new, or replaced).
+    Put {
+        /// The node the key names.
+        node: u16,
+        /// The session the key names.
+        session: u64,
+        /// The record, as the other node wrote it (JSON).
+        record: Bytes,
+    },
+    /// Another node's session key was deleted.
+    Deleted {
+        /// The node the key names.
+        node: u16,
+        /// The session the key names.
+        session: u64,
+    },
+    /// A node that held sessions has no lease any more: it is gone.
+    NodeGone(u16),
+    /// This node lost its lease: it must stop serving.
+    Fenced(String),
+}
+
+/// A write to this node's own keys, from the core's events.
+#[derive(Debug)]
+pub enum RegistryWrite {
+    /// Put the record of one of this node's sessions.
+    Publish {
+        /// The session.
+        session: u64,
+        /// The record as JSON.
+        record: Bytes,
+    },
+    /// Delete one of this node's sessions.
+    Unpublish {
+        /// The session.
+        session: u64,
+    },
+}
+
+/// The key of a session in the sessions bucket.
+pub fn session_key(node: u16, session: u64) -> String {
+    format!("s.{node}.{session}")
+}
+
+/// The node and session a sessions-bucket key names, if it is one.
+pub fn parse_session_key(key: &str) -> Option<(u16, u64)> {
+    let rest = key.strip_prefix("s.")?;
+    let (node, session) = rest.split_once('.')?;
+    Some((node.parse().ok()?, session.parse().ok()?))
+}
+
+fn lease_key(node: u16) -> String {
+    format!("n.{node}")
+}
+
+fn parse_lease_key(key: &str) -> Option<u16> {
+    key.strip_prefix("n.")?.parse().ok()
+}
+
+/// The connected registry: the two buckets.
+#[derive(Clone)]
+pub struct Registry {
+    config: RegistryConfig,
+    js: jetstream::Context,
+    sessions: kv::Store,
+    leases: kv::Store,
+}
+
+impl Registry {
+    /// Connects to NATS, creates the buckets if missing, takes this node's lease (waiting
+    /// up to two TTLs for a lease of an earlier life of this node to expire) and deletes
+    /// what an earlier life of this node left in the sessions bucket.
+    pub async fn connect(config: RegistryConfig) -> Result<(Self, u64)> {
+        if config.urls.is_empty() {
+            bail!("no NATS server given");
+        }
+        let addrs: Vec<async_nats::ServerAddr> = config
+            .urls
+            .iter()
+            .map(|u| u.parse().with_context(|| format!("bad NATS URL {u}")))
+            .collect::<Result<_>>()?;
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("precall-node-{}", config.node))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(addrs)
+            .await
+            .context("cannot connect to NATS")?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(Duration::from_secs(2));
+        let sessions = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{}_sessions", config.prefix),
+                description: "precall: online sessions of every node".into(),
+                history: 1,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let leases = bucket(
+            &js,
+            kv::Config {
+                bucket: format!("{}_nodes", config.prefix),
+                description: "precall: node leases".into(),
+                history: 1,
+                max_age: config.lease_ttl,
+                num_replicas: config.replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let registry = Self {
+            config,
+            js,
+            sessions,
+            leases,
+        };
+        let revision = registry.take_lease().await?;
+        registry.forget_earlier_life().await?;
+        Ok((registry, revision))
+    }
+
+    async fn take_lease(&self) -> Result<u64> {
+        let key = lease_key(self.config.node);
+        let give_up = Instant::now() + self.config.lease_ttl * 2 + Duration::from_secs(1);
+        loop {
+            match self.leases.create(&key, Bytes::from_static(b"alive")).await {
+                Ok(revision) => return Ok(revision),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if Instant::now() > give_up {
+                        bail!(
+                            "node id {} is held by a live node (its lease is renewed)",
+                            self.config.node
+                        );
+                    }
+                    tracing::info!(node = self.config.node, "node id leased: waiting for it to expire");
+                    sleep(self.config.lease_ttl / 3).await;
+                }
+                Err(e) => return Err(anyhow!(e).context("cannot take the node lease")),
+            }
+        }
+    }
+
+    async fn forget_earlier_life(&self) -> Result<()> {
+        let prefix = format!("s.{}.", self.config.node);
+        let mut stale = Vec::new();
+        let mut keys = self.sessions.keys().await.context("cannot list sessions")?;
+        while let Some(key) = keys.next().await {
+            let key = key.context("cannot list sessions")?;
+            if key.starts_with(&prefix) {
+                stale.push(key);
+            }
+        }
+        for key in &stale {
+            self.sessions
+                .delete(key)
+                .await
+                .with_context(|| format!("cannot delete {key}"))?;
+        }
+        if !stale.is_empty() {
+            tracing::info!(count = stale.len(), "deleted this node's sessions of an earlier life");
+        }
+        Ok(())
+    }
+
+    /// Starts the three tasks (writer, watcher, leases); their inputs go to
+    /// `to_server` through `wrap`. They stop when the returned handle is dropped.
+    pub fn run<T: Send + 'static>(
+        self,
+        lease_revision: u64,
+        writes: mpsc::UnboundedReceiver<RegistryWrite>,
+        to_server: mpsc::Sender<T>,
+        wrap: fn(RegistryInput) -> T,
+    ) -> RegistryTasks {
+        let watched = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().write_loop(writes));
+        tasks.spawn(self.clone().watch_loop(watched.clone(), to_server.clone(), wrap));
+        tasks.spawn(self.lease_loop(lease_revision, watched, to_server, wrap));
+        RegistryTasks(tasks)
+    }
+
+    fn subject(&self, key: &str) -> String {
+        format!("$KV.{}.{}", self.sessions.name, key)
+    }
+
+    async fn send_write(&self, key: &str, op: &Op) -> Result<PublishAckFuture> {
+        let subject = self.subject(key);
+        let fut = match op {
+            Op::Put(record) => self.js.publish(subject, record.clone()).await,
+            Op::Delete => {
+                let mut headers = HeaderMap::new();
+                headers.insert("KV-Operation", "DEL");
+                self.js
+                    .publish_with_headers(subject, headers, Bytes::new())
+                    .await
+            }
+        };
+        fut.map_err(|e| anyhow!(e))
+    }
+
+    /// Writes this node's keys in order, up to [`WRITES_IN_FLIGHT`] awaiting their
+    /// acknowledgement; retries a failed write unless superseded.
+    async fn write_loop(self, mut writes: mpsc::UnboundedReceiver<RegistryWrite>) {
+        let node = self.config.node;
+        // The latest operation per key and its sequence number.
+        let mut latest: HashMap<String, (u64, Op)> = HashMap::new();
+        let mut in_flight: VecDeque<(String, u64, PublishAckFuture)> = VecDeque::new();
+        let mut seq = 0u64;
+        let mut open = true;
+        loop {
+            // Take new writes while there is room, without waiting if some are in flight.
+            while open && in_flight.len() < WRITES_IN_FLIGHT {
+                let next = if in_flight.is_empty() {
+                    writes.recv().await
+                } else {
+                    match writes.try_recv() {
+                        Ok(w) => Some(w),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                };
+                let Some(write) = next else {
+                    open = false;
+                    break;
+                };
+                let (key, op) = match write {
+                    RegistryWrite::Publish { session, record } => {
+                        (session_key(node, session), Op::Put(record))
+                    }
+                    RegistryWrite::Unpublish { session } => (session_key(node, session), Op::Delete),
+                };
+                seq += 1;
+                let fut = self.send_until_sent(&key, &op).await;
+                latest.insert(key.clone(), (seq, op));
+                in_flight.push_back((key, seq, fut));
+            }
+            let Some((key, s, fut)) = in_flight.pop_front() else {
+                if !open {
+                    return;
+                }
+                continue;
+            };
+            match fut.await {
+                Ok(_) => {
+                    if latest.get(&key).is_some_and(|(l, _)| *l == s) {
+                        latest.remove(&key);
+                    }
+                }
+                Err(e) => {
+                    // Superseded writes are not retried: the later one decides the key.
+                    if let Some((l, op)) = latest.get(&key) {
+                        if *l == s {
+                            tracing::warn!(%key, error = %e, "registry write not acknowledged: writing it again");
+                            let fut = self.send_until_sent(&key, op).await;
+                            in_flight.push_back((key, s, fut));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_until_sent(&self, key: &str, op: &Op) -> PublishAckFuture {
+        loop {
+            match self.send_write(key, op).await {
+                Ok(fut) => return fut,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "cannot write to the registry: retrying");
+                    sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Watches the sessions bucket and reports other nodes' keys, opening the watch
+    /// again when it fails.
+    async fn watch_loop<T>(
+        self,
+        watched: Watched,
+        to_server: mpsc::Sender<T>,
+        wrap: fn(RegistryInput) -> T,
+    ) {
+        let node = self.config.node;
+        let mut first = true;
+        loop {
+            if !first {
+                sleep(Duration::from_millis(200)).await;
+            }
+            first = false;
+            let mut watch = match self.sessions.watch_all().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the registry: retrying");
+                    continue;
+                }
+            };
+            // After a new watch: what disappeared while it was down.
+            let current: BTreeSet<String> = match self.list_keys().await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the registry: watching again");
+                    continue;
+                }
+            };
+            let gone: Vec<String> = {
+                let mut w = lock(&watched);
+                let gone: Vec<String> = w.keys().filter(|k| !current.contains(*k)).cloned().collect();
+                for k in &gone {
+                    w.remove(k);
+                }
+                gone
+            };
+            for key in gone {
+                if let Some((n, session)) = parse_session_key(&key) {
+                    if to_server.send(wrap(RegistryInput::Deleted { node: n, session })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            while let Some(entry) = watch.next().await {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "registry watch failed: watching again");
+                        break;
+                    }
+                };
+                let Some((n, session)) = parse_session_key(&entry.key) else {
+                    tracing::warn!(key = %entry.key, "not a session key in the registry: ignored");
+                    continue;
+                };
+                let input = match entry.operation {
+                    Operation::Put => {
+                        lock(&watched).insert(entry.key.clone(), entry.revision);
+                        RegistryInput::Put {
+                            node: n,
+                            session,
+                            record: entry.value,
+                        }
+                    }
+                    Operation::Delete | Operation::Purge => {
+                        lock(&watched).remove(&entry.key);
+                        RegistryInput::Deleted { node: n, session }
+                    }
+                };
+                if n == node {
+                    continue;
+                }
+                if to_server.send(wrap(input)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn list_keys(&self) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        let mut keys = self.sessions.keys().await?;
+        while let Some(k) = keys.next().await {
+            out.insert(k?);
+        }
+        Ok(out)
+    }
+
+    async fn live_nodes(&self) -> Result<BTreeSet<u16>> {
+        let mut out = BTreeSet::new();
+        let mut keys = self.leases.keys().await?;
+        while let Some(k) = keys.next().await {
+            if let Some(n) = parse_lease_key(&k?) {
+                out.insert(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renews this node's lease and checks the others'.
+    async fn lease_loop<T>(
+        self,
+        mut revision: u64,
+        watched: Watched,
+        to_server: mpsc::Sender<T>,
+        wrap: fn(RegistryInput) -> T,
+    ) {
+        let node = self.config.node;
+        let ttl = self.config.lease_ttl;
+        let mut renewed = Instant::now();
+        let mut tick = interval(ttl / 3);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Nodes already reported gone, until their keys are gone from the watch.
+        let mut reported: BTreeSet<u16> = BTreeSet::new();
+        loop {
+            tick.tick().await;
+            match self
+                .leases
+                .update(lease_key(node), Bytes::from_static(b"alive"), revision)
+                .await
+            {
+                Ok(r) => {
+                    revision = r;
+                    renewed = Instant::now();
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    let _ = to_server
+                        .send(wrap(RegistryInput::Fenced(format!(
+                            "the lease of node {node} expired or was taken"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the node lease");
+                    if renewed.elapsed() >= ttl {
+                        let _ = to_server
+                            .send(wrap(RegistryInput::Fenced(format!(
+                                "node {node} could not renew its lease for {} ms",
+                                ttl.as_millis()
+                            ))))
+                            .await;
+                        return;
+                    }
+                    continue;
+                }
+            }
+            // The keys first, the leases second: a node takes its lease before it
+            // writes a key, so every key seen here has its node's lease in what is
+            // read next, unless that node is gone.
+            let seen: Vec<(String, u64)> =
+                lock(&watched).iter().map(|(k, r)| (k.clone(), *r)).collect();
+            let live = match self.live_nodes().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the leases");
+                    continue;
+                }
+            };
+            // Nodes with sessions in the bucket and no lease.
+            let mut orphans: BTreeMap<u16, Vec<(String, u64)>> = BTreeMap::new();
+            for (key, rev) in seen {
+                if let Some((n, _)) = parse_session_key(&key) {
+                    if n != node && !live.contains(&n) {
+                        orphans.entry(n).or_default().push((key, rev));
+                    }
+                }
+            }
+            reported.retain(|n| orphans.contains_key(n));
+            for (gone, keys) in orphans {
+                if reported.insert(gone) {
+                    tracing::warn!(node = gone, sessions = keys.len(), "node lease expired: its sessions go offline");
+                    if to_server.send(wrap(RegistryInput::NodeGone(gone))).await.is_err() {
+                        return;
+                    }
+                }
+                for (key, rev) in keys {
+                    // Another survivor may have deleted it first: then the revision differs.
+                    if let Err(e) = self.sessions.delete_expect_revision(&key, Some(rev)).await {
+                        tracing::debug!(%key, error = %e, "not deleted (deleted or written meanwhile)");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The registry's running tasks, aborted when dropped.
+pub struct RegistryTasks(tokio::task::JoinSet<()>);
+
+/// Writes awaiting their acknowledgement at once.
+const WRITES_IN_FLIGHT: usize = 256;
+
+type Watched = std::sync::Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
+
+fn lock(w: &Watched) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Debug)]
+enum Op {
+    Put(Bytes),
+    Delete,
+}
+
+async fn bucket(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store> {
+    let name = config.bucket.clone();
+    // Creating a bucket that exists with the same configuration returns it; several
+    // nodes starting at once may race, so retry a few times.
+    let mut last = None;
+    for _ in 0..20 {
+        match js.create_key_value(config.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(e) => {
+                if let Ok(store) = js.get_key_value(&name).await {
+                    return Ok(store);
+                }
+                last = Some(e);
+                sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    Err(anyhow!("cannot create the bucket {name}: {last:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_keys_round_trip_and_refuse_others() {
+        assert_eq!(session_key(3, 281_474_976_710_657), "s.3.281474976710657");
+        assert_eq!(parse_session_key("s.3.17"), Some((3, 17)));
+        assert_eq!(parse_session_key("n.3"), None);
+        assert_eq!(parse_session_key("s.3"), None);
+        assert_eq!(parse_session_key("s.70000.1"), None);
+        assert_eq!(parse_session_key("s.1.x"), None);
+        assert_eq!(parse_lease_key("n.65535"), Some(65535));
+        assert_eq!(parse_lease_key("s.1.2"), None);
+    }
+}
+
+/// Against a real three-server JetStream cluster (`nats-server`, as in `e2e::nats`).
+#[cfg(test)]
+mod nats_tests {
+    use super::*;
+    use precall_e2e::nats::NatsCluster;
+
+    const TTL: Duration = Duration::from_millis(1500);
+
+    fn config(cluster: &NatsCluster, node: u16) -> RegistryConfig {
+        RegistryConfig {
+            urls: cluster.urls(),
+            node,
+            replicas: 3,
+            lease_ttl: TTL,
+            prefix: "t".into(),
+        }
+    }
+
+    struct Node {
+        writes: mpsc::UnboundedSender<RegistryWrite>,
+        inputs: mpsc::Receiver<RegistryInput>,
+        _tasks: RegistryTasks,
+    }
+
+    async fn node(cluster: &NatsCluster, id: u16) -> Node {
+        let (registry, rev) = Registry::connect(config(cluster, id)).await.expect("connect");
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let (itx, irx) = mpsc::channel(64);
+        let tasks = registry.run(rev, wrx, itx, |i| i);
+        Node {
+            writes: wtx,
+            inputs: irx,
+            _tasks: tasks,
+        }
+    }
+
+    async fn next(n: &mut Node, within: Duration) -> RegistryInput {
+        tokio::time::timeout(within, n.inputs.recv())
+            .await
+            .expect("no registry input in time")
+            .expect("registry stopped")
+    }
+
+    /// Puts and deletes reach the other node in order and not the writer; a node whose
+    /// tasks stop (a crash) is reported gone within TTL plus a renewal period, and its
+    /// keys are deleted; the same id cannot start twice while its lease lives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_flow_between_nodes_and_a_crashed_node_is_reported_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = NatsCluster::start(dir.path(), 3).expect("nats cluster");
+        let mut a = node(&cluster, 1).await;
+        let mut b = node(&cluster, 2).await;
+        // The same id again is refused while node 1 renews its lease.
+        let dup = tokio::time::timeout(Duration::from_secs(10), Registry::connect(config(&cluster, 1)))
+            .await
+            .expect("duplicate id answered");
+        assert!(dup.is_err(), "a second node 1 must not start");
+
+        for s in 1..=3u64 {
+            a.writes
+                .send(RegistryWrite::Publish {
+                    session: s,
+                    record: Bytes::from(format!("{{\"s\":{s}}}")),
+                })
+                .expect("write");
+        }
+        a.writes.send(RegistryWrite::Unpublish { session: 2 }).expect("write");
+        // What node 2 holds of node 1, applying its inputs in order (its watch may
+        // start after some writes: then it sees the bucket's current values first).
+        let mut held = BTreeMap::new();
+        let want = BTreeMap::from([(1u64, Bytes::from("{\"s\":1}")), (3, Bytes::from("{\"s\":3}"))]);
+        while held != want {
+            match next(&mut b, Duration::from_secs(5)).await {
+                RegistryInput::Put { node: 1, session, record } => {
+                    held.insert(session, record);
+                }
+                RegistryInput::Deleted { node: 1, session } => {
+                    held.remove(&session);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // The writer does not hear its own keys.
+        assert!(tokio::time::timeout(Duration::from_millis(300), a.inputs.recv()).await.is_err());
+
+        // Node 1 crashes: its lease is no longer renewed.
+        let crashed = std::time::Instant::now();
+        drop(a);
+        let mut seen = Vec::new();
+        loop {
+            let i = next(&mut b, TTL * 3).await;
+            let done = matches!(i, RegistryInput::Deleted { session: 3, .. });
+            // The deletion of session 2 may still be on its way from the first part.
+            if i != (RegistryInput::Deleted { node: 1, session: 2 }) {
+                seen.push(i);
+            }
+            if done {
+                break;
+            }
+        }
+        let took = crashed.elapsed();
+        assert_eq!(
+            seen,
+            vec![RegistryInput::NodeGone(1), RegistryInput::Deleted { node: 1, session: 1 }, RegistryInput::Deleted { node: 1, session: 3 }]
+        );
+        assert!(took <= TTL + TTL / 3 + Duration::from_secs(1), "gone after {took:?}");
+        // Node 1 may start again now, with an empty slate.
+        let (_again, _) = Registry::connect(config(&cluster, 1)).await.expect("node 1 again");
+    }
+
+    /// A node that cannot reach NATS for a TTL is fenced.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_cut_off_from_nats_is_fenced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cluster = NatsCluster::start(dir.path(), 3).expect("nats cluster");
+        let mut a = node(&cluster, 1).await;
+        let cut = std::time::Instant::now();
+        for i in 0..3 {
+            cluster.kill(i);
+        }
+        let i = next(&mut a, TTL * 4).await;
+        assert!(matches!(i, RegistryInput::Fenced(_)), "{i:?}");
+        assert!(cut.elapsed() <= TTL * 2 + Duration::from_secs(2), "fenced after {:?}", cut.elapsed());
+    }
+}
