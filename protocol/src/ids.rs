@@ -248,6 +248,13 @@ number_newtype!(
     CallId(u64)
 );
 number_newtype!(
+    /// One server node of a cluster (spec "Clustering"), set in
+    /// [`ServerConfig::node`](crate::ServerConfig::node). Each node of a cluster has its own;
+    /// a node numbers its sessions and calls in its own range ([`NodeId::session`],
+    /// [`NodeId::call`]), so identifiers of different nodes never collide.
+    NodeId(u16)
+);
+number_newtype!(
     /// A client-chosen request tag that the server echoes in its answer or error.
     ReqId(u32)
 );
@@ -256,6 +263,45 @@ number_newtype!(
     /// Never on the wire.
     ConnId(u64)
 );
+
+/// How many low bits of a clustered node's session and call identifiers count; the
+/// bits above hold the node's [`NodeId`].
+pub const NODE_SHIFT: u32 = 48;
+
+impl NodeId {
+    /// This node's `n`-th session identifier: the node in the top 16 bits, `n` (taken
+    /// modulo 2^48) below.
+    pub fn session(self, n: u64) -> SessionId {
+        SessionId(self.base() | (n & Self::COUNTER))
+    }
+
+    /// This node's `n`-th call identifier, numbered like [`NodeId::session`].
+    pub fn call(self, n: u64) -> CallId {
+        CallId(self.base() | (n & Self::COUNTER))
+    }
+
+    const COUNTER: u64 = (1 << NODE_SHIFT) - 1;
+
+    fn base(self) -> u64 {
+        u64::from(self.0) << NODE_SHIFT
+    }
+}
+
+impl SessionId {
+    /// The node that numbered this session, if numbered by a clustered node
+    /// ([`NodeId::session`]); an unclustered server's sessions read as node 0.
+    pub fn node(self) -> NodeId {
+        // The top 16 bits of a u64 always fit a u16.
+        NodeId(u16::try_from(self.0 >> NODE_SHIFT).unwrap_or(u16::MAX))
+    }
+}
+
+impl CallId {
+    /// The node that numbered this call ([`NodeId::call`]).
+    pub fn node(self) -> NodeId {
+        NodeId(u16::try_from(self.0 >> NODE_SHIFT).unwrap_or(u16::MAX))
+    }
+}
 
 /// One online terminal of a user, as seen by that user's contacts: the user and the
 /// session the terminal is logged in with.
@@ -294,6 +340,22 @@ mod tests {
             session: SessionId(3),
         };
         assert_eq!(e.to_string(), "alice/3");
+    }
+
+    /// Different nodes number sessions and calls in disjoint ranges, and each id
+    /// names its node back.
+    #[test]
+    fn node_ranges_are_disjoint_and_name_their_node() {
+        let (a, b) = (NodeId(1), NodeId(2));
+        assert_eq!(a.session(5), SessionId((1 << 48) | 5));
+        assert_eq!(b.session(5), SessionId((2 << 48) | 5));
+        assert_ne!(a.session(5), b.session(5));
+        assert_eq!(a.session(5).node(), a);
+        assert_eq!(b.call(9), CallId((2 << 48) | 9));
+        assert_eq!(b.call(9).node(), b);
+        assert_eq!(NodeId(u16::MAX).session(u64::MAX).node(), NodeId(u16::MAX));
+        assert_eq!(NodeId(3).session(1 << 48), NodeId(3).session(0));
+        assert_eq!(SessionId(7).node(), NodeId(0));
     }
 
     #[test]

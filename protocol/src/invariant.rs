@@ -14,7 +14,7 @@ use crate::codec::{decode_message, HEADER_LEN};
 use crate::ids::{CallId, ConnId, Endpoint, UserId};
 use crate::message::ServerMessage;
 use crate::negotiate::negotiate_pair;
-use crate::server::Server;
+use crate::server::{Contacts, Server};
 
 /// An invariant that does not hold, with its spec identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +84,36 @@ pub fn frame_visible(
 /// What a logged-in client of `user` must hold when nothing is in flight: every online
 /// terminal of every user it may see, with the server's record of its capabilities.
 pub fn expected_table(server: &Server, user: &UserId) -> BTreeMap<Endpoint, Capabilities> {
-    server
-        .sessions()
-        .filter(|s| may_see(server, user, &s.endpoint.user))
+    expected_table_across(&[server], user)
+}
+
+/// A user's contact list as its home node holds it: the list of a server on which the
+/// user has a session of its own (in a cluster, other nodes hold copies from records).
+fn home_contacts<'a>(servers: &[&'a Server], user: &UserId) -> Option<Contacts<'a>> {
+    servers
+        .iter()
+        .find(|s| s.sessions().any(|v| v.endpoint.user == *user))
+        .and_then(|s| s.contacts_of(user))
+}
+
+/// [`may_see`] across the nodes of a cluster: each user's list is its home node's.
+pub fn may_see_across(servers: &[&Server], watcher: &UserId, subject: &UserId) -> bool {
+    watcher != subject
+        && home_contacts(servers, watcher).is_some_and(|c| c.contains(subject))
+        && home_contacts(servers, subject).is_some_and(|c| c.contains(watcher))
+}
+
+/// [`expected_table`] across the nodes of a cluster (spec "Clustering"): every terminal
+/// online on any node whose user `user` may see, with its node's record of its
+/// capabilities.
+pub fn expected_table_across(
+    servers: &[&Server],
+    user: &UserId,
+) -> BTreeMap<Endpoint, Capabilities> {
+    servers
+        .iter()
+        .flat_map(|s| s.sessions())
+        .filter(|s| may_see_across(servers, user, &s.endpoint.user))
         .map(|s| (s.endpoint, s.capabilities.clone()))
         .collect()
 }
@@ -147,8 +174,21 @@ pub fn online_exact<'a>(
     server: &Server,
     clients: impl IntoIterator<Item = &'a Client>,
 ) -> Result<(), InvariantViolation> {
-    let sessions: BTreeMap<Endpoint, &Capabilities> = server
-        .sessions()
+    online_exact_across(&[server], clients)
+}
+
+/// `INV-ONLINE-EXACT` across the nodes of a cluster, at quiescence (spec "Clustering"):
+/// the registry delivered every change and nothing is in flight. Each logged-in client
+/// of any node holds exactly the terminals online on *all* nodes of the users it may
+/// see (each user's contact list being its home node's), with their nodes' records of
+/// their capabilities; its own contact list and capabilities are its node's.
+pub fn online_exact_across<'a>(
+    servers: &[&Server],
+    clients: impl IntoIterator<Item = &'a Client>,
+) -> Result<(), InvariantViolation> {
+    let sessions: BTreeMap<Endpoint, &Capabilities> = servers
+        .iter()
+        .flat_map(|s| s.sessions())
         .map(|s| (s.endpoint, s.capabilities))
         .collect();
     for client in clients {
@@ -173,8 +213,7 @@ pub fn online_exact<'a>(
             );
         }
         let contacts: BTreeSet<&UserId> = client.contacts().collect();
-        let server_contacts: BTreeSet<&UserId> = server
-            .contacts_of(&me.user)
+        let server_contacts: BTreeSet<&UserId> = home_contacts(servers, &me.user)
             .map(|c| c.iter().collect())
             .unwrap_or_default();
         if contacts != server_contacts {
@@ -183,7 +222,7 @@ pub fn online_exact<'a>(
                 format!("{me}: contact list differs from the server's"),
             );
         }
-        let expected = expected_table(server, &me.user);
+        let expected = expected_table_across(servers, &me.user);
         let held: BTreeMap<&Endpoint, &Capabilities> =
             client.peers().map(|(e, p)| (e, &p.capabilities)).collect();
         for (e, caps) in &expected {

@@ -238,13 +238,15 @@ pub use client::{
     Violation,
 };
 pub use error::{DecodeError, ErrorCode, FrameError, InvalidValue};
-pub use ids::{CallId, Codec, ConnId, Endpoint, Password, ReqId, SessionId, TerminalId, UserId};
+pub use ids::{
+    CallId, Codec, ConnId, Endpoint, NodeId, Password, ReqId, SessionId, TerminalId, UserId,
+};
 pub use media::MediaDescription;
 pub use message::{ClientMessage, EndReason, LoginWith, ServerMessage, PROTOCOL_VERSION};
 pub use negotiate::{negotiate, negotiate_pair};
 pub use resume::{Backoff, ResumeConfig, ResumeSecret, ResumeToken};
 pub use server::{
-    AuthRequest, AuthTicket, AuthVerdict, Limits, Server, ServerConfig, ServerError, ServerEvent,
-    SessionView, StoreOutcome, StoreRequest, StoreTicket,
+    AuthRequest, AuthTicket, AuthVerdict, Limits, RemoteView, Server, ServerConfig, ServerError,
+    ServerEvent, SessionRecord, SessionView, StoreOutcome, StoreRequest, StoreTicket,
 };
 pub use time::{Epoch, Time};

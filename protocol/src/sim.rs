@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::caps::{Capabilities, CpuClass};
 use crate::client::{Client, ClientConfig, ClientEvent, Role};
 use crate::codec::{decode_message, encode_payload, HEADER_LEN};
-use crate::ids::{ConnId, Endpoint, Password, TerminalId, UserId};
+use crate::ids::{ConnId, Endpoint, NodeId, Password, TerminalId, UserId};
 use crate::invariant::{self, InvariantViolation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
@@ -164,6 +164,10 @@ pub struct Sim {
     open: BTreeSet<ConnId>,
     /// A seeded fault on the server's transmissions, if any.
     pub tamper: Option<Tamper>,
+    /// What a clustered server asked to put into or delete from the registry
+    /// ([`ServerEvent::Publish`], [`ServerEvent::Unpublish`]), in order, not yet
+    /// delivered to the other nodes ([`Cluster`]).
+    pub published: VecDeque<ServerEvent>,
 }
 
 impl Sim {
@@ -193,7 +197,16 @@ impl Sim {
             broken: Vec::new(),
             open: BTreeSet::new(),
             tamper: None,
+            published: VecDeque::new(),
         }
+    }
+
+    /// Runs `f` on the server at the current time (a cluster input, say) and collects
+    /// what it produced.
+    pub fn with_server<R>(&mut self, f: impl FnOnce(&mut Server, Time) -> R) -> R {
+        let r = f(&mut self.server, self.now);
+        self.drain_server();
+        r
     }
 
     /// Terminal `i`'s client.
@@ -496,6 +509,9 @@ impl Sim {
                 }
             }
             ServerEvent::Authenticate(req) => self.pending_auth.push_back(req),
+            ev @ (ServerEvent::Publish(_) | ServerEvent::Unpublish { .. }) => {
+                self.published.push_back(ev)
+            }
             _ => {}
         }
     }
@@ -571,4 +587,118 @@ fn call_caps_len<M: WireMessage>(frame: &[u8]) -> usize {
         .and_then(|p| decode_message::<M>(p).ok())
         .and_then(|m| m.call_capabilities().map(|c| encode_payload(c).len()))
         .unwrap_or(0)
+}
+
+/// Several simulated nodes of one cluster (spec "Clustering"): node `i` is a [`Sim`]
+/// whose server has node id `i + 1`, and the registry hands every record a node
+/// publishes or deletes to every other node, in the order published. Each node has a
+/// copy of the credential store (a roster change stored on one is not seen by another
+/// node's logins). Like [`Sim`], it holds no protocol rule of its own.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    /// The nodes.
+    pub nodes: Vec<Sim>,
+}
+
+impl Cluster {
+    /// A cluster of `terminals.len()` nodes, node `i` with `terminals[i]` terminals.
+    pub fn new(directory: &Directory, terminals: &[usize], config: &ServerConfig) -> Self {
+        let nodes = terminals
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let mut config = config.clone();
+                config.node = Some(Self::node_id(i));
+                Sim::new(directory.clone(), *n, config)
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// The node id of node `i`.
+    ///
+    /// # Panics
+    ///
+    /// Beyond 65,534 nodes: a test helper.
+    pub fn node_id(i: usize) -> NodeId {
+        NodeId(u16::try_from(i + 1).expect("a test cluster's size"))
+    }
+
+    /// The servers, in node order.
+    pub fn servers(&self) -> Vec<&Server> {
+        self.nodes.iter().map(|n| &n.server).collect()
+    }
+
+    /// Moves frames on every node and records between nodes until nothing is in
+    /// flight. Returns the first invariant of the "always" kind that broke, or a
+    /// remote input the receiving node refused (as `CLUSTER-INPUT`).
+    pub fn sync(&mut self) -> Result<(), InvariantViolation> {
+        loop {
+            for n in &mut self.nodes {
+                n.run()?;
+            }
+            let mut moved = false;
+            for i in 0..self.nodes.len() {
+                while let Some(ev) = self.nodes[i].published.pop_front() {
+                    moved = true;
+                    for j in (0..self.nodes.len()).filter(|j| *j != i) {
+                        self.deliver(j, &ev)?;
+                    }
+                }
+            }
+            if !moved {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Delivers one registry event to node `j`.
+    pub fn deliver(&mut self, j: usize, ev: &ServerEvent) -> Result<(), InvariantViolation> {
+        let r = self.nodes[j].with_server(|s, now| match ev {
+            ServerEvent::Publish(record) => s.remote_online(record.clone(), now),
+            ServerEvent::Unpublish { session, .. } => s.remote_offline(*session, now),
+            _ => Ok(()),
+        });
+        r.map_err(|e| InvariantViolation {
+            id: "CLUSTER-INPUT",
+            detail: e.to_string(),
+        })
+    }
+
+    /// [`Cluster::sync`], then `INV-ONLINE-EXACT` across the nodes.
+    pub fn settle(&mut self) -> Result<(), InvariantViolation> {
+        self.sync()?;
+        invariant::online_exact_across(
+            &self.servers(),
+            self.nodes
+                .iter()
+                .flat_map(|n| n.terminals.iter().map(|t| &t.client)),
+        )
+    }
+
+    /// Node `i` crashes: its clients lose their connections, it restarts empty, and
+    /// once its lease expires the registry tells every other node it is gone
+    /// ([`Server::remote_node_gone`]); records it published and nobody delivered yet
+    /// are lost with it.
+    pub fn crash(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let now = node.now;
+        for t in &mut node.terminals {
+            if t.conn.take().is_some() {
+                t.down.clear();
+                t.client.connection_closed(now);
+            }
+        }
+        node.conns.clear();
+        node.open.clear();
+        node.published.clear();
+        node.server = Server::new(node.server.config().clone());
+        for j in 0..node.terminals.len() {
+            node.collect_client_events(j);
+        }
+        let id = Self::node_id(i);
+        for j in (0..self.nodes.len()).filter(|j| *j != i) {
+            let _ = self.nodes[j].with_server(|s, now| s.remote_node_gone(id, now));
+        }
+    }
 }

@@ -75,8 +75,7 @@ impl Server {
             self.error(conn, ErrorCode::Busy, Some(req), None);
             return;
         }
-        let id = CallId(self.next_call);
-        self.next_call += 1;
+        let id = self.new_call_id();
         let caps_sent = capabilities.is_some();
         let deadline = now.after(self.config.ring_timeout);
         self.deadlines.insert((deadline, Timer::Call(id)));
@@ -211,7 +210,10 @@ impl Server {
 
     /// The shared `online` frame of a session.
     pub(super) fn frame_of(&self, session: SessionId) -> Option<Bytes> {
-        self.sessions.get(&session).map(|s| s.online_frame.clone())
+        match self.sessions.get(&session) {
+            Some(s) => Some(s.online_frame.clone()),
+            None => self.remote.get(&session).map(|r| r.online_frame.clone()),
+        }
     }
 
     /// The connection of an attached session.

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::codec::DEFAULT_MAX_FRAME;
+use crate::ids::NodeId;
 use crate::resume::ResumeConfig;
 
 /// The largest contact list the protocol allows: with it, the largest `login_ok`
@@ -34,6 +35,12 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Resumable sessions (spec section "Resumable sessions").
     pub resume: ResumeConfig,
+    /// This node's identity in a cluster (spec "Clustering"), or `None` for a server
+    /// on its own (the default). With a node id the server numbers its sessions and
+    /// calls in the node's range, emits [`ServerEvent::Publish`](crate::ServerEvent::Publish) and
+    /// [`ServerEvent::Unpublish`](crate::ServerEvent::Unpublish) for its sessions, and takes
+    /// sessions of other nodes ([`Server::remote_online`](crate::Server::remote_online)).
+    pub node: Option<NodeId>,
 }
 
 /// Abuse limits (spec section 13.6). A refusal is an error with its own code and, where
@@ -89,6 +96,9 @@ pub struct Limits {
     /// (spec section 9.6); at the limit the server takes no more input from the
     /// connection until one is stored. At least 1.
     pub max_unstored_changes: usize,
+    /// Sessions of other nodes held at once (spec "Clustering"); one more is refused
+    /// with [`ServerError::TooManyRemoteSessions`](crate::ServerError::TooManyRemoteSessions) (0: no limit).
+    pub max_remote_sessions: usize,
 }
 
 impl Default for Limits {
@@ -108,6 +118,7 @@ impl Default for Limits {
             max_auth_checks_per_source: 8,
             max_auth_checks_running: 4,
             max_unstored_changes: 64,
+            max_remote_sessions: 1_000_000,
         }
     }
 }
@@ -124,6 +135,7 @@ impl Default for ServerConfig {
             ring_timeout: Duration::from_secs(60),
             limits: Limits::default(),
             resume: ResumeConfig::default(),
+            node: None,
         }
     }
 }

@@ -3,10 +3,11 @@
 //! answers it takes back ([`AuthVerdict`], [`StoreOutcome`]) and its errors.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::caps::Capabilities;
-use crate::ids::{ConnId, Endpoint, Password, TerminalId, UserId};
+use crate::ids::{ConnId, Endpoint, NodeId, Password, SessionId, TerminalId, UserId};
 
 /// Identifies one pending credential check.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -77,6 +78,51 @@ pub enum StoreOutcome {
     Failed,
 }
 
+/// One session as a clustered node publishes it to the cluster's registry (spec
+/// "Clustering"): what another node needs to decide who may see it and to push it.
+/// The embedder stores it under the session's key ([`ServerEvent::Publish`]) and hands
+/// the records of other nodes to [`Server::remote_online`](crate::Server::remote_online).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SessionRecord {
+    /// The node the session lives on.
+    pub node: NodeId,
+    /// The session, numbered in the node's range.
+    pub session: SessionId,
+    /// The user logged in on it.
+    pub user: UserId,
+    /// The registered terminal identifier it logged in with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal: Option<TerminalId>,
+    /// Its current capabilities.
+    pub capabilities: Capabilities,
+    /// The user's contact list as the node holds it, in name order (at most
+    /// [`MAX_CONTACTS`](crate::server::MAX_CONTACTS)): other nodes decide entitlement
+    /// with it.
+    pub contacts: Vec<UserId>,
+}
+
+impl SessionRecord {
+    /// A record without a registered terminal identifier (an adapter's tests, a
+    /// registry that lost the field); published records come from the server.
+    pub fn new(
+        node: NodeId,
+        session: SessionId,
+        user: UserId,
+        capabilities: Capabilities,
+        contacts: Vec<UserId>,
+    ) -> Self {
+        Self {
+            node,
+            session,
+            user,
+            terminal: None,
+            capabilities,
+            contacts,
+        }
+    }
+}
+
 /// Something the embedder must do.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 #[non_exhaustive]
@@ -137,6 +183,20 @@ pub enum ServerEvent {
         /// missed table frames).
         frames: usize,
     },
+    /// Clustered nodes only: put this record of a local session into the registry
+    /// under its session's key, replacing the one there (a session came online, or its
+    /// capabilities or its user's contact list changed).
+    Publish(SessionRecord),
+    /// Clustered nodes only: delete a local session's record from the registry (the
+    /// session ended: logout, close, end of its grace, shutdown).
+    Unpublish {
+        /// This node.
+        node: NodeId,
+        /// The session.
+        session: SessionId,
+        /// Its user.
+        user: UserId,
+    },
 }
 
 /// Misuse of the [`Server`](crate::Server) API by the embedder (never caused by a peer's bytes).
@@ -156,4 +216,25 @@ pub enum ServerError {
     /// [`Server::complete_store`](crate::Server::complete_store) with a ticket that is not pending.
     #[error("no pending store request {0:?}")]
     UnknownStoreTicket(StoreTicket),
+    /// A cluster input ([`Server::remote_online`](crate::Server::remote_online), ...) to a
+    /// server without a node id: nothing happened.
+    #[error("the server is not a cluster node")]
+    NotClustered,
+    /// A cluster input about this node's own sessions (the registry's echo of what it
+    /// published): ignored, as the node knows its sessions first-hand.
+    #[error("input about this node's own sessions ({0})")]
+    OwnNode(NodeId),
+    /// A remote record whose session is not numbered in its node's range, or that
+    /// names another user or node than the record of the same session held.
+    #[error("remote record of session {0} is inconsistent")]
+    RemoteMismatch(SessionId),
+    /// A remote record with a contact list longer than
+    /// [`MAX_CONTACTS`](crate::server::MAX_CONTACTS), or capabilities larger than
+    /// [`Limits::max_caps_bytes`](crate::server::Limits::max_caps_bytes).
+    #[error("remote record of session {0} is too large")]
+    RemoteTooLarge(SessionId),
+    /// A new remote session beyond
+    /// [`Limits::max_remote_sessions`](crate::server::Limits::max_remote_sessions): not held.
+    #[error("too many remote sessions; session {0} not held")]
+    TooManyRemoteSessions(SessionId),
 }

@@ -19,7 +19,7 @@
 //! (sessions, detach and resume); `users` (online users and their contact lists, with
 //! user names interned: a dense number per name, so visibility checks and the fan-out
 //! compare integers); `roster` (contact-list changes, visibility, presence fan-out);
-//! `call` (call relay). This file holds the state they share and the read-only views.
+//! `call` (call relay); `cluster` (sessions of other nodes, spec "Clustering"). This file holds the state they share and the read-only views.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
@@ -37,6 +37,7 @@ use crate::time::{millis, Time};
 
 mod admission;
 mod call;
+mod cluster;
 mod config;
 mod events;
 mod input;
@@ -45,16 +46,18 @@ mod session;
 mod users;
 
 pub use admission::source_key;
+pub use cluster::RemoteView;
 pub use config::{Limits, ServerConfig, MAX_CONTACTS};
 pub use events::{
-    AuthRequest, AuthTicket, AuthVerdict, ServerError, ServerEvent, StoreOutcome, StoreRequest,
-    StoreTicket,
+    AuthRequest, AuthTicket, AuthVerdict, ServerError, ServerEvent, SessionRecord, StoreOutcome,
+    StoreRequest, StoreTicket,
 };
 
 pub use users::Contacts;
 
 use admission::Window;
 use call::{Call, CallRequest};
+use cluster::Remote;
 use users::Users;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -184,6 +187,9 @@ pub struct Server {
     config: ServerConfig,
     conns: BTreeMap<ConnId, Conn>,
     sessions: BTreeMap<SessionId, Session>,
+    /// Sessions of other nodes (clustered nodes only), also listed among their users'
+    /// sessions in `users`.
+    remote: BTreeMap<SessionId, Remote>,
     /// Online users and the names they list, interned; compared and hashed by content.
     users: Users,
     calls: BTreeMap<CallId, Call>,
@@ -271,6 +277,7 @@ impl Server {
             config,
             conns: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            remote: BTreeMap::new(),
             users: Users::default(),
             calls: BTreeMap::new(),
             tickets: BTreeMap::new(),

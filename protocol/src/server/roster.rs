@@ -221,6 +221,7 @@ impl Server {
             return;
         };
         self.users.set_listed(me, contact, added);
+        self.publish_user(user);
         let own_sessions: Vec<SessionId> = self
             .users
             .get(me)

@@ -70,19 +70,21 @@ impl Server {
         contacts: Vec<UserId>,
         now: Time,
     ) {
-        let id = SessionId(self.next_session);
-        self.next_session += 1;
-        // A user already online keeps its contact list; the verdict's is read at the
-        // first login: in name order, without duplicates or the user, cut at the limit.
+        let id = self.new_session_id();
+        // A user already online here keeps its contact list; the verdict's is read at
+        // the first login: in name order, without duplicates or the user, cut at the
+        // limit. A user online only on other nodes takes the verdict's list (the
+        // shared store's, fresher than their records).
         let contact_list: Vec<UserId> = match self.users.by_name(&user) {
-            Some((me, _)) => self.users.contact_names(me).into_iter().cloned().collect(),
-            None => {
-                let mut list: Vec<UserId> = contacts.into_iter().filter(|c| *c != user).collect();
-                list.sort_unstable();
-                list.dedup();
-                list.truncate(self.max_contacts());
+            Some((me, _)) if self.has_local_sessions(&user) => {
+                self.users.contact_names(me).into_iter().cloned().collect()
+            }
+            Some(_) => {
+                let list = self.normalise(&user, contacts);
+                self.set_contact_list(&user, &list);
                 list
             }
+            None => self.normalise(&user, contacts),
         };
         let me = self.users.come_online(&user, &contact_list);
         self.users.add_session(me, id);
@@ -132,6 +134,7 @@ impl Server {
         self.send(conn, &ServerMessage::Synced {});
         // The push: every entitled watcher learns this terminal is online (C6).
         self.push_to_watchers(me, &online_frame, None);
+        self.publish(id);
         self.out.push_back(ServerEvent::SessionStarted {
             conn,
             endpoint: Endpoint { user, session: id },
@@ -161,8 +164,11 @@ impl Server {
             self.push_to_watchers(me, &frame, None);
             if self.users.remove_session(me, id) {
                 self.users.go_offline(me);
+            } else if !self.has_local_sessions(&s.user) {
+                self.adopt_remote_list(me);
             }
         }
+        self.unpublish(id, s.user.clone());
         self.out.push_back(ServerEvent::SessionEnded {
             conn: s.link.last(),
             endpoint,
@@ -369,6 +375,7 @@ impl Server {
         let Server {
             users,
             sessions,
+            remote,
             out,
             ..
         } = self;
@@ -377,10 +384,14 @@ impl Server {
         };
         for v in u.visible() {
             for s in users.get(*v).map_or(&[][..], |v| v.sessions()) {
-                if let Some(s) = sessions.get(s) {
-                    let frame = s.online_frame.clone();
-                    out.push_back(ServerEvent::Transmit { conn, frame });
-                }
+                let frame = match sessions.get(s) {
+                    Some(s) => s.online_frame.clone(),
+                    None => match remote.get(s) {
+                        Some(r) => r.online_frame.clone(),
+                        None => continue,
+                    },
+                };
+                out.push_back(ServerEvent::Transmit { conn, frame });
             }
         }
     }
@@ -421,6 +432,7 @@ impl Server {
         if let Some(me) = self.users.lookup(&s.user) {
             self.push_to_watchers(me, &frame, None);
         }
+        self.publish(id);
     }
 }
 

@@ -1,0 +1,615 @@
+//! Clustering (spec "Clustering"): two or three real [`Server`]s with node ids, wired by
+//! hand through their `Publish`/`Unpublish` outputs and remote inputs ([`Cluster`]),
+//! with real clients on each. Every scenario ends with `INV-ONLINE-EXACT` across the
+//! nodes (`settle`), and each test pins one rule: what is published and when, that
+//! remote records are never echoed, idempotent redelivery, entitlement both ways,
+//! node loss, the limits and the typed errors.
+
+use precall_protocol::server::{Limits, ServerError};
+use precall_protocol::sim::{sample_caps, Cluster, Directory, Sim};
+use precall_protocol::{
+    Capabilities, ClientEvent, Endpoint, LoginWith, NodeId, Server, ServerConfig, ServerEvent,
+    ServerMessage, SessionId, SessionRecord, Time,
+};
+
+mod common;
+use common::*;
+
+fn caps(width: u16) -> Capabilities {
+    sample_caps(&["h264", "vp8"], width, 30)
+}
+
+/// alice, bob, carol, dave: alice lists and is listed by bob and carol; bob and carol
+/// do not list each other; dave lists alice, who does not list him.
+fn directory() -> Directory {
+    let mut d = Directory::default();
+    for name in ["alice", "bob", "carol", "dave"] {
+        d.add_user(&u(name), "pw");
+    }
+    d.befriend(&u("alice"), &u("bob"));
+    d.befriend(&u("alice"), &u("carol"));
+    if let Some(acc) = d.accounts.get_mut(&u("dave")) {
+        acc.contacts.insert(u("alice"));
+    }
+    d
+}
+
+fn log_in(node: &mut Sim, terminal: usize, user: &str, width: u16) {
+    node.login(
+        terminal,
+        &u(user),
+        "pw",
+        LoginWith::Capabilities(caps(width)),
+    );
+}
+
+/// The users whose terminals a client's table holds, in order, with the sessions.
+fn table(node: &Sim, terminal: usize) -> Vec<Endpoint> {
+    node.client(terminal)
+        .peers()
+        .map(|(e, _)| e.clone())
+        .collect()
+}
+
+fn users_in(node: &Sim, terminal: usize) -> Vec<String> {
+    table(node, terminal)
+        .into_iter()
+        .map(|e| e.user.as_str().to_owned())
+        .collect()
+}
+
+/// Two nodes: alice on node 0 (terminal 0); bob (terminal 0) and carol (terminal 1)
+/// on node 1; everyone logged in and the registry quiet.
+fn two_nodes() -> Cluster {
+    let mut c = Cluster::new(&directory(), &[2, 2], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    log_in(&mut c.nodes[1], 1, "carol", 640);
+    c.settle().unwrap();
+    c
+}
+
+fn publishes(events: &[ServerEvent]) -> Vec<&SessionRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Publish(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn tables_are_exact_across_nodes() {
+    let c = two_nodes();
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob", "carol"]);
+    assert_eq!(users_in(&c.nodes[1], 0), ["alice"]);
+    assert_eq!(users_in(&c.nodes[1], 1), ["alice"]);
+    // The parameters were computed from the remote terminal's capabilities.
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let peer = c.nodes[0].client(0).peer(&bob).unwrap();
+    assert_eq!(peer.capabilities, caps(1280));
+}
+
+#[test]
+fn sessions_are_numbered_in_their_nodes_ranges() {
+    let c = two_nodes();
+    let alice = c.nodes[0].endpoint(0).unwrap().session;
+    let bob = c.nodes[1].endpoint(0).unwrap().session;
+    assert_eq!(alice.node(), NodeId(1));
+    assert_eq!(bob.node(), NodeId(2));
+    assert_eq!(alice, NodeId(1).session(1));
+    assert_eq!(bob, NodeId(2).session(1));
+}
+
+#[test]
+fn the_login_snapshot_includes_remote_sessions() {
+    let mut c = Cluster::new(&directory(), &[1, 1], &ServerConfig::default());
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    c.sync().unwrap();
+    // Node 0 holds bob's record; alice's login needs nothing more from the registry.
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    c.nodes[0].run().unwrap();
+    assert!(c.nodes[0].client(0).is_synced());
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob"]);
+    c.settle().unwrap();
+}
+
+#[test]
+fn a_remote_login_is_pushed_to_entitled_local_watchers_only() {
+    let mut c = Cluster::new(&directory(), &[3, 1], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "bob", 1280);
+    log_in(&mut c.nodes[0], 1, "carol", 640);
+    log_in(&mut c.nodes[0], 2, "dave", 800);
+    c.settle().unwrap();
+    log_in(&mut c.nodes[1], 0, "alice", 1920);
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["alice"]);
+    assert_eq!(users_in(&c.nodes[0], 1), ["alice"]);
+    // dave lists alice, but alice does not list dave: not entitled.
+    assert!(users_in(&c.nodes[0], 2).is_empty());
+    assert_eq!(users_in(&c.nodes[1], 0), ["bob", "carol"]);
+}
+
+/// Entitlement needs both lists, whichever of the two users is remote.
+#[test]
+fn entitlement_needs_both_lists_either_way_round() {
+    for (dave_node, alice_node) in [(0, 1), (1, 0)] {
+        let mut c = Cluster::new(&directory(), &[1, 1], &ServerConfig::default());
+        log_in(&mut c.nodes[dave_node], 0, "dave", 800);
+        log_in(&mut c.nodes[alice_node], 0, "alice", 1920);
+        c.settle().unwrap();
+        assert!(users_in(&c.nodes[dave_node], 0).is_empty());
+        assert!(users_in(&c.nodes[alice_node], 0).is_empty());
+        assert!(!c.nodes[dave_node].server.entitled(&u("dave"), &u("alice")));
+        assert!(!c.nodes[alice_node].server.entitled(&u("alice"), &u("dave")));
+        // Once alice lists dave back, each sees the other across the nodes.
+        c.nodes[alice_node]
+            .command(0, |cl, now| cl.add_contact(u("dave"), now))
+            .unwrap();
+        c.settle().unwrap();
+        assert_eq!(users_in(&c.nodes[dave_node], 0), ["alice"]);
+        assert_eq!(users_in(&c.nodes[alice_node], 0), ["dave"]);
+    }
+}
+
+#[test]
+fn a_single_node_publishes_nothing() {
+    let mut sim = Sim::new(directory(), 2, ServerConfig::default());
+    log_in(&mut sim, 0, "alice", 1920);
+    log_in(&mut sim, 1, "bob", 1280);
+    sim.settle().unwrap();
+    sim.command(0, |c, now| c.update_caps(caps(640), now))
+        .unwrap();
+    sim.command(0, |c, now| c.logout(now)).unwrap();
+    sim.settle().unwrap();
+    assert!(sim.published.is_empty());
+    assert_eq!(sim.endpoint(1).unwrap().session, SessionId(2));
+    let mut server = Server::new(ServerConfig::default());
+    let record = SessionRecord::new(NodeId(2), NodeId(2).session(1), u("bob"), caps(160), vec![]);
+    assert_eq!(
+        server.remote_online(record, Time::ZERO),
+        Err(ServerError::NotClustered)
+    );
+    assert_eq!(
+        server.remote_offline(NodeId(2).session(1), Time::ZERO),
+        Err(ServerError::NotClustered)
+    );
+    assert_eq!(
+        server.remote_node_gone(NodeId(2), Time::ZERO),
+        Err(ServerError::NotClustered)
+    );
+    assert_eq!(
+        server.remote_caps_changed(NodeId(2).session(1), caps(160), Time::ZERO),
+        Err(ServerError::NotClustered)
+    );
+}
+
+#[test]
+fn a_node_publishes_logins_changes_and_unpublishes_ends() {
+    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
+    let n = &mut c.nodes[0];
+    log_in(n, 0, "alice", 1920);
+    n.run().unwrap();
+    let alice = n.endpoint(0).unwrap();
+    let events: Vec<ServerEvent> = n.published.drain(..).collect();
+    let records = publishes(&events);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].node, NodeId(1));
+    assert_eq!(records[0].session, alice.session);
+    assert_eq!(records[0].user, u("alice"));
+    assert_eq!(records[0].capabilities, caps(1920));
+    assert_eq!(records[0].contacts, users(&["bob", "carol"]));
+    // A capability change is published with the new capabilities.
+    n.command(0, |cl, now| cl.update_caps(caps(640), now))
+        .unwrap();
+    n.run().unwrap();
+    let events: Vec<ServerEvent> = n.published.drain(..).collect();
+    assert_eq!(publishes(&events).len(), 1);
+    assert_eq!(publishes(&events)[0].capabilities, caps(640));
+    // A contact-list change republishes every local session of the user.
+    log_in(n, 1, "alice", 800);
+    n.run().unwrap();
+    n.published.clear();
+    n.command(0, |cl, now| cl.add_contact(u("dave"), now))
+        .unwrap();
+    n.run().unwrap();
+    let events: Vec<ServerEvent> = n.published.drain(..).collect();
+    let records = publishes(&events);
+    assert_eq!(records.len(), 2);
+    for r in records {
+        assert_eq!(r.contacts, users(&["bob", "carol", "dave"]));
+    }
+    // A logout deletes the record.
+    n.command(0, |cl, now| cl.logout(now)).unwrap();
+    n.run().unwrap();
+    let events: Vec<ServerEvent> = n.published.drain(..).collect();
+    assert_eq!(
+        events,
+        [ServerEvent::Unpublish {
+            node: NodeId(1),
+            session: alice.session,
+            user: u("alice"),
+        }]
+    );
+}
+
+#[test]
+fn a_dropped_connection_unpublishes_at_once_without_resumption() {
+    let mut config = ServerConfig::default();
+    config.resume.grace = std::time::Duration::ZERO;
+    let mut c = Cluster::new(&directory(), &[1, 1], &config);
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    c.settle().unwrap();
+    c.nodes[0].drop_connection(0);
+    assert!(matches!(
+        c.nodes[0].published.back(),
+        Some(ServerEvent::Unpublish { .. })
+    ));
+    c.settle().unwrap();
+    assert!(users_in(&c.nodes[1], 0).is_empty());
+}
+
+#[test]
+fn remote_records_are_never_echoed() {
+    let mut c = two_nodes();
+    for n in &c.nodes {
+        assert!(n.published.is_empty());
+    }
+    // Redeliveries and changes from node 1 make node 0 publish nothing.
+    c.nodes[1]
+        .command(0, |cl, now| cl.update_caps(caps(320), now))
+        .unwrap();
+    c.nodes[1].run().unwrap();
+    let events: Vec<ServerEvent> = c.nodes[1].published.drain(..).collect();
+    for ev in &events {
+        c.deliver(0, ev).unwrap();
+        c.deliver(0, ev).unwrap();
+    }
+    assert!(c.nodes[0].published.is_empty());
+    c.nodes[1].command(0, |cl, now| cl.logout(now)).unwrap();
+    c.nodes[1].run().unwrap();
+    let events: Vec<ServerEvent> = c.nodes[1].published.drain(..).collect();
+    for ev in &events {
+        c.deliver(0, ev).unwrap();
+    }
+    assert!(c.nodes[0].published.is_empty());
+    c.settle().unwrap();
+}
+
+#[test]
+fn a_redelivered_record_pushes_nothing() {
+    let mut c = Cluster::new(&directory(), &[1, 1], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    c.settle().unwrap();
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    c.nodes[1].run().unwrap();
+    let events: Vec<ServerEvent> = c.nodes[1].published.drain(..).collect();
+    assert_eq!(events.len(), 1);
+    c.deliver(0, &events[0]).unwrap();
+    c.nodes[0].run().unwrap();
+    let sent = c.nodes[0].sent.len();
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob"]);
+    c.deliver(0, &events[0]).unwrap();
+    c.nodes[0].run().unwrap();
+    assert_eq!(
+        c.nodes[0].sent.len(),
+        sent,
+        "a repeated online is pushed again"
+    );
+    c.settle().unwrap();
+}
+
+#[test]
+fn a_remote_caps_change_is_pushed_once() {
+    let mut c = two_nodes();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let sent = c.nodes[0].sent.len();
+    c.nodes[0]
+        .with_server(|s, now| s.remote_caps_changed(bob.session, caps(320), now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert_eq!(c.nodes[0].sent.len(), sent + 1);
+    let peer = c.nodes[0].client(0).peer(&bob).unwrap();
+    assert_eq!(peer.capabilities, caps(320));
+    // The same change again: nothing.
+    c.nodes[0]
+        .with_server(|s, now| s.remote_caps_changed(bob.session, caps(320), now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert_eq!(c.nodes[0].sent.len(), sent + 1);
+    // A change for a session not held: nothing.
+    c.nodes[0]
+        .with_server(|s, now| s.remote_caps_changed(NodeId(2).session(99), caps(320), now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert_eq!(c.nodes[0].sent.len(), sent + 1);
+    let held: Vec<_> = c.nodes[0]
+        .server
+        .remote_sessions()
+        .map(|r| (r.node, r.endpoint.user.clone(), r.capabilities.clone()))
+        .collect();
+    assert!(held.contains(&(NodeId(2), u("bob"), caps(320))));
+}
+
+#[test]
+fn caps_changes_and_logouts_cross_nodes() {
+    let mut c = two_nodes();
+    c.nodes[1]
+        .command(0, |cl, now| cl.update_caps(caps(320), now))
+        .unwrap();
+    c.settle().unwrap();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    assert_eq!(
+        c.nodes[0].client(0).peer(&bob).unwrap().capabilities,
+        caps(320)
+    );
+    c.nodes[1].command(0, |cl, now| cl.logout(now)).unwrap();
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["carol"]);
+    assert!(c.nodes[0].terminals[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, ClientEvent::PeerOffline { endpoint } if *endpoint == bob)));
+}
+
+#[test]
+fn an_offline_for_an_unknown_session_is_a_no_op() {
+    let mut c = two_nodes();
+    let sent = c.nodes[0].sent.len();
+    c.nodes[0]
+        .with_server(|s, now| s.remote_offline(NodeId(2).session(77), now))
+        .unwrap();
+    // The same deletion twice.
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    for _ in 0..2 {
+        c.nodes[0]
+            .with_server(|s, now| s.remote_offline(bob.session, now))
+            .unwrap();
+    }
+    c.nodes[0].run().unwrap();
+    assert_eq!(c.nodes[0].sent.len(), sent + 1, "one offline for bob");
+    assert_eq!(users_in(&c.nodes[0], 0), ["carol"]);
+}
+
+#[test]
+fn a_lost_node_goes_offline_everywhere() {
+    let mut c = two_nodes();
+    c.crash(1);
+    c.settle().unwrap();
+    assert!(users_in(&c.nodes[0], 0).is_empty());
+    assert_eq!(c.nodes[0].server.remote_sessions().count(), 0);
+    // The users of the lost node are offline here: nobody is entitled to them.
+    assert!(c.nodes[0].server.contacts_of(&u("bob")).is_none());
+    // Its clients log in again on the surviving node.
+    log_in(&mut c.nodes[0], 1, "bob", 1280);
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob"]);
+}
+
+#[test]
+fn node_gone_counts_and_keeps_other_nodes_sessions() {
+    let mut c = Cluster::new(&directory(), &[1, 1, 1], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    log_in(&mut c.nodes[2], 0, "carol", 640);
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob", "carol"]);
+    let n = c.nodes[0]
+        .with_server(|s, now| s.remote_node_gone(NodeId(2), now))
+        .unwrap();
+    assert_eq!(n, 1);
+    c.nodes[0].run().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["carol"]);
+    let again = c.nodes[0]
+        .with_server(|s, now| s.remote_node_gone(NodeId(2), now))
+        .unwrap();
+    assert_eq!(again, 0);
+    assert_eq!(
+        c.nodes[0].with_server(|s, now| s.remote_node_gone(NodeId(1), now)),
+        Err(ServerError::OwnNode(NodeId(1)))
+    );
+}
+
+#[test]
+fn a_remote_roster_change_moves_presence_both_ways() {
+    let mut c = two_nodes();
+    c.nodes[1]
+        .command(0, |cl, now| cl.remove_contact(u("alice"), now))
+        .unwrap();
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["carol"]);
+    assert!(users_in(&c.nodes[1], 0).is_empty());
+    c.nodes[1]
+        .command(0, |cl, now| cl.add_contact(u("alice"), now))
+        .unwrap();
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob", "carol"]);
+    assert_eq!(users_in(&c.nodes[1], 0), ["alice"]);
+}
+
+#[test]
+fn a_user_on_two_nodes_is_seen_on_both() {
+    let mut c = Cluster::new(&directory(), &[2, 1], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[1], 0, "alice", 800);
+    log_in(&mut c.nodes[0], 1, "bob", 1280);
+    c.settle().unwrap();
+    let table = table(&c.nodes[0], 1);
+    assert_eq!(table.len(), 2);
+    assert!(table.iter().all(|e| e.user == u("alice")));
+    // Alice's terminal on node 0 leaves; her node-1 terminal is still seen, now with
+    // the list of her record.
+    c.nodes[0].command(0, |cl, now| cl.logout(now)).unwrap();
+    c.settle().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 1), ["alice"]);
+    assert!(c.nodes[0].server.entitled(&u("bob"), &u("alice")));
+}
+
+/// While a user has a session here, its local list decides; a record's differing list
+/// does not override it.
+#[test]
+fn the_local_list_wins_over_a_records() {
+    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[0], 1, "bob", 1280);
+    c.settle().unwrap();
+    let record = SessionRecord::new(
+        NodeId(2),
+        NodeId(2).session(1),
+        u("alice"),
+        caps(160),
+        vec![],
+    );
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record, now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert!(c.nodes[0].server.entitled(&u("bob"), &u("alice")));
+    assert_eq!(table(&c.nodes[0], 1).len(), 2);
+}
+
+/// A record for a user online only remotely updates that user's list, with presence.
+#[test]
+fn a_records_new_list_applies_to_a_remote_only_user() {
+    let mut c = Cluster::new(&directory(), &[1, 0], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    c.settle().unwrap();
+    let id = NodeId(2).session(1);
+    let mut record = SessionRecord::new(NodeId(2), id, u("bob"), caps(160), users(&["alice"]));
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record.clone(), now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob"]);
+    record.contacts = vec![];
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record.clone(), now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert!(users_in(&c.nodes[0], 0).is_empty());
+    assert!(!c.nodes[0].server.entitled(&u("alice"), &u("bob")));
+    assert!(c.nodes[0].published.is_empty());
+}
+
+#[test]
+fn bad_remote_input_is_refused_with_typed_errors() {
+    let mut c = two_nodes();
+    let n = &mut c.nodes[0];
+    let good = SessionRecord::new(
+        NodeId(3),
+        NodeId(3).session(1),
+        u("dave"),
+        caps(160),
+        vec![],
+    );
+    // A record of this node's own.
+    let mut own = good.clone();
+    own.node = NodeId(1);
+    own.session = NodeId(1).session(9);
+    assert_eq!(
+        n.with_server(|s, now| s.remote_online(own, now)),
+        Err(ServerError::OwnNode(NodeId(1)))
+    );
+    assert_eq!(
+        n.with_server(|s, now| s.remote_offline(NodeId(1).session(1), now)),
+        Err(ServerError::OwnNode(NodeId(1)))
+    );
+    assert_eq!(
+        n.with_server(|s, now| s.remote_caps_changed(NodeId(1).session(1), caps(160), now)),
+        Err(ServerError::OwnNode(NodeId(1)))
+    );
+    // A session outside its node's range.
+    let mut stray = good.clone();
+    stray.session = NodeId(4).session(1);
+    assert_eq!(
+        n.with_server(|s, now| s.remote_online(stray, now)),
+        Err(ServerError::RemoteMismatch(NodeId(4).session(1)))
+    );
+    // Too many contacts.
+    let mut long = good.clone();
+    long.contacts = (0..501).map(|i| u(&format!("u{i}"))).collect();
+    assert_eq!(
+        n.with_server(|s, now| s.remote_online(long, now)),
+        Err(ServerError::RemoteTooLarge(good.session))
+    );
+    // The same session later naming another user.
+    n.with_server(|s, now| s.remote_online(good.clone(), now))
+        .unwrap();
+    let mut other = good.clone();
+    other.user = u("carol");
+    assert_eq!(
+        n.with_server(|s, now| s.remote_online(other, now)),
+        Err(ServerError::RemoteMismatch(good.session))
+    );
+    // Still held as dave's, and nothing published or panicked.
+    assert!(n
+        .server
+        .remote_sessions()
+        .any(|r| r.endpoint.user == u("dave")));
+    assert!(n.published.is_empty());
+}
+
+#[test]
+fn oversized_remote_capabilities_are_refused() {
+    let mut limits = Limits::default();
+    limits.max_caps_bytes = 10;
+    let mut config = ServerConfig::default();
+    config.limits = limits;
+    config.node = Some(NodeId(1));
+    let mut server = Server::new(config);
+    let record = SessionRecord::new(NodeId(2), NodeId(2).session(1), u("bob"), caps(160), vec![]);
+    assert_eq!(
+        server.remote_online(record, Time::ZERO),
+        Err(ServerError::RemoteTooLarge(NodeId(2).session(1)))
+    );
+    assert_eq!(server.remote_sessions().count(), 0);
+}
+
+#[test]
+fn remote_sessions_are_bounded() {
+    let mut config = ServerConfig::default();
+    config.limits.max_remote_sessions = 2;
+    config.node = Some(NodeId(1));
+    let mut server = Server::new(config);
+    for i in 1..=2 {
+        let r = SessionRecord::new(NodeId(2), NodeId(2).session(i), u("bob"), caps(160), vec![]);
+        server.remote_online(r, Time::ZERO).unwrap();
+    }
+    // A known session still updates at the limit.
+    let r = SessionRecord::new(NodeId(2), NodeId(2).session(2), u("bob"), caps(176), vec![]);
+    server.remote_online(r, Time::ZERO).unwrap();
+    let r = SessionRecord::new(NodeId(2), NodeId(2).session(3), u("bob"), caps(160), vec![]);
+    assert_eq!(
+        server.remote_online(r, Time::ZERO),
+        Err(ServerError::TooManyRemoteSessions(NodeId(2).session(3)))
+    );
+    assert_eq!(server.remote_sessions().count(), 2);
+    // One gone makes room again.
+    server
+        .remote_offline(NodeId(2).session(1), Time::ZERO)
+        .unwrap();
+    let r = SessionRecord::new(NodeId(2), NodeId(2).session(3), u("bob"), caps(160), vec![]);
+    server.remote_online(r, Time::ZERO).unwrap();
+}
+
+/// A snapshot frame for a remote session is its `online`, as for a local one.
+#[test]
+fn remote_online_frames_name_the_remote_session() {
+    let mut c = Cluster::new(&directory(), &[1, 1], &ServerConfig::default());
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    c.sync().unwrap();
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    c.nodes[0].run().unwrap();
+    let onlines: Vec<_> = c.nodes[0]
+        .sent
+        .iter()
+        .map(|(_, f)| decode_server(f))
+        .filter_map(|m| match m {
+            ServerMessage::Online(p) => Some((p.user, p.session)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(onlines, [(u("bob"), NodeId(2).session(1))]);
+}
