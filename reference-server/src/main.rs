@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod cluster;
 mod conn;
 mod fds;
 mod registry;
@@ -82,6 +83,8 @@ pub struct ServeArgs {
     /// How often to apply contact changes made with `admin` while running.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub admin_poll_ms: u64,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
     #[command(flatten)]
     pub cost: CostArgs,
     #[command(flatten)]

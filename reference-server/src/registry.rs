@@ -121,6 +121,8 @@ fn parse_lease_key(key: &str) -> Option<u16> {
 #[derive(Clone)]
 pub struct Registry {
     config: RegistryConfig,
+    /// This process's lease value: tells its own renewals from another process's.
+    nonce: Bytes,
     js: jetstream::Context,
     sessions: kv::Store,
     leases: kv::Store,
@@ -165,13 +167,16 @@ impl Registry {
                 bucket: format!("{}_nodes", config.prefix),
                 description: "precall: node leases".into(),
                 history: 1,
-                max_age: config.lease_ttl,
+                // Leases are judged by their renewals, not by expiry (see `Leases`);
+                // the age limit only clears keys of nodes gone for good.
+                max_age: config.lease_ttl * 100,
                 num_replicas: config.replicas,
                 ..Default::default()
             },
         )
         .await?;
         let registry = Self {
+            nonce: Bytes::from(format!("{:016x}", rand_u64())),
             config,
             js,
             sessions,
@@ -182,24 +187,46 @@ impl Registry {
         Ok((registry, revision))
     }
 
+    /// Takes this node's lease key: creates it, or takes it over with a
+    /// compare-and-set once it has not been renewed for the TTL plus a renewal period
+    /// (an earlier life of this node that crashed). A key renewed meanwhile belongs to
+    /// a live node with the same id: refused after two TTLs.
     async fn take_lease(&self) -> Result<u64> {
         let key = lease_key(self.config.node);
-        let give_up = Instant::now() + self.config.lease_ttl * 2 + Duration::from_secs(1);
+        let ttl = self.config.lease_ttl;
+        let started = Instant::now();
+        let mut last: Option<(u64, Instant)> = None;
         loop {
-            match self.leases.create(&key, Bytes::from_static(b"alive")).await {
-                Ok(revision) => return Ok(revision),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    if Instant::now() > give_up {
+            match self.leases.entry(&key).await {
+                Ok(Some(e)) if e.operation == Operation::Put => {
+                    match last {
+                        Some((rev, since)) if rev == e.revision => {
+                            if since.elapsed() >= ttl + ttl / 3 {
+                                match self.leases.update(&key, self.nonce.clone(), rev).await {
+                                    Ok(r) => return Ok(r),
+                                    Err(e) => tracing::info!(error = %e, "lease taken meanwhile"),
+                                }
+                                last = None;
+                            }
+                        }
+                        _ => last = Some((e.revision, Instant::now())),
+                    }
+                    if started.elapsed() > ttl * 2 + ttl / 3 {
                         bail!(
-                            "node id {} is held by a live node (its lease is renewed)",
+                            "node id {} is held by a live node (its lease is being renewed)",
                             self.config.node
                         );
                     }
-                    tracing::info!(node = self.config.node, "node id leased: waiting for it to expire");
-                    sleep(self.config.lease_ttl / 3).await;
+                    tracing::info!(node = self.config.node, "node id leased: waiting to see it expire");
                 }
-                Err(e) => return Err(anyhow!(e).context("cannot take the node lease")),
+                Ok(_) => match self.leases.create(&key, self.nonce.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(anyhow!(e).context("cannot take the node lease")),
+                },
+                Err(e) => return Err(anyhow!(e).context("cannot read the node lease")),
             }
+            sleep(ttl / 3).await;
         }
     }
 
@@ -239,7 +266,7 @@ impl Registry {
         tasks.spawn(self.clone().write_loop(writes));
         tasks.spawn(self.clone().watch_loop(watched.clone(), to_server.clone(), wrap));
         tasks.spawn(self.lease_loop(lease_revision, watched, to_server, wrap));
-        RegistryTasks(tasks)
+        RegistryTasks { _tasks: tasks }
     }
 
     fn subject(&self, key: &str) -> String {
@@ -425,17 +452,6 @@ impl Registry {
         Ok(out)
     }
 
-    async fn live_nodes(&self) -> Result<BTreeSet<u16>> {
-        let mut out = BTreeSet::new();
-        let mut keys = self.leases.keys().await?;
-        while let Some(k) = keys.next().await {
-            if let Some(n) = parse_lease_key(&k?) {
-                out.insert(n);
-            }
-        }
-        Ok(out)
-    }
-
     /// Renews this node's lease and checks the others'.
     async fn lease_loop<T>(
         self,
@@ -449,28 +465,19 @@ impl Registry {
         let mut renewed = Instant::now();
         let mut tick = interval(ttl / 3);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        // Nodes already reported gone, until their keys are gone from the watch.
-        let mut reported: BTreeSet<u16> = BTreeSet::new();
+        let mut leases = Leases::new(ttl + ttl / 3);
         loop {
             tick.tick().await;
-            match self
-                .leases
-                .update(lease_key(node), Bytes::from_static(b"alive"), revision)
-                .await
-            {
-                Ok(r) => {
+            match self.renew(revision).await {
+                Renewal::Renewed(r) => {
                     revision = r;
                     renewed = Instant::now();
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    let _ = to_server
-                        .send(wrap(RegistryInput::Fenced(format!(
-                            "the lease of node {node} expired or was taken"
-                        ))))
-                        .await;
+                Renewal::Lost(why) => {
+                    let _ = to_server.send(wrap(RegistryInput::Fenced(why))).await;
                     return;
                 }
-                Err(e) => {
+                Renewal::Failed(e) => {
                     tracing::warn!(error = %e, "cannot renew the node lease");
                     if renewed.elapsed() >= ttl {
                         let _ = to_server
@@ -481,7 +488,6 @@ impl Registry {
                             .await;
                         return;
                     }
-                    continue;
                 }
             }
             // The keys first, the leases second: a node takes its lease before it
@@ -489,29 +495,28 @@ impl Registry {
             // read next, unless that node is gone.
             let seen: Vec<(String, u64)> =
                 lock(&watched).iter().map(|(k, r)| (k.clone(), *r)).collect();
-            let live = match self.live_nodes().await {
-                Ok(l) => l,
+            let now = Instant::now();
+            match self.read_leases().await {
+                Ok(read) => leases.observe(read, now),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the leases");
+                    leases.blind();
                     continue;
                 }
-            };
-            // Nodes with sessions in the bucket and no lease.
+            }
+            // Nodes with sessions in the bucket whose lease is gone or stale.
             let mut orphans: BTreeMap<u16, Vec<(String, u64)>> = BTreeMap::new();
             for (key, rev) in seen {
                 if let Some((n, _)) = parse_session_key(&key) {
-                    if n != node && !live.contains(&n) {
+                    if n != node && leases.is_gone(n, now) {
                         orphans.entry(n).or_default().push((key, rev));
                     }
                 }
             }
-            reported.retain(|n| orphans.contains_key(n));
             for (gone, keys) in orphans {
-                if reported.insert(gone) {
-                    tracing::warn!(node = gone, sessions = keys.len(), "node lease expired: its sessions go offline");
-                    if to_server.send(wrap(RegistryInput::NodeGone(gone))).await.is_err() {
-                        return;
-                    }
+                tracing::warn!(node = gone, sessions = keys.len(), "node lease expired: its sessions go offline");
+                if to_server.send(wrap(RegistryInput::NodeGone(gone))).await.is_err() {
+                    return;
                 }
                 for (key, rev) in keys {
                     // Another survivor may have deleted it first: then the revision differs.
@@ -519,13 +524,131 @@ impl Registry {
                         tracing::debug!(%key, error = %e, "not deleted (deleted or written meanwhile)");
                     }
                 }
+                // Its stale lease goes too, so that every survivor sees it gone at once.
+                if let Some(rev) = leases.revision(gone) {
+                    let _ = self.leases.delete_expect_revision(lease_key(gone), Some(rev)).await;
+                }
             }
         }
+    }
+
+    /// One renewal of this node's lease, a compare-and-set on `revision`.
+    async fn renew(&self, revision: u64) -> Renewal {
+        let key = lease_key(self.config.node);
+        match self.leases.update(&key, self.nonce.clone(), revision).await {
+            Ok(r) => Renewal::Renewed(r),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // A renewal whose acknowledgement was lost still counts: the key holds
+                // this process's nonce.
+                match self.leases.entry(&key).await {
+                    Ok(Some(e)) if e.operation == Operation::Put && e.value == self.nonce => {
+                        Renewal::Renewed(e.revision)
+                    }
+                    Ok(_) => Renewal::Lost(format!(
+                        "the lease of node {} was deleted or taken by another process",
+                        self.config.node
+                    )),
+                    Err(e) => Renewal::Failed(e.to_string()),
+                }
+            }
+            Err(e) => Renewal::Failed(e.to_string()),
+        }
+    }
+
+    async fn read_leases(&self) -> Result<BTreeMap<u16, u64>> {
+        let mut out = BTreeMap::new();
+        let mut keys = self.leases.keys().await?;
+        let mut names = Vec::new();
+        while let Some(k) = keys.next().await {
+            names.push(k?);
+        }
+        for k in names {
+            if let Some(n) = parse_lease_key(&k) {
+                if let Some(e) = self.leases.entry(&k).await? {
+                    if e.operation == Operation::Put {
+                        out.insert(n, e.revision);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The outcome of a renewal.
+enum Renewal {
+    Renewed(u64),
+    /// The key is gone or holds another process's nonce: fence.
+    Lost(String),
+    /// No answer: try again next period.
+    Failed(String),
+}
+
+/// The other nodes' leases as this node observes them: a lease is stale once its
+/// revision has not changed for `stale_after` of this node's own observation time.
+/// While the registry cannot be read, nothing goes stale: after a blind spell every
+/// lease is given a fresh start (a NATS leader election must not make every node
+/// declare every other one gone).
+struct Leases {
+    stale_after: Duration,
+    /// Per node: the revision last read and since when it has been unchanged.
+    seen: BTreeMap<u16, (u64, Instant)>,
+    blind: bool,
+}
+
+impl Leases {
+    fn new(stale_after: Duration) -> Self {
+        Self {
+            stale_after,
+            seen: BTreeMap::new(),
+            blind: false,
+        }
+    }
+
+    fn blind(&mut self) {
+        self.blind = true;
+    }
+
+    fn observe(&mut self, read: BTreeMap<u16, u64>, now: Instant) {
+        let fresh_start = std::mem::take(&mut self.blind);
+        self.seen.retain(|n, _| read.contains_key(n));
+        for (n, rev) in read {
+            match self.seen.get_mut(&n) {
+                Some((r, since)) if *r == rev => {
+                    if fresh_start {
+                        *since = now;
+                    }
+                }
+                _ => {
+                    self.seen.insert(n, (rev, now));
+                }
+            }
+        }
+    }
+
+    /// Whether node `n` has no lease, or a stale one.
+    fn is_gone(&self, n: u16, now: Instant) -> bool {
+        match self.seen.get(&n) {
+            None => true,
+            Some((_, since)) => now.saturating_duration_since(*since) >= self.stale_after,
+        }
+    }
+
+    fn revision(&self, n: u16) -> Option<u64> {
+        self.seen.get(&n).map(|(r, _)| *r)
     }
 }
 
 /// The registry's running tasks, aborted when dropped.
-pub struct RegistryTasks(tokio::task::JoinSet<()>);
+pub struct RegistryTasks {
+    _tasks: tokio::task::JoinSet<()>,
+}
+
+/// A random number from the operating system (the lease nonce).
+fn rand_u64() -> u64 {
+    use password_hash::rand_core::{OsRng, RngCore};
+    OsRng.next_u64()
+}
 
 /// Writes awaiting their acknowledgement at once.
 const WRITES_IN_FLIGHT: usize = 256;
@@ -576,6 +699,34 @@ mod tests {
         assert_eq!(parse_session_key("s.1.x"), None);
         assert_eq!(parse_lease_key("n.65535"), Some(65535));
         assert_eq!(parse_lease_key("s.1.2"), None);
+    }
+
+    /// A lease goes stale only after `stale_after` of observed silence; one missing
+    /// from a read is gone at once; a blind spell (the registry unreadable) restarts
+    /// every lease's clock.
+    #[test]
+    fn leases_go_stale_by_observation_not_across_a_blind_spell() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(2);
+        let mut l = Leases::new(s);
+        l.observe(BTreeMap::from([(1, 10), (2, 20)]), t0);
+        assert!(!l.is_gone(1, t0 + Duration::from_millis(1999)));
+        assert!(l.is_gone(1, t0 + s));
+        // Node 2 renews: its clock restarts.
+        l.observe(BTreeMap::from([(1, 10), (2, 21)]), t0 + Duration::from_secs(1));
+        assert!(!l.is_gone(2, t0 + Duration::from_millis(2500)));
+        assert!(l.is_gone(2, t0 + Duration::from_secs(3)));
+        // Not in the read: gone, whatever the clock says.
+        assert!(l.is_gone(3, t0));
+        // A blind spell: node 1's unchanged lease starts over when reads resume.
+        l.blind();
+        l.observe(BTreeMap::from([(1, 10), (2, 21)]), t0 + Duration::from_secs(5));
+        assert!(!l.is_gone(1, t0 + Duration::from_secs(6)));
+        assert!(l.is_gone(1, t0 + Duration::from_secs(7)));
+        assert_eq!(l.revision(2), Some(21));
+        // Dropped from the read: forgotten.
+        l.observe(BTreeMap::from([(2, 21)]), t0 + Duration::from_secs(8));
+        assert_eq!(l.revision(1), None);
     }
 }
 
@@ -684,7 +835,7 @@ mod nats_tests {
             seen,
             vec![RegistryInput::NodeGone(1), RegistryInput::Deleted { node: 1, session: 1 }, RegistryInput::Deleted { node: 1, session: 3 }]
         );
-        assert!(took <= TTL + TTL / 3 + Duration::from_secs(1), "gone after {took:?}");
+        assert!(took <= TTL + TTL * 2 / 3 + Duration::from_secs(1), "gone after {took:?}");
         // Node 1 may start again now, with an empty slate.
         let (_again, _) = Registry::connect(config(&cluster, 1)).await.expect("node 1 again");
     }

@@ -41,7 +41,9 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::cluster::{self, Cluster};
 use crate::conn::{Coalesce, Link, Wiring};
+use crate::registry::RegistryInput;
 use crate::fds::{self, AcceptFailures};
 use crate::store::{hash_password, RosterEvent, Store, StoreError};
 use crate::tls::{self, Tls};
@@ -67,6 +69,8 @@ pub enum Input {
     /// Contact-list changes the store committed in one transaction (or could not
     /// store), in the order they were submitted.
     Stored(Vec<(StoreTicket, StoreOutcome)>),
+    /// What the cluster's registry reports (`--nats`).
+    Registry(RegistryInput),
 }
 
 /// Pending connections the kernel may queue before `accept`: a login storm of thousands
@@ -259,6 +263,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
             "connection cap (beyond it: too_many_connections)"
         ),
     }
+    // A cluster node joins the registry (takes its lease) before it serves anyone.
+    let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+    let node = args.cluster.node()?;
+    let cluster = match node {
+        Some(node) => {
+            Some(Cluster::start(&args.cluster, node, inputs_tx.clone(), Input::Registry).await?)
+        }
+        None => None,
+    };
     let listener = listen(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -306,7 +319,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "listening"
     );
 
-    let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let worker = Worker::start(store, inputs_tx.clone(), dummy, parallelism)
         .context("cannot start the store thread")?;
@@ -322,6 +334,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             limits
         };
         config.resume = args.resume.config()?;
+        config.node = node;
         config
     };
     let (ws_listener, ws) = match ws {
@@ -345,6 +358,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         paused: HashSet::new(),
         tls,
         ws,
+        cluster,
+        fenced: None,
     };
     let result = shell
         .run(
@@ -398,6 +413,10 @@ struct Shell {
     tls: Option<Tls>,
     /// The WebSocket port's settings, with `--ws-listen`.
     ws: Option<Arc<ws::Settings>>,
+    /// The cluster's registry, with `--nats`.
+    cluster: Option<Cluster>,
+    /// Why this node stopped serving: it lost its lease (fencing).
+    fenced: Option<String>,
 }
 
 /// Which listener accepted a connection.
@@ -476,6 +495,12 @@ impl Shell {
             if let Some(id) = released {
                 self.release(id);
             }
+            if let Some(why) = &self.fenced {
+                // The other nodes are deleting this node's sessions: its clients must
+                // go to a node that holds a lease.
+                tracing::error!(why, "lost the cluster lease: closing every connection");
+                break;
+            }
         }
         tracing::info!("shutting down");
         drop(listener);
@@ -500,7 +525,10 @@ impl Shell {
         let tasks = &mut self.tasks;
         let _ = tokio::time::timeout(LINGER, async { while tasks.join_next().await.is_some() {} })
             .await;
-        Ok(())
+        match self.fenced.take() {
+            Some(why) => Err(anyhow::anyhow!("fenced: {why}")),
+            None => Ok(()),
+        }
     }
 
     fn accept(&mut self, socket: TcpStream, peer: SocketAddr, port: Port) {
@@ -579,6 +607,11 @@ impl Shell {
                 }
             }
             Input::Stored(outcomes) => self.stored(outcomes),
+            Input::Registry(report) => {
+                if let Some(why) = cluster::apply(&mut self.server, report, now) {
+                    self.fenced = Some(why);
+                }
+            }
             Input::Roster(result) => {
                 self.roster_polling = false;
                 match result {
@@ -715,6 +748,16 @@ impl Shell {
             } => {
                 let peer = self.conns.get(&conn).map(|t| t.peer);
                 tracing::info!(%conn, %endpoint, ?peer, snapshot, frames, "session resumed");
+            }
+            ServerEvent::Publish(record) => {
+                if let Some(c) = &self.cluster {
+                    c.publish(&record);
+                }
+            }
+            ServerEvent::Unpublish { session, .. } => {
+                if let Some(c) = &self.cluster {
+                    c.unpublish(session);
+                }
             }
             other => tracing::warn!(?other, "unhandled server event"),
         }
