@@ -15,16 +15,31 @@
 //!   and hands other nodes' keys to the core. When the watch fails (a lost NATS
 //!   connection, a consumer gap) it is opened again, which delivers the current values
 //!   once more, and the keys that disappeared meanwhile are reported deleted.
-//! - **Leases** (`<prefix>_nodes`, entries expire after `--lease-ttl-ms`): one key per
-//!   live node, `n.<node>`. A node creates its key when it starts (refusing to start
-//!   while another live node holds the same id) and renews it every third of the TTL
-//!   with a compare-and-set on the revision it last wrote. A node that could not renew
-//!   for a whole TTL, or whose key was taken, has lost its lease: it must stop serving
-//!   (fencing), because the other nodes are about to delete its sessions. Every node
-//!   checks the leases once per renewal period; for a node that holds sessions in the
-//!   bucket but has no lease, it tells its core that node is gone and deletes that
-//!   node's keys, each with the revision it saw, so racing survivors delete each key
-//!   once and a key written again meanwhile is kept.
+//! - **Leases** (`<prefix>_nodes`): one key per live node, `n.<node>`, holding a
+//!   random nonce of the process. A node creates its key when it starts (or takes it
+//!   over once it has seen it unrenewed for the TTL plus a period: an earlier life that
+//!   crashed; a key that keeps being renewed is a live node with the same id, and the
+//!   start is refused) and renews it every third of the TTL (`--lease-ttl-ms`) with a
+//!   compare-and-set on the revision it last wrote (a renewal whose acknowledgement was
+//!   lost is recognised by the nonce). A node that could not renew for a whole TTL, or
+//!   whose key was deleted or taken, has lost its lease: it must stop serving (fencing),
+//!   because the other nodes are about to delete its sessions.
+//! - **Judging the others.** Once per period every node reads the leases and keeps, per
+//!   node, since when its revision has not changed *by its own clock*. A node whose key
+//!   is missing, or unchanged for the TTL plus one period, is gone: the observer tells
+//!   its core, deletes that node's session keys, each with the revision it saw (racing
+//!   survivors delete each key once; a key written again meanwhile is kept), and
+//!   deletes the stale lease, so that every other survivor sees it gone at its next
+//!   look. While the leases cannot be read (a NATS leader election), nobody's clock
+//!   runs: when reads resume, every lease starts over, so an outage of the registry
+//!   does not make the nodes declare each other gone. Expiry by age is not used for
+//!   this (it would expire every lease at once after such an outage); the bucket's age
+//!   limit (a hundred TTLs) only clears keys of nodes gone for good.
+//!   A crashed node's sessions go offline for the others within the TTL plus two
+//!   periods (stale after TTL + one period, seen at the next look) plus the watch's
+//!   delivery; a node cut off from NATS fences itself after one TTL, before the others
+//!   can call it gone (TTL + one period), so no node serves sessions the others have
+//!   already dropped.
 //! - A node that starts deletes whatever its id left in the bucket in an earlier life
 //!   (it cannot hold those sessions any more).
 
