@@ -135,6 +135,10 @@ pub fn apply(server: &mut Server, input: RegistryInput, now: Time) -> Option<Str
             tracing::warn!(node, sessions = n, "node gone: its sessions are offline");
         }),
         RegistryInput::Fenced(why) => return Some(why),
+        RegistryInput::Relay { from, .. } => {
+            tracing::warn!(from, "relay message before call relay is wired: ignored");
+            Ok(())
+        }
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "registry input refused by the core");

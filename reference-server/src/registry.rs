@@ -93,6 +93,13 @@ pub enum RegistryInput {
     NodeGone(u16),
     /// This node lost its lease: it must stop serving.
     Fenced(String),
+    /// A relay message (call signalling) from another node.
+    Relay {
+        /// The sending node.
+        from: u16,
+        /// The message, as the sender encoded it (JSON).
+        message: Bytes,
+    },
 }
 
 /// A write to this node's own keys, from the core's events.
@@ -110,6 +117,13 @@ pub enum RegistryWrite {
         /// The session.
         session: u64,
     },
+    /// Send a relay message (call signalling) to another node, on its relay subject.
+    Relay {
+        /// The receiving node.
+        to: u16,
+        /// The message as JSON.
+        message: Bytes,
+    },
 }
 
 /// The key of a session in the sessions bucket.
@@ -124,6 +138,14 @@ pub fn parse_session_key(key: &str) -> Option<(u16, u64)> {
     Some((node.parse().ok()?, session.parse().ok()?))
 }
 
+/// The subject a node takes relay messages on.
+fn relay_subject(prefix: &str, node: u16) -> String {
+    format!("{prefix}.relay.{node}")
+}
+
+/// The header naming a relay message's sender.
+const FROM_HEADER: &str = "Precall-From";
+
 fn lease_key(node: u16) -> String {
     format!("n.{node}")
 }
@@ -136,6 +158,7 @@ fn parse_lease_key(key: &str) -> Option<u16> {
 #[derive(Clone)]
 pub struct Registry {
     config: RegistryConfig,
+    client: async_nats::Client,
     /// This process's lease value: tells its own renewals from another process's.
     nonce: Bytes,
     js: jetstream::Context,
@@ -163,7 +186,7 @@ impl Registry {
             .connect(addrs)
             .await
             .context("cannot connect to NATS")?;
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         js.set_timeout(Duration::from_secs(2));
         let sessions = bucket(
             &js,
@@ -192,6 +215,7 @@ impl Registry {
         .await?;
         let registry = Self {
             nonce: Bytes::from(format!("{:016x}", rand_u64())),
+            client,
             config,
             js,
             sessions,
@@ -237,9 +261,10 @@ impl Registry {
                 Ok(_) => match self.leases.create(&key, self.nonce.clone()).await {
                     Ok(r) => return Ok(r),
                     Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(anyhow!(e).context("cannot take the node lease")),
+                    Err(e) => transient(started, anyhow!(e).context("cannot take the node lease"))?,
                 },
-                Err(e) => return Err(anyhow!(e).context("cannot read the node lease")),
+                // A bucket just created may have no stream leader yet: try again.
+                Err(e) => transient(started, anyhow!(e).context("cannot read the node lease"))?,
             }
             sleep(ttl / 3).await;
         }
@@ -280,6 +305,7 @@ impl Registry {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().write_loop(writes));
         tasks.spawn(self.clone().watch_loop(watched.clone(), to_server.clone(), wrap));
+        tasks.spawn(self.clone().relay_loop(to_server.clone(), wrap));
         tasks.spawn(self.lease_loop(lease_revision, watched, to_server, wrap));
         RegistryTasks { _tasks: tasks }
     }
@@ -333,6 +359,17 @@ impl Registry {
                         (session_key(node, session), Op::Put(record))
                     }
                     RegistryWrite::Unpublish { session } => (session_key(node, session), Op::Delete),
+                    RegistryWrite::Relay { to, message } => {
+                        // Plain NATS, at most once, in order per pair of nodes: a lost
+                        // relay is a call that times out (spec 19.4).
+                        let mut headers = HeaderMap::new();
+                        headers.insert(FROM_HEADER, node.to_string().as_str());
+                        let subject = relay_subject(&self.config.prefix, to);
+                        if let Err(e) = self.client.publish_with_headers(subject, headers, message).await {
+                            tracing::warn!(to, error = %e, "relay message not sent");
+                        }
+                        continue;
+                    }
                 };
                 seq += 1;
                 let fut = self.send_until_sent(&key, &op).await;
@@ -451,6 +488,39 @@ impl Registry {
                 if n == node {
                     continue;
                 }
+                if to_server.send(wrap(input)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes relay messages addressed to this node.
+    async fn relay_loop<T>(self, to_server: mpsc::Sender<T>, wrap: fn(RegistryInput) -> T) {
+        let subject = relay_subject(&self.config.prefix, self.config.node);
+        loop {
+            let mut sub = match self.client.subscribe(subject.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to relay messages: retrying");
+                    sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            while let Some(msg) = sub.next().await {
+                let from = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(FROM_HEADER))
+                    .and_then(|v| v.as_str().parse::<u16>().ok());
+                let Some(from) = from else {
+                    tracing::warn!("relay message without a sender: ignored");
+                    continue;
+                };
+                let input = RegistryInput::Relay {
+                    from,
+                    message: msg.payload,
+                };
                 if to_server.send(wrap(input)).await.is_err() {
                     return;
                 }
@@ -598,6 +668,19 @@ impl Registry {
         Ok(out)
     }
 }
+
+/// An error while joining, tolerated for [`JOIN_PATIENCE`] after `started`.
+fn transient(started: Instant, e: anyhow::Error) -> Result<()> {
+    if started.elapsed() > JOIN_PATIENCE {
+        return Err(e);
+    }
+    tracing::info!(error = %e, "registry not ready: trying again");
+    Ok(())
+}
+
+/// How long joining the cluster tolerates registry errors (a JetStream cluster that
+/// is still electing its leaders).
+const JOIN_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The outcome of a renewal.
 enum Renewal {
@@ -833,6 +916,20 @@ mod nats_tests {
                 RegistryInput::Deleted { node: 1, session } => {
                     held.remove(&session);
                 }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Relay messages reach the named node only, with their sender.
+        a.writes
+            .send(RegistryWrite::Relay { to: 2, message: Bytes::from_static(b"ring") })
+            .expect("write");
+        loop {
+            match next(&mut b, Duration::from_secs(5)).await {
+                RegistryInput::Relay { from, message } => {
+                    assert_eq!((from, &message[..]), (1, &b"ring"[..]));
+                    break;
+                }
+                RegistryInput::Deleted { node: 1, session: 2 } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
