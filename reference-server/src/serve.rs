@@ -234,7 +234,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })
     .await?;
     let (store, roster_seen) =
-        opened.with_context(|| format!("cannot open database {}", args.db.display()))?;
+        opened.with_context(|| format!("cannot open database {}", args.db))?;
     let cost = args.cost.cost();
     let dummy = tokio::task::spawn_blocking(move || {
         hash_password(&Password::new("precall unknown user")?, cost).map_err(anyhow::Error::from)
@@ -300,7 +300,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!(
         %local,
-        db = %args.db.display(),
+        db = %args.db,
         tls = tls.is_some(),
         resume_grace_ms = args.resume.resume_grace_ms,
         "listening"
