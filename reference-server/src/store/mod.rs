@@ -37,8 +37,8 @@ pub enum StoreError {
     #[error(transparent)]
     Db(#[from] rusqlite::Error),
     /// PostgreSQL answered with an error (constraint, permission, bad SQL, ...).
-    #[error("PostgreSQL: {0}")]
-    Pg(#[from] postgres::Error),
+    #[error("PostgreSQL: {}", pg_detail(.0))]
+    Pg(postgres::Error),
     /// The `postgres://` URL does not parse.
     #[error("bad PostgreSQL URL {url}: {detail}")]
     BadUrl {
@@ -49,20 +49,20 @@ pub enum StoreError {
     },
     /// The PostgreSQL server could not be reached (refused, unknown host, bad
     /// credentials, no such database).
-    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    #[error("cannot connect to PostgreSQL at {url}: {}", pg_detail(.error))]
     Connect {
         /// The URL, without its password.
         url: String,
         /// The client's error.
-        source: postgres::Error,
+        error: postgres::Error,
     },
     /// The connection to the PostgreSQL server broke; the next operation reconnects.
-    #[error("lost the connection to PostgreSQL at {url}: {source}")]
+    #[error("lost the connection to PostgreSQL at {url}: {}", pg_detail(.error))]
     ConnectionLost {
         /// The URL, without its password.
         url: String,
         /// The client's error.
-        source: postgres::Error,
+        error: postgres::Error,
     },
     /// The database was written by a newer version of this program.
     #[error("database schema version {0} is newer than this program's ({SCHEMA_VERSION})")]
@@ -93,6 +93,28 @@ pub enum StoreError {
         /// Why it failed.
         detail: String,
     },
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        Self::Pg(e)
+    }
+}
+
+/// A PostgreSQL error in full: the client's own text is terse ("db error"), the
+/// server's message and the underlying I/O error are in its sources.
+fn pg_detail(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Where the store is (`--db`): a SQLite file, or a PostgreSQL database for a

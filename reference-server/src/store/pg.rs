@@ -103,19 +103,19 @@ impl PgStore {
             _ => self
                 .config
                 .connect(NoTls)
-                .map_err(|source| StoreError::Connect {
+                .map_err(|error| StoreError::Connect {
                     url: self.url.clone(),
-                    source,
+                    error,
                 })?,
         };
         let client = slot.insert(client);
         let result = f(client);
         if client.is_closed() {
             *slot = None;
-            if let Err(StoreError::Pg(source)) = result {
+            if let Err(StoreError::Pg(error)) = result {
                 return Err(StoreError::ConnectionLost {
                     url: self.url.clone(),
-                    source,
+                    error,
                 });
             }
         }

@@ -589,6 +589,7 @@ fn pg_bad_url_and_unreachable_server_are_typed_errors_without_the_password() {
                 "{text}"
             );
             assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.to_lowercase().contains("refused"), "{text}");
         }
         other => panic!("{:?}", other.map(|_| ())),
     }
