@@ -1,6 +1,7 @@
 //! The store thread: every database access of a running server, in order.
 //!
-//! One thread owns the SQLite connection and runs jobs in the order the server task
+//! One thread owns the database connection (SQLite, or PostgreSQL, whose blocking client
+//! must not run on a tokio thread) and runs jobs in the order the server task
 //! queued them, so a contact change persisted before a login is seen by that login's
 //! lookup, and two changes of one list land in order. The slow part of a login, the
 //! argon2id verification, does not run here: the thread hands it to tokio's blocking
