@@ -157,6 +157,8 @@ impl Drop for PgStore {
 /// Creates the schema, or checks its version, in one transaction under the schema lock.
 fn create_schema(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
+    // No "already exists, skipping" notice at every open.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS precall_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL)",
