@@ -32,7 +32,12 @@ impl PgDb {
                  `scripts/test`, which does both)"
             ),
         };
-        let name = format!("precall_e2e_{}", std::process::id());
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "precall_e2e_{}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut admin = postgres::Client::connect(&server, NoTls)
             .map_err(|e| Error(format!("cannot connect to PRECALL_TEST_PG={server}: {e}")))?;
         for sql in [
@@ -144,5 +149,26 @@ fn admin_and_two_server_nodes_share_a_postgres_database() -> Res<()> {
     let again = sb.start_server(&[])?;
     sb.online_client(again.addr, "bob", &With::Terminal("bob-phone".into()), &[])?;
     drop(two);
+    Ok(())
+}
+
+/// `serve` failing after it opened a PostgreSQL store (here: an address it cannot listen
+/// on) drops the store on a tokio thread, where the blocking client cannot close itself;
+/// it exits with the error, not a panic.
+#[test]
+fn serve_fails_cleanly_after_opening_a_postgres_store() -> Res<()> {
+    let db = PgDb::create()?;
+    ensure_binaries()?;
+    let out = std::process::Command::new(server_bin())
+        .args(["serve", "--db", &db.url, "--listen", "256.1.1.1:1"])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "exit status {:?}: {err}",
+        out.status
+    );
+    ensure!(err.contains("cannot listen on 256.1.1.1:1"), "{err}");
+    ensure!(!err.contains("panicked"), "{err}");
     Ok(())
 }
