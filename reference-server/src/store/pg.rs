@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS roster_events (
 );
 "#;
 
+/// Adds a contact-list entry (idempotent).
+const ADD_CONTACT: &str =
+    r#"INSERT INTO contacts ("user", contact) VALUES ($1, $2) ON CONFLICT DO NOTHING"#;
+/// Removes a contact-list entry (idempotent).
+const REMOVE_CONTACT: &str = r#"DELETE FROM contacts WHERE "user" = $1 AND contact = $2"#;
+
 /// An open PostgreSQL store.
 pub struct PgStore {
     config: Config,
@@ -279,20 +285,23 @@ impl Backend for PgStore {
     ) -> Result<Vec<bool>, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
+            // Two round trips a change, statements prepared once a batch. The account
+            // row is share-locked by the check, so it cannot go before the write: a
+            // change whose account is missing is skipped and nothing is left to roll
+            // back (what SQLite's savepoints do).
+            let check = tx.prepare("SELECT 1 FROM accounts WHERE name = $1 FOR KEY SHARE")?;
+            let add = tx.prepare(ADD_CONTACT)?;
+            let remove = tx.prepare(REMOVE_CONTACT)?;
             let mut stored = Vec::with_capacity(changes.len());
             for (user, contact, added) in changes {
-                let mut sp = tx.savepoint("change")?;
-                match persist_one(&mut sp, user, contact, *added) {
-                    Ok(()) => {
-                        sp.commit()?;
-                        stored.push(true);
-                    }
-                    Err(StoreError::UnknownUser(_)) => {
-                        sp.rollback()?;
-                        stored.push(false);
-                    }
-                    Err(e) => return Err(e),
+                if tx.query_opt(&check, &[&user.as_str()])?.is_none() {
+                    stored.push(false);
+                    continue;
                 }
+                let write = if *added { &add } else { &remove };
+                tx.execute(write, &[&user.as_str(), &contact.as_str()])
+                    .map_err(|e| unknown_if_gone(e, user))?;
+                stored.push(true);
             }
             tx.commit()?;
             Ok(stored)
@@ -485,19 +494,6 @@ fn register_terminal(
     Ok(())
 }
 
-/// One protocol contact-list change; the account must exist (it may have been removed
-/// by an administrator while its user was online, even between the check and the
-/// write: the foreign key then refuses it).
-fn persist_one(
-    c: &mut impl GenericClient,
-    user: &UserId,
-    contact: &UserId,
-    added: bool,
-) -> Result<(), StoreError> {
-    require_user(c, user)?;
-    write_contact(c, user, contact, added).map(drop)
-}
-
 /// Adds or removes one contact row; returns whether a row changed.
 fn write_contact(
     c: &mut impl GenericClient,
@@ -505,11 +501,7 @@ fn write_contact(
     contact: &UserId,
     added: bool,
 ) -> Result<bool, StoreError> {
-    let sql = if added {
-        r#"INSERT INTO contacts ("user", contact) VALUES ($1, $2) ON CONFLICT DO NOTHING"#
-    } else {
-        r#"DELETE FROM contacts WHERE "user" = $1 AND contact = $2"#
-    };
+    let sql = if added { ADD_CONTACT } else { REMOVE_CONTACT };
     let n = c
         .execute(sql, &[&user.as_str(), &contact.as_str()])
         .map_err(|e| unknown_if_gone(e, user))?;
