@@ -152,33 +152,32 @@ impl fmt::Display for DbTarget {
 /// query parameter are left out.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let (main, query) = match rest.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (rest, None),
+    };
+    // The last `@` ends the user-info part (a password may hold `@` or `/`).
+    let mut out = match main.rfind('@') {
+        Some(at) => {
+            let userinfo = &main[..at];
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{user}@{host}")
+            format!("{user}@{}", &main[at + 1..])
         }
-        None => authority.to_owned(),
+        None => main.to_owned(),
     };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
-                .collect();
-            if kept.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        if !kept.is_empty() {
+            out = format!("{out}?{}", kept.join("&"));
         }
-        None => tail.to_owned(),
-    };
+    }
     if scheme.is_empty() {
-        format!("{authority}{tail}")
+        out
     } else {
-        format!("{scheme}://{authority}{tail}")
+        format!("{scheme}://{out}")
     }
 }
 

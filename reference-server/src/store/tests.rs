@@ -491,6 +491,8 @@ fn db_argument_selects_the_backend_and_urls_print_without_password() {
     );
     assert_eq!(redact_url("postgres://h:5432/d"), "postgres://h:5432/d");
     assert_eq!(redact_url("postgres://a:p@h"), "postgres://a@h");
+    assert_eq!(redact_url("postgres://a:p/q@r@h/d"), "postgres://a@h/d");
+    assert_eq!(redact_url("postgres://h/d?password=x"), "postgres://h/d");
 }
 
 // ----- SQLite only ---------------------------------------------------------------
