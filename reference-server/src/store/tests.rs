@@ -702,3 +702,56 @@ fn pg_roster_events_are_never_visible_out_of_id_order() {
         "the poller missed an event: {seen:?}"
     );
 }
+
+/// The same without any pause: several nodes appending at once while one polls; the
+/// poller ends up with every logged event, each once.
+#[test]
+fn pg_a_poller_sees_every_event_of_concurrent_appenders() {
+    const WRITERS: usize = 4;
+    const CHANGES: usize = 40;
+    let db = TestDb::new(Kind::Pg);
+    let setup = db.open();
+    let names: Vec<String> = (0..WRITERS * 2).map(|i| format!("u{i}")).collect();
+    with_users(
+        &setup,
+        &names.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let poller = db.open();
+    let mut seen = Vec::new();
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (db, done) = (&db, &done);
+            s.spawn(move || {
+                let mut store = db.open();
+                let (a, b) = (
+                    user(&format!("u{}", 2 * w)),
+                    user(&format!("u{}", 2 * w + 1)),
+                );
+                for i in 0..CHANGES {
+                    assert!(store.admin_change_contact(&a, &b, i % 2 == 0, 500).unwrap());
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let mut last = 0;
+        loop {
+            let finished = done.load(Ordering::SeqCst) == WRITERS;
+            let (events, l) = poller.roster_events_after(last).unwrap();
+            seen.extend(events.into_iter().map(|e| e.id));
+            last = l;
+            if finished {
+                break;
+            }
+        }
+    });
+    let all: Vec<i64> = poller
+        .roster_events_after(0)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all.len(), WRITERS * CHANGES);
+    assert_eq!(seen, all, "the poller missed (or repeated) events");
+}
