@@ -2,8 +2,8 @@
 //! the accounts, contact lists and a terminal in a fresh database, two `precall-server
 //! serve` nodes run on it, clients log in with those accounts, and a contact change made
 //! with `admin` while they run reaches online users on both nodes. A change made over the
-//! protocol is stored in PostgreSQL (the admin listing shows it) and outlives a SIGKILL
-//! of the server.
+//! protocol on one node reaches the user's terminal on the other node, is stored in
+//! PostgreSQL (the admin listing shows it) and outlives a SIGKILL of the server.
 //!
 //! Needs a PostgreSQL server whose URL (a role with CREATEDB) is in `PRECALL_TEST_PG`:
 //! `scripts/pg start` prints one, `scripts/test` starts it and sets the variable. Without
@@ -125,9 +125,15 @@ fn admin_and_two_server_nodes_share_a_postgres_database() -> Res<()> {
     alice.wait_event_where("contacts_changed", |v| v["user"] == "carol")?;
     carol.wait_event_where("contacts_changed", |v| v["user"] == "alice")?;
 
-    // A change over the protocol is stored in PostgreSQL before it is acknowledged...
+    // A change over the protocol on node one reaches bob's other terminal, on node
+    // two, through the log...
+    let mut bob_two = sb.online_client(two.addr, "bob", &With::flags(&["--codecs", "vp8"]), &[])?;
     bob.send(json!({"cmd": "add", "user": "carol"}))?;
     bob.wait_event_where("contacts_changed", |v| v["user"] == "carol")?;
+    bob_two.wait_event_where("contacts_changed", |v| {
+        v["user"] == "carol" && v["added"] == true
+    })?;
+    // ...and is stored in PostgreSQL before it is acknowledged...
     let mut one = one;
     one.kill();
     // ...so it outlives a SIGKILL.

@@ -3,8 +3,9 @@
 //!
 //! The store holds the accounts (argon2id PHC strings), the contact lists, the registered
 //! terminals with their capabilities, and `roster_events`: an append-only log of contact
-//! changes made by the administrator, which every running server polls and applies to
-//! its online users. The store makes no protocol decision; it only remembers.
+//! changes, made by the administrator or stored for a user by a server node (tagged with
+//! that node's `origin`), which every running server polls and applies to its online
+//! users. The store makes no protocol decision; it only remembers.
 //!
 //! [`Store`] is the one API; the SQL lives in the two backends side by side
 //! (`sqlite.rs`, `pg.rs`), each a [`Backend`]. What does not depend on the database
@@ -27,8 +28,9 @@ mod sqlite;
 pub(crate) mod tests;
 
 /// The schema version this binary writes (SQLite: `PRAGMA user_version`; PostgreSQL:
-/// the `schema_version` row of `precall_meta`).
-pub const SCHEMA_VERSION: i64 = 1;
+/// the `schema_version` row of `precall_meta`). Version 2 added `roster_events.origin`;
+/// a version 1 database is upgraded on open.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +227,7 @@ pub fn verify_password(phc: &str, password: &Password) -> Result<bool, StoreErro
         .is_ok())
 }
 
-/// One administrator change of a contact list, as logged in `roster_events`.
+/// One change of a contact list, as logged in `roster_events`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RosterEvent {
     /// The row id (increasing).
@@ -236,6 +238,27 @@ pub struct RosterEvent {
     pub contact: UserId,
     /// `true` if added.
     pub added: bool,
+    /// The server node that stored it for its user (see
+    /// [`Store::persist_roster_batch`]); `None` for an administrator change.
+    pub origin: Option<i64>,
+}
+
+/// What became of one protocol contact-list change (see [`Store::persist_roster_batch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persisted {
+    /// Not stored: the user's account is gone.
+    NotStored,
+    /// Stored; the list already was that way, so nothing was logged.
+    Unchanged,
+    /// Stored and logged in `roster_events` with this id.
+    Logged(i64),
+}
+
+impl Persisted {
+    /// Whether the change is durable.
+    pub fn is_stored(self) -> bool {
+        self != Self::NotStored
+    }
 }
 
 /// What a login needs from the store, before the password is verified.
@@ -295,7 +318,7 @@ struct ImportPlan<'a> {
 }
 
 /// A roster-event row as read back, before its names are validated.
-type RosterRow = (i64, String, String, bool);
+type RosterRow = (i64, String, String, bool, Option<i64>);
 
 /// The operations each database implements: the SQL, nothing else. All multi-row
 /// changes are one transaction; the ones that append to `roster_events` make each
@@ -319,7 +342,8 @@ trait Backend: Send {
     fn persist_roster_batch(
         &mut self,
         changes: &[(UserId, UserId, bool)],
-    ) -> Result<Vec<bool>, StoreError>;
+        origin: i64,
+    ) -> Result<Vec<Persisted>, StoreError>;
     /// [`Store::admin_change_contact`] once `user != contact` is checked.
     fn admin_change_contact(
         &mut self,
@@ -450,14 +474,17 @@ impl Store {
 
     /// Stores contact-list changes made through the protocol, in order, in one
     /// transaction (one write to disk for the batch). Each change is idempotent and
-    /// stands alone: one that cannot be made (its user's account is gone) is rolled
-    /// back to its savepoint and reported `false`, the others still commit. An error
-    /// means the transaction itself failed and nothing was stored.
+    /// stands alone: one that cannot be made (its user's account is gone) is left out
+    /// and reported [`Persisted::NotStored`], the others still commit. Each change
+    /// that changed the list is logged in `roster_events` with `origin` (the storing
+    /// node), for the other nodes sharing the store. An error means the transaction
+    /// itself failed and nothing was stored.
     pub fn persist_roster_batch(
         &mut self,
         changes: &[(UserId, UserId, bool)],
-    ) -> Result<Vec<bool>, StoreError> {
-        self.db.persist_roster_batch(changes)
+        origin: i64,
+    ) -> Result<Vec<Persisted>, StoreError> {
+        self.db.persist_roster_batch(changes, origin)
     }
 
     /// An administrator change: `user` (who must exist) lists, or stops listing,
@@ -561,12 +588,12 @@ impl Store {
         self.db.last_roster_event()
     }
 
-    /// The administrator changes logged after `after`, in order. Rows naming invalid
+    /// The contact-list changes logged after `after`, in order. Rows naming invalid
     /// identifiers are skipped with a warning (their id still counts as seen: the
     /// returned `i64` is the largest id read).
     pub fn roster_events_after(&self, after: i64) -> Result<(Vec<RosterEvent>, i64), StoreError> {
         let (mut out, mut last) = (Vec::new(), after);
-        for (id, user, contact, added) in self.db.roster_rows_after(after)? {
+        for (id, user, contact, added, origin) in self.db.roster_rows_after(after)? {
             last = last.max(id);
             match (UserId::new(user.as_str()), UserId::new(contact.as_str())) {
                 (Ok(user), Ok(contact)) => out.push(RosterEvent {
@@ -574,6 +601,7 @@ impl Store {
                     user,
                     contact,
                     added,
+                    origin,
                 }),
                 _ => tracing::warn!(id, user, contact, "skipping invalid roster event"),
             }

@@ -24,7 +24,9 @@ use postgres::error::SqlState;
 use postgres::{Client, Config, GenericClient, NoTls};
 use precall_protocol::{TerminalId, UserId};
 
-use super::{redact_url, Backend, ImportCounts, ImportPlan, RosterRow, StoreError, SCHEMA_VERSION};
+use super::{
+    redact_url, Backend, ImportCounts, ImportPlan, Persisted, RosterRow, StoreError, SCHEMA_VERSION,
+};
 
 /// The advisory lock key under which the schema is created ("precall" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0070_7265_6361_6c6c;
@@ -51,9 +53,13 @@ CREATE TABLE IF NOT EXISTS roster_events (
     id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     "user"  TEXT NOT NULL,
     contact TEXT NOT NULL,
-    added   BOOLEAN NOT NULL
+    added   BOOLEAN NOT NULL,
+    origin  BIGINT
 );
 "#;
+
+/// Version 1 to 2: `roster_events.origin` (NULL in the administrator's rows).
+const UPGRADE_1_2: &str = "ALTER TABLE roster_events ADD COLUMN IF NOT EXISTS origin BIGINT";
 
 /// Adds a contact-list entry (idempotent).
 const ADD_CONTACT: &str =
@@ -180,6 +186,9 @@ fn create_schema(client: &mut Client) -> Result<(), StoreError> {
         return Err(StoreError::NewerSchema(version));
     }
     if version < SCHEMA_VERSION {
+        if version == 1 {
+            tx.batch_execute(UPGRADE_1_2)?;
+        }
         tx.batch_execute(SCHEMA)?;
         tx.execute(
             "INSERT INTO precall_meta (key, value) VALUES ('schema_version', $1)
@@ -229,7 +238,7 @@ impl Backend for PgStore {
             for row in &removed {
                 events.push((row.try_get::<_, String>(0)?, row.try_get(1)?, false));
             }
-            append_events(&mut tx, &events)?;
+            append_events(&mut tx, &events, None)?;
             self.before_commit();
             tx.commit()?;
             Ok(())
@@ -282,7 +291,8 @@ impl Backend for PgStore {
     fn persist_roster_batch(
         &mut self,
         changes: &[(UserId, UserId, bool)],
-    ) -> Result<Vec<bool>, StoreError> {
+        origin: i64,
+    ) -> Result<Vec<Persisted>, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
             // Two round trips a change, statements prepared once a batch. The account
@@ -293,15 +303,26 @@ impl Backend for PgStore {
             let add = tx.prepare(ADD_CONTACT)?;
             let remove = tx.prepare(REMOVE_CONTACT)?;
             let mut stored = Vec::with_capacity(changes.len());
-            for (user, contact, added) in changes {
+            let (mut changed, mut events) = (Vec::new(), Vec::new());
+            for (i, (user, contact, added)) in changes.iter().enumerate() {
                 if tx.query_opt(&check, &[&user.as_str()])?.is_none() {
-                    stored.push(false);
+                    stored.push(Persisted::NotStored);
                     continue;
                 }
                 let write = if *added { &add } else { &remove };
-                tx.execute(write, &[&user.as_str(), &contact.as_str()])
+                let n = tx
+                    .execute(write, &[&user.as_str(), &contact.as_str()])
                     .map_err(|e| unknown_if_gone(e, user))?;
-                stored.push(true);
+                stored.push(Persisted::Unchanged);
+                if n > 0 {
+                    changed.push(i);
+                    events.push((user.to_string(), contact.to_string(), *added));
+                }
+            }
+            // Logged last: the roster-event lock is held only from here to the commit.
+            let ids = append_events(&mut tx, &events, Some(origin))?;
+            for (i, id) in changed.into_iter().zip(ids) {
+                stored[i] = Persisted::Logged(id);
             }
             tx.commit()?;
             Ok(stored)
@@ -349,7 +370,11 @@ impl Backend for PgStore {
             }
             let changed = write_contact(&mut tx, user, contact, added)?;
             if changed {
-                append_events(&mut tx, &[(user.to_string(), contact.to_string(), added)])?;
+                append_events(
+                    &mut tx,
+                    &[(user.to_string(), contact.to_string(), added)],
+                    None,
+                )?;
                 self.before_commit();
             }
             tx.commit()?;
@@ -437,11 +462,20 @@ impl Backend for PgStore {
     fn roster_rows_after(&self, after: i64) -> Result<Vec<RosterRow>, StoreError> {
         self.with(|c| {
             c.query(
-                r#"SELECT id, "user", contact, added FROM roster_events WHERE id > $1 ORDER BY id"#,
+                r#"SELECT id, "user", contact, added, origin FROM roster_events
+                   WHERE id > $1 ORDER BY id"#,
                 &[&after],
             )?
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+            .map(|r| {
+                Ok((
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                ))
+            })
             .collect()
         })
     }
@@ -453,18 +487,24 @@ impl Backend for PgStore {
 fn append_events(
     tx: &mut impl GenericClient,
     events: &[(String, String, bool)],
-) -> Result<(), StoreError> {
+    origin: Option<i64>,
+) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     tx.batch_execute("LOCK TABLE roster_events IN EXCLUSIVE MODE")?;
+    let insert = tx.prepare(
+        r#"INSERT INTO roster_events ("user", contact, added, origin) VALUES ($1, $2, $3, $4)
+           RETURNING id"#,
+    )?;
+    let mut ids = Vec::with_capacity(events.len());
     for (user, contact, added) in events {
-        tx.execute(
-            r#"INSERT INTO roster_events ("user", contact, added) VALUES ($1, $2, $3)"#,
-            &[user, contact, added],
-        )?;
+        ids.push(
+            tx.query_one(&insert, &[user, contact, added, &origin])?
+                .try_get(0)?,
+        );
     }
-    Ok(())
+    Ok(ids)
 }
 
 fn add_user(c: &mut impl GenericClient, user: &UserId, phc: &str) -> Result<(), StoreError> {

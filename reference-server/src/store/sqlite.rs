@@ -7,7 +7,7 @@ use std::time::Duration;
 use precall_protocol::{TerminalId, UserId};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::{Backend, ImportCounts, ImportPlan, RosterRow, StoreError, SCHEMA_VERSION};
+use super::{Backend, ImportCounts, ImportPlan, Persisted, RosterRow, StoreError, SCHEMA_VERSION};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
@@ -29,9 +29,13 @@ CREATE TABLE IF NOT EXISTS roster_events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     user    TEXT NOT NULL,
     contact TEXT NOT NULL,
-    added   INTEGER NOT NULL
+    added   INTEGER NOT NULL,
+    origin  INTEGER
 );
 ";
+
+/// Version 1 to 2: `roster_events.origin` (NULL in the administrator's rows).
+const UPGRADE_1_2: &str = "ALTER TABLE roster_events ADD COLUMN origin INTEGER;";
 
 /// An open SQLite store.
 pub struct SqliteStore {
@@ -55,9 +59,15 @@ impl SqliteStore {
         if version > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema(version));
         }
-        conn.execute_batch(SCHEMA)?;
         if version < SCHEMA_VERSION {
-            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            // One transaction: the tables, the upgrade and the version, or nothing.
+            let tx = conn.unchecked_transaction()?;
+            if version == 1 {
+                tx.execute_batch(UPGRADE_1_2)?;
+            }
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
         }
         Ok(Self { conn })
     }
@@ -144,20 +154,32 @@ impl Backend for SqliteStore {
     fn persist_roster_batch(
         &mut self,
         changes: &[(UserId, UserId, bool)],
-    ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self
+        origin: i64,
+    ) -> Result<Vec<Persisted>, StoreError> {
+        let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut stored = Vec::with_capacity(changes.len());
         for (user, contact, added) in changes {
-            let sp = tx.savepoint()?;
-            let made = persist_one(&sp, user, contact, *added);
-            match made {
-                Ok(()) => sp.commit()?,
-                Err(StoreError::UnknownUser(_)) => drop(sp), // rolled back
+            // Nothing is written before the check: a change that fails it leaves
+            // nothing to roll back.
+            match require_user(&tx, user) {
+                Ok(()) => {}
+                Err(StoreError::UnknownUser(_)) => {
+                    stored.push(Persisted::NotStored);
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
-            stored.push(made.is_ok());
+            if !write_contact(&tx, user, contact, *added)? {
+                stored.push(Persisted::Unchanged);
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO roster_events (user, contact, added, origin) VALUES (?1, ?2, ?3, ?4)",
+                params![user.as_str(), contact.as_str(), added, origin],
+            )?;
+            stored.push(Persisted::Logged(tx.last_insert_rowid()));
         }
         tx.commit()?;
         Ok(stored)
@@ -288,10 +310,10 @@ impl Backend for SqliteStore {
 
     fn roster_rows_after(&self, after: i64) -> Result<Vec<RosterRow>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, user, contact, added FROM roster_events WHERE id > ?1 ORDER BY id",
+            "SELECT id, user, contact, added, origin FROM roster_events WHERE id > ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([after], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -321,18 +343,6 @@ fn register_terminal(
         params![id.as_str(), owner.as_str(), caps_json],
     )?;
     Ok(())
-}
-
-/// One protocol contact-list change; the account must exist (it may have been removed
-/// by an administrator while its user was online).
-fn persist_one(
-    conn: &Connection,
-    user: &UserId,
-    contact: &UserId,
-    added: bool,
-) -> Result<(), StoreError> {
-    require_user(conn, user)?;
-    write_contact(conn, user, contact, added).map(drop)
 }
 
 /// Adds or removes one contact row; returns whether a row changed.

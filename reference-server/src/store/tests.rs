@@ -99,6 +99,36 @@ impl TestDb {
         Store::open(&self.target).unwrap()
     }
 
+    /// Writes a version 1 database (its `roster_events` without `origin`, one
+    /// administrator event in it), as the previous program left it.
+    fn make_version_1(&self) {
+        match &self.target {
+            DbTarget::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.execute_batch(
+                    "CREATE TABLE roster_events (
+                         id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL,
+                         contact TEXT NOT NULL, added INTEGER NOT NULL);
+                     INSERT INTO roster_events (user, contact, added) VALUES ('ann', 'bea', 1);
+                     PRAGMA user_version = 1;",
+                )
+                .unwrap();
+            }
+            DbTarget::Postgres(url) => {
+                let mut c = postgres::Client::connect(url, NoTls).unwrap();
+                c.batch_execute(
+                    r#"CREATE TABLE precall_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+                       INSERT INTO precall_meta VALUES ('schema_version', 1);
+                       CREATE TABLE roster_events (
+                           id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                           "user" TEXT NOT NULL, contact TEXT NOT NULL, added BOOLEAN NOT NULL);
+                       INSERT INTO roster_events ("user", contact, added) VALUES ('ann', 'bea', true);"#,
+                )
+                .unwrap();
+            }
+        }
+    }
+
     /// Writes `version` as the stored schema version, as a newer program would.
     fn set_schema_version(&self, version: i64) {
         match &self.target {
@@ -169,8 +199,9 @@ both_backends!(
     open_refuses_a_newer_schema,
     users_add_list_passwd_remove,
     contacts_admin_changes_and_protocol_persistence,
-    protocol_batches_store_each_change_alone,
-    roster_events_log_admin_changes_only,
+    protocol_batches_store_each_change_alone_and_log_it,
+    roster_events_log_admin_changes,
+    a_version_1_database_is_upgraded,
     import_writes_everything_in_one_transaction_or_nothing,
     terminals_register_lookup_by_id_and_owner,
 );
@@ -193,6 +224,25 @@ fn open_refuses_a_newer_schema(kind: Kind) {
         Store::open(&db.target),
         Err(StoreError::NewerSchema(99))
     ));
+}
+
+fn a_version_1_database_is_upgraded(kind: Kind) {
+    let db = TestDb::new(kind);
+    db.make_version_1();
+    let mut store = db.open();
+    let (old, _) = store.roster_events_after(0).unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].origin, None);
+    with_users(&store, &["alice", "bob"]);
+    let stored = store
+        .persist_roster_batch(&[(user("alice"), user("bob"), true)], 3)
+        .unwrap();
+    let (new, _) = store.roster_events_after(old[0].id).unwrap();
+    assert_eq!(stored, [Persisted::Logged(new[0].id)]);
+    assert_eq!(new[0].origin, Some(3));
+    drop(store);
+    // Reopening at the new version changes nothing.
+    assert_eq!(db.open().roster_events_after(0).unwrap().0.len(), 2);
 }
 
 fn users_add_list_passwd_remove(kind: Kind) {
@@ -264,34 +314,62 @@ fn contacts_admin_changes_and_protocol_persistence(kind: Kind) {
     assert!(store.contacts(&b).unwrap().is_empty());
 }
 
-fn protocol_batches_store_each_change_alone(kind: Kind) {
+fn protocol_batches_store_each_change_alone_and_log_it(kind: Kind) {
     let db = TestDb::new(kind);
     let mut store = db.open();
     with_users(&store, &["alice", "bob"]);
-    let (a, b, gone) = (user("alice"), user("bob"), user("gone"));
+    let (a, b, gone, zed) = (user("alice"), user("bob"), user("gone"), user("zed"));
     let stored = store
-        .persist_roster_batch(&[
-            (a.clone(), b.clone(), true),
-            // No such account: this one alone is not stored.
-            (gone.clone(), a.clone(), true),
-            (b.clone(), a.clone(), true),
-            (a.clone(), b.clone(), true), // idempotent
-            (b.clone(), user("zed"), true),
-            (b.clone(), user("zed"), false),
-        ])
+        .persist_roster_batch(
+            &[
+                (a.clone(), b.clone(), true),
+                // No such account: this one alone is not stored.
+                (gone.clone(), a.clone(), true),
+                (b.clone(), a.clone(), true),
+                (a.clone(), b.clone(), true), // idempotent: stored, nothing logged
+                (b.clone(), zed.clone(), true),
+                (b.clone(), zed.clone(), false),
+            ],
+            7,
+        )
         .unwrap();
-    assert_eq!(stored, [true, false, true, true, true, true]);
+    let (events, last) = store.roster_events_after(0).unwrap();
+    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 4);
+    assert_eq!(
+        stored,
+        [
+            Persisted::Logged(ids[0]),
+            Persisted::NotStored,
+            Persisted::Logged(ids[1]),
+            Persisted::Unchanged,
+            Persisted::Logged(ids[2]),
+            Persisted::Logged(ids[3]),
+        ]
+    );
+    assert_eq!(last, ids[3]);
+    // Logged in order, tagged with the storing node, for the other nodes.
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.user.as_str(), e.contact.as_str(), e.added, e.origin))
+            .collect::<Vec<_>>(),
+        [
+            ("alice", "bob", true, Some(7)),
+            ("bob", "alice", true, Some(7)),
+            ("bob", "zed", true, Some(7)),
+            ("bob", "zed", false, Some(7)),
+        ]
+    );
     assert_eq!(store.contacts(&a).unwrap(), vec![b.clone()]);
     assert_eq!(store.contacts(&b).unwrap(), vec![a.clone()]);
     assert!(store.contacts(&gone).unwrap().is_empty());
-    // Protocol changes are not administrator changes: nothing to replay.
-    assert_eq!(store.last_roster_event().unwrap(), 0);
     // Committed: another connection sees them.
     drop(store);
     assert_eq!(db.open().contacts(&a).unwrap(), vec![b]);
 }
 
-fn roster_events_log_admin_changes_only(kind: Kind) {
+fn roster_events_log_admin_changes(kind: Kind) {
     let db = TestDb::new(kind);
     let mut store = db.open();
     with_users(&store, &["alice", "bob"]);
@@ -299,7 +377,7 @@ fn roster_events_log_admin_changes_only(kind: Kind) {
     assert_eq!(store.last_roster_event().unwrap(), 0);
     store.admin_change_contact(&a, &b, true, 500).unwrap();
     store.admin_change_contact(&a, &b, true, 500).unwrap(); // no change, no event
-    store.persist_roster(&b, &a, true).unwrap(); // protocol change, no event
+    store.persist_roster(&b, &a, true).unwrap(); // a single write, not logged
     let start = store.last_roster_event().unwrap();
     assert!(start > 0);
     store.admin_change_contact(&a, &b, false, 500).unwrap();
@@ -310,6 +388,7 @@ fn roster_events_log_admin_changes_only(kind: Kind) {
             .collect::<Vec<_>>(),
         vec![("alice", "bob", true), ("alice", "bob", false)]
     );
+    assert!(all.iter().all(|e| e.origin.is_none()), "{all:?}");
     assert_eq!(last, all[1].id);
     let (newer, last2) = store.roster_events_after(start).unwrap();
     assert_eq!(newer.len(), 1);
