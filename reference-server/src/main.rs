@@ -80,7 +80,8 @@ pub struct ServeArgs {
     /// 0 writes every frame at once (spec section 3.1).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub coalesce_ms: u64,
-    /// How often to apply contact changes made with `admin` while running.
+    /// How often to apply contact changes made with `admin`, or by other servers on the
+    /// same store, while running.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub admin_poll_ms: u64,
     #[command(flatten)]
