@@ -1,8 +1,8 @@
 //! `serve`: the event loop around the core.
 //!
 //! One task owns the [`Server`]. It accepts connections, takes bytes, end-of-stream
-//! reports, credential verdicts and administrator roster changes from one channel,
-//! fires the core's deadlines, and carries out the core's events: frames go to each
+//! reports, credential verdicts and logged roster changes (the administrator's, other
+//! nodes') from one channel, fires the core's deadlines, and carries out the core's events: frames go to each
 //! connection's bounded queue (module `conn`; a full queue means a dead peer: the core
 //! is told the connection dropped), closes let the writer flush then shut the socket,
 //! credential checks and contact-list changes go to the store thread, and their
@@ -600,7 +600,7 @@ impl Shell {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot read administrator changes"),
+                    Err(e) => tracing::warn!(error = %e, "cannot read logged contact changes"),
                 }
             }
         }
@@ -624,9 +624,9 @@ impl Shell {
             Ok(()) => tracing::info!(id, %user, %contact, added, by, "logged contact change"),
             Err(ServerError::RosterFull(_)) => tracing::warn!(
                 id, %user, %contact,
-                "administrator contact change refused: contact list full"
+                "logged contact change refused: contact list full"
             ),
-            Err(e) => tracing::warn!(id, error = %e, "administrator contact change failed"),
+            Err(e) => tracing::warn!(id, error = %e, "logged contact change failed"),
         }
     }
 
