@@ -595,7 +595,7 @@ impl Shell {
                     Ok((events, last)) => {
                         self.roster_seen = last;
                         for ev in events {
-                            if self.own_changes.to_apply(&ev, self.node) {
+                            if self.own_changes.should_apply(&ev, self.node) {
                                 self.apply_roster_event(ev, now);
                             }
                         }
@@ -812,7 +812,7 @@ impl OwnChanges {
     }
 
     /// Whether the core must apply `ev`, read from the log in id order by node `node`.
-    pub fn to_apply(&mut self, ev: &RosterEvent, node: i64) -> bool {
+    pub fn should_apply(&mut self, ev: &RosterEvent, node: i64) -> bool {
         let key = (ev.user.clone(), ev.contact.clone());
         if let Some(&own) = self.latest.get(&key) {
             if own == ev.id {
@@ -946,29 +946,29 @@ mod tests {
         let u = |s: &str| UserId::new(s).unwrap();
         let mut own = OwnChanges::default();
         // Administrator and other nodes' changes apply.
-        assert!(own.to_apply(&ev(1, "ann", "bea", true, None), ME));
-        assert!(own.to_apply(&ev(2, "ann", "bea", false, Some(OTHER)), ME));
+        assert!(own.should_apply(&ev(1, "ann", "bea", true, None), ME));
+        assert!(own.should_apply(&ev(2, "ann", "bea", false, Some(OTHER)), ME));
         // Own changes, read back, do not (and are forgotten once read).
         own.logged(u("ann"), u("bea"), 3);
         assert_eq!(own.len(), 1);
-        assert!(!own.to_apply(&ev(3, "ann", "bea", true, Some(ME)), ME));
+        assert!(!own.should_apply(&ev(3, "ann", "bea", true, Some(ME)), ME));
         assert_eq!(own.len(), 0);
         // Another node removed the pair (id 4) before this node's add (id 5) of the
         // same pair committed: the log ends with the add, which this node already
         // applied; the older removal must not undo it here.
         own.logged(u("cy"), u("dee"), 5);
-        assert!(!own.to_apply(&ev(4, "cy", "dee", false, Some(OTHER)), ME));
+        assert!(!own.should_apply(&ev(4, "cy", "dee", false, Some(OTHER)), ME));
         // Other pairs are not held back meanwhile.
-        assert!(own.to_apply(&ev(4, "ann", "dee", true, Some(OTHER)), ME));
-        assert!(!own.to_apply(&ev(5, "cy", "dee", true, Some(ME)), ME));
+        assert!(own.should_apply(&ev(4, "ann", "dee", true, Some(OTHER)), ME));
+        assert!(!own.should_apply(&ev(5, "cy", "dee", true, Some(ME)), ME));
         // A later change by the other node applies again.
-        assert!(own.to_apply(&ev(6, "cy", "dee", false, Some(OTHER)), ME));
+        assert!(own.should_apply(&ev(6, "cy", "dee", false, Some(OTHER)), ME));
         // Two own changes of one pair: both skipped, the entry kept until the last.
         own.logged(u("ann"), u("bea"), 7);
         own.logged(u("ann"), u("bea"), 8);
-        assert!(!own.to_apply(&ev(7, "ann", "bea", true, Some(ME)), ME));
+        assert!(!own.should_apply(&ev(7, "ann", "bea", true, Some(ME)), ME));
         assert_eq!(own.len(), 1);
-        assert!(!own.to_apply(&ev(8, "ann", "bea", false, Some(ME)), ME));
+        assert!(!own.should_apply(&ev(8, "ann", "bea", false, Some(ME)), ME));
         assert_eq!(own.len(), 0);
     }
 }
