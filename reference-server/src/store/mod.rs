@@ -317,6 +317,9 @@ struct ImportPlan<'a> {
     terminals: Vec<(&'a TerminalId, &'a UserId, String)>,
 }
 
+/// A login's rows as read back: PHC string, contact names, capabilities JSON.
+type LoginRows = (String, Vec<String>, Option<String>);
+
 /// A roster-event row as read back, before its names are validated.
 type RosterRow = (i64, String, String, bool, Option<i64>);
 
@@ -365,6 +368,24 @@ trait Backend: Send {
         id: &TerminalId,
         user: &UserId,
     ) -> Result<Option<String>, StoreError>;
+    /// What a login reads: the PHC string, the contact names (ascending) and the
+    /// capabilities JSON of `terminal` if registered to `user`; `None` for an unknown
+    /// user. By default three reads; a backend may do it in one round trip.
+    fn login_rows(
+        &self,
+        user: &UserId,
+        terminal: Option<&TerminalId>,
+    ) -> Result<Option<LoginRows>, StoreError> {
+        let Some(phc) = self.phc(user)? else {
+            return Ok(None);
+        };
+        let contacts = self.contact_names(user)?;
+        let caps = match terminal {
+            Some(id) => self.terminal_caps_json(id, user)?,
+            None => None,
+        };
+        Ok(Some((phc, contacts, caps)))
+    }
     fn import(&mut self, plan: &ImportPlan<'_>) -> Result<ImportCounts, StoreError>;
     fn last_roster_event(&self) -> Result<i64, StoreError>;
     /// The rows with an id above `after`, ascending.
@@ -427,18 +448,13 @@ impl Store {
         user: &UserId,
         terminal: Option<&TerminalId>,
     ) -> Result<Option<LoginRecord>, StoreError> {
-        let Some(phc) = self.phc(user)? else {
+        let Some((phc, contacts, caps)) = self.db.login_rows(user, terminal)? else {
             return Ok(None);
-        };
-        let contacts = self.contacts(user)?;
-        let registered = match terminal {
-            Some(id) => self.terminal_caps(id, user)?,
-            None => None,
         };
         Ok(Some(LoginRecord {
             phc,
-            contacts,
-            registered,
+            contacts: valid_contacts(user, contacts),
+            registered: caps.as_deref().map(caps_from_json).transpose()?,
         }))
     }
 
@@ -447,16 +463,7 @@ impl Store {
     /// The stored contact list of `user`, in ascending order (empty for an unknown
     /// user). Entries that are not valid user identifiers are skipped with a warning.
     pub fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, StoreError> {
-        let mut out = Vec::new();
-        for name in self.db.contact_names(user)? {
-            match UserId::new(name.as_str()) {
-                Ok(id) => out.push(id),
-                Err(e) => {
-                    tracing::warn!(%user, contact = name, error = %e, "skipping invalid stored contact")
-                }
-            }
-        }
-        Ok(out)
+        Ok(valid_contacts(user, self.db.contact_names(user)?))
     }
 
     /// Persists one contact-list change, alone, outside the protocol's batching. Not
@@ -527,7 +534,9 @@ impl Store {
         self.db.terminals()
     }
 
-    /// The capabilities registered for terminal `id` **and** owner `user`.
+    /// The capabilities registered for terminal `id` **and** owner `user`. (Tests only:
+    /// a login reads them with [`Store::login_record`].)
+    #[cfg(test)]
     pub fn terminal_caps(
         &self,
         id: &TerminalId,
@@ -535,12 +544,8 @@ impl Store {
     ) -> Result<Option<Capabilities>, StoreError> {
         self.db
             .terminal_caps_json(id, user)?
-            .map(|j| {
-                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
-                    what: "capabilities",
-                    detail: e.to_string(),
-                })
-            })
+            .as_deref()
+            .map(caps_from_json)
             .transpose()
     }
 
@@ -616,4 +621,27 @@ fn caps_to_json(caps: &Capabilities) -> Result<String, StoreError> {
         what: "capabilities",
         detail: e.to_string(),
     })
+}
+
+/// Capabilities as read back.
+fn caps_from_json(json: &str) -> Result<Capabilities, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: "capabilities",
+        detail: e.to_string(),
+    })
+}
+
+/// The stored contact names of `user` that are valid user identifiers; the others are
+/// skipped with a warning.
+fn valid_contacts(user: &UserId, names: Vec<String>) -> Vec<UserId> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        match UserId::new(name.as_str()) {
+            Ok(id) => out.push(id),
+            Err(e) => {
+                tracing::warn!(%user, contact = name, error = %e, "skipping invalid stored contact")
+            }
+        }
+    }
+    out
 }

@@ -25,7 +25,8 @@ use postgres::{Client, Config, GenericClient, NoTls};
 use precall_protocol::{TerminalId, UserId};
 
 use super::{
-    redact_url, Backend, ImportCounts, ImportPlan, Persisted, RosterRow, StoreError, SCHEMA_VERSION,
+    redact_url, Backend, ImportCounts, ImportPlan, LoginRows, Persisted, RosterRow, StoreError,
+    SCHEMA_VERSION,
 };
 
 /// The advisory lock key under which the schema is created ("precall" in ASCII).
@@ -423,6 +424,28 @@ impl Backend for PgStore {
             .map(|r| r.try_get(0))
             .transpose()
             .map_err(StoreError::from)
+        })
+    }
+
+    fn login_rows(
+        &self,
+        user: &UserId,
+        terminal: Option<&TerminalId>,
+    ) -> Result<Option<LoginRows>, StoreError> {
+        // One round trip (and one snapshot) instead of three.
+        self.with(|c| {
+            let row = c.query_opt(
+                r#"SELECT a.phc,
+                          ARRAY(SELECT contact FROM contacts WHERE "user" = a.name
+                                ORDER BY contact),
+                          (SELECT caps FROM terminals WHERE id = $2 AND owner = a.name)
+                   FROM accounts a WHERE a.name = $1"#,
+                &[&user.as_str(), &terminal.map(TerminalId::as_str)],
+            )?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            Ok(Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         })
     }
 

@@ -286,6 +286,16 @@ fn contacts_admin_changes_and_protocol_persistence(kind: Kind) {
     assert!(!store.admin_change_contact(&a, &b, true, 500).unwrap());
     assert_eq!(store.contacts(&a).unwrap(), vec![b.clone(), c.clone()]);
     assert!(store.contacts(&b).unwrap().is_empty());
+    // A login reads the same list.
+    let rec = store.login_record(&a, None).unwrap().unwrap();
+    assert_eq!(rec.contacts, vec![b.clone(), c.clone()]);
+    assert!(verify_password(&rec.phc, &pw("pw")).unwrap());
+    assert!(store
+        .login_record(&b, None)
+        .unwrap()
+        .unwrap()
+        .contacts
+        .is_empty());
     assert!(matches!(
         store.admin_change_contact(&a, &a, true, 500),
         Err(StoreError::SelfContact(_))
