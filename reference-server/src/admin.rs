@@ -1,6 +1,7 @@
 //! The `admin` subcommands: accounts, contact lists and registered terminals.
 //!
-//! They write the database directly (SQLite serialises them with a running server).
+//! They write the database directly (SQLite, or PostgreSQL's transactions, serialise
+//! them with running servers).
 //! Contact changes are also appended to `roster_events`, which a running server polls
 //! and applies to online users through `Server::change_roster`. `import` creates many
 //! accounts, contact lists and terminals from JSON lines in one transaction (for load
@@ -19,8 +20,8 @@ use crate::{AdminArgs, AdminCommand, ContactCommand, TerminalCommand, UserComman
 
 /// Runs one admin command.
 pub fn run(args: AdminArgs) -> Result<()> {
-    let mut store = Store::open(&args.db)
-        .with_context(|| format!("cannot open database {}", args.db.display()))?;
+    let mut store =
+        Store::open(&args.db).with_context(|| format!("cannot open database {}", args.db))?;
     let cost = args.cost.cost();
     let mut out = std::io::stdout().lock();
     match args.command {
@@ -241,6 +242,7 @@ fn hash_all(users: Vec<PlainUser>, cost: HashCost) -> Result<Vec<ImportUser>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::tests::{Kind, TestDb};
 
     const CAPS: &str = r#"{"encode":["h264"],"decode":["h264"],"screen":{"width":1280,"height":720},"cpu":"high","bandwidth":{"up_kbps":8000,"down_kbps":8000}}"#;
 
@@ -293,9 +295,18 @@ mod tests {
     }
 
     #[test]
-    fn contact_dump_lists_every_entry_by_user() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    fn contact_dump_lists_every_entry_by_user_sqlite() {
+        contact_dump_lists_every_entry_by_user(Kind::Sqlite);
+    }
+
+    #[test]
+    fn contact_dump_lists_every_entry_by_user_pg() {
+        contact_dump_lists_every_entry_by_user(Kind::Pg);
+    }
+
+    fn contact_dump_lists_every_entry_by_user(kind: Kind) {
+        let db = TestDb::new(kind);
+        let mut store = db.open();
         let phc =
             hash_password(&Password::new("pw").unwrap(), HashCost { m_kib: 8, t: 1 }).unwrap();
         let user = |n: &str| UserId::new(n).unwrap();

@@ -2,7 +2,7 @@
 //!
 //! A thin shell around [`precall_protocol::server::Server`]: it moves bytes between TCP
 //! sockets and the core, keeps time, verifies passwords and persists contact lists in
-//! SQLite. Every protocol decision is the core's.
+//! SQLite or PostgreSQL. Every protocol decision is the core's.
 //!
 //! - `serve`: run the server (module `serve`, with `conn` for the connection tasks, `tls`
 //!   for the optional TLS layer, `ws` for the WebSocket binding and the static files of
@@ -31,7 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use precall_protocol::{TerminalId, UserId};
 use tracing_subscriber::EnvFilter;
 
-use crate::store::HashCost;
+use crate::store::{DbTarget, HashCost};
 
 /// The precall reference server.
 #[derive(Debug, Parser)]
@@ -52,9 +52,11 @@ enum Command {
 /// Options of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// SQLite database (created, in WAL mode, if missing).
-    #[arg(long)]
-    pub db: PathBuf,
+    /// The store: a SQLite file (created, in WAL mode, if missing), or a PostgreSQL
+    /// database given as `postgres://user@host:port/dbname` (its tables created if
+    /// missing; several servers may share it).
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: DbTarget,
     /// Address to listen on (port 0: the OS picks one).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: String,
@@ -80,7 +82,8 @@ pub struct ServeArgs {
     /// 0 writes every frame at once (spec section 3.1).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub coalesce_ms: u64,
-    /// How often to apply contact changes made with `admin` while running.
+    /// How often to apply contact changes made with `admin`, or by other servers on the
+    /// same store, while running.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub admin_poll_ms: u64,
     #[command(flatten)]
@@ -124,9 +127,10 @@ impl CostArgs {
 /// Options of `admin`.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// SQLite database (created if missing).
-    #[arg(long)]
-    pub db: PathBuf,
+    /// The store: a SQLite file (created if missing), or a PostgreSQL database given as
+    /// `postgres://user@host:port/dbname`.
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: DbTarget,
     #[command(flatten)]
     pub cost: CostArgs,
     #[command(subcommand)]

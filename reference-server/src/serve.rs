@@ -1,8 +1,8 @@
 //! `serve`: the event loop around the core.
 //!
 //! One task owns the [`Server`]. It accepts connections, takes bytes, end-of-stream
-//! reports, credential verdicts and administrator roster changes from one channel,
-//! fires the core's deadlines, and carries out the core's events: frames go to each
+//! reports, credential verdicts and logged roster changes (the administrator's, other
+//! nodes') from one channel, fires the core's deadlines, and carries out the core's events: frames go to each
 //! connection's bounded queue (module `conn`; a full queue means a dead peer: the core
 //! is told the connection dropped), closes let the writer flush then shut the socket,
 //! credential checks and contact-list changes go to the store thread, and their
@@ -34,6 +34,7 @@ use precall_protocol::server::{AuthTicket, AuthVerdict, ServerError, StoreOutcom
 use precall_protocol::time::millis;
 use precall_protocol::{
     ConnId, Epoch, Password, ResumeConfig, ResumeSecret, Server, ServerConfig, ServerEvent, Time,
+    UserId,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -64,11 +65,13 @@ pub enum Input {
     Closed(ConnId, Option<std::io::Error>),
     /// A credential check finished.
     Verdict(AuthTicket, AuthVerdict),
-    /// Administrator roster changes read from the store, and the last id read.
+    /// Logged contact-list changes (the administrator's, and those stored by any
+    /// node) read from the store, and the last id read.
     Roster(Result<(Vec<RosterEvent>, i64), StoreError>),
     /// Contact-list changes the store committed in one transaction (or could not
-    /// store), in the order they were submitted.
-    Stored(Vec<(StoreTicket, StoreOutcome)>),
+    /// store), in the order they were submitted; and the log id of each that changed a
+    /// list, with its user and contact.
+    Stored(Vec<(StoreTicket, StoreOutcome)>, Vec<(UserId, UserId, i64)>),
     /// What the cluster's registry reports (`--nats`).
     Registry(RegistryInput),
 }
@@ -238,7 +241,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })
     .await?;
     let (store, roster_seen) =
-        opened.with_context(|| format!("cannot open database {}", args.db.display()))?;
+        opened.with_context(|| format!("cannot open database {}", args.db))?;
     let cost = args.cost.cost();
     let dummy = tokio::task::spawn_blocking(move || {
         hash_password(&Password::new("precall unknown user")?, cost).map_err(anyhow::Error::from)
@@ -313,14 +316,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!(
         %local,
-        db = %args.db.display(),
+        db = %args.db,
         tls = tls.is_some(),
         resume_grace_ms = args.resume.resume_grace_ms,
         "listening"
     );
 
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let worker = Worker::start(store, inputs_tx.clone(), dummy, parallelism)
+    let origin = node_id();
+    let worker = Worker::start(store, origin, inputs_tx.clone(), dummy, parallelism)
         .context("cannot start the store thread")?;
     let config = {
         let mut config = ServerConfig::default();
@@ -353,6 +357,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tasks: JoinSet::new(),
         roster_seen,
         roster_polling: false,
+        node: origin,
+        own_changes: OwnChanges::default(),
         accept_failures: AcceptFailures::new(),
         storing: 0,
         paused: HashSet::new(),
@@ -403,6 +409,10 @@ struct Shell {
     tasks: JoinSet<()>,
     roster_seen: i64,
     roster_polling: bool,
+    /// This node's tag on the contact changes it logs (random per process).
+    node: i64,
+    /// This node's logged changes not yet read back from the log.
+    own_changes: OwnChanges,
     /// Failed `accept`s, logged at most once a second.
     accept_failures: AcceptFailures,
     /// Contact-list changes sent to the store thread and not yet reported back.
@@ -510,7 +520,7 @@ impl Shell {
         let _ = tokio::time::timeout(LINGER, async {
             while self.storing > 0 {
                 match inputs.recv().await {
-                    Some(Input::Stored(outcomes)) => self.stored(outcomes),
+                    Some(Input::Stored(outcomes, logged)) => self.stored(outcomes, logged),
                     Some(_) => {}
                     None => break,
                 }
@@ -606,7 +616,7 @@ impl Shell {
                     tracing::debug!(error = %e, "verdict discarded");
                 }
             }
-            Input::Stored(outcomes) => self.stored(outcomes),
+            Input::Stored(outcomes, logged) => self.stored(outcomes, logged),
             Input::Registry(report) => {
                 if let Some(why) = cluster::apply(&mut self.server, report, now) {
                     self.fenced = Some(why);
@@ -618,10 +628,12 @@ impl Shell {
                     Ok((events, last)) => {
                         self.roster_seen = last;
                         for ev in events {
-                            self.apply_roster_event(ev, now);
+                            if self.own_changes.should_apply(&ev, self.node) {
+                                self.apply_roster_event(ev, now);
+                            }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot read administrator changes"),
+                    Err(e) => tracing::warn!(error = %e, "cannot read logged contact changes"),
                 }
             }
         }
@@ -634,14 +646,20 @@ impl Shell {
             user,
             contact,
             added,
+            origin,
         } = ev;
+        let by = if origin.is_none() {
+            "administrator"
+        } else {
+            "another node"
+        };
         match self.server.change_roster(&user, &contact, added, now) {
-            Ok(()) => tracing::info!(id, %user, %contact, added, "administrator contact change"),
+            Ok(()) => tracing::info!(id, %user, %contact, added, by, "logged contact change"),
             Err(ServerError::RosterFull(_)) => tracing::warn!(
                 id, %user, %contact,
-                "administrator contact change refused: contact list full"
+                "logged contact change refused: contact list full"
             ),
-            Err(e) => tracing::warn!(id, error = %e, "administrator contact change failed"),
+            Err(e) => tracing::warn!(id, error = %e, "logged contact change failed"),
         }
     }
 
@@ -684,7 +702,14 @@ impl Shell {
 
     /// A batch of contact-list changes is durable (or failed): the core applies and
     /// acknowledges them, and the connections they paused read on.
-    fn stored(&mut self, outcomes: Vec<(StoreTicket, StoreOutcome)>) {
+    fn stored(
+        &mut self,
+        outcomes: Vec<(StoreTicket, StoreOutcome)>,
+        logged: Vec<(UserId, UserId, i64)>,
+    ) {
+        for (user, contact, id) in logged {
+            self.own_changes.logged(user, contact, id);
+        }
         let now = self.now();
         self.storing = self.storing.saturating_sub(outcomes.len());
         for (ticket, outcome) in outcomes {
@@ -803,6 +828,53 @@ fn retire(tasks: ConnTasks) {
     });
 }
 
+/// A random tag for this server process's logged contact changes (positive, so it never
+/// reads as a small sequence number in a log dump).
+fn node_id() -> i64 {
+    i64::try_from(OsRng.next_u64() >> 1).unwrap_or(1)
+}
+
+/// This node's logged contact changes that the log has not yet been read up to.
+///
+/// A change this node stored is applied by its core when stored, so reading it back
+/// from the log must not apply it again; and a change logged by someone else *before*
+/// one of this node's own for the same user and contact (a smaller id) is already
+/// superseded by it, so it is not applied either: every node then ends in the state of
+/// the log's last change of each pair, whatever order it learns them in.
+#[derive(Debug, Default)]
+pub struct OwnChanges {
+    /// The largest own log id of each `(user, contact)` not yet read back.
+    latest: HashMap<(UserId, UserId), i64>,
+}
+
+impl OwnChanges {
+    /// This node logged a change of `user`'s listing of `contact` with `id`.
+    pub fn logged(&mut self, user: UserId, contact: UserId, id: i64) {
+        let slot = self.latest.entry((user, contact)).or_insert(id);
+        *slot = (*slot).max(id);
+    }
+
+    /// Whether the core must apply `ev`, read from the log in id order by node `node`.
+    pub fn should_apply(&mut self, ev: &RosterEvent, node: i64) -> bool {
+        let key = (ev.user.clone(), ev.contact.clone());
+        if let Some(&own) = self.latest.get(&key) {
+            if own == ev.id {
+                self.latest.remove(&key);
+            }
+            if own >= ev.id {
+                return false;
+            }
+        }
+        ev.origin != Some(node)
+    }
+
+    /// Own changes not yet read back.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.latest.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -896,5 +968,50 @@ mod tests {
                 "{at_once}: {seen:?}"
             );
         }
+    }
+
+    fn ev(id: i64, user: &str, contact: &str, added: bool, origin: Option<i64>) -> RosterEvent {
+        RosterEvent {
+            id,
+            user: UserId::new(user).unwrap(),
+            contact: UserId::new(contact).unwrap(),
+            added,
+            origin,
+        }
+    }
+
+    /// A node applies the log's changes by others, not its own (applied when stored),
+    /// nor another's that one of its own later change of the same pair supersedes.
+    #[test]
+    fn a_node_applies_each_logged_change_once_and_in_log_order() {
+        const ME: i64 = 5;
+        const OTHER: i64 = 9;
+        let u = |s: &str| UserId::new(s).unwrap();
+        let mut own = OwnChanges::default();
+        // Administrator and other nodes' changes apply.
+        assert!(own.should_apply(&ev(1, "ann", "bea", true, None), ME));
+        assert!(own.should_apply(&ev(2, "ann", "bea", false, Some(OTHER)), ME));
+        // Own changes, read back, do not (and are forgotten once read).
+        own.logged(u("ann"), u("bea"), 3);
+        assert_eq!(own.len(), 1);
+        assert!(!own.should_apply(&ev(3, "ann", "bea", true, Some(ME)), ME));
+        assert_eq!(own.len(), 0);
+        // Another node removed the pair (id 4) before this node's add (id 5) of the
+        // same pair committed: the log ends with the add, which this node already
+        // applied; the older removal must not undo it here.
+        own.logged(u("cy"), u("dee"), 5);
+        assert!(!own.should_apply(&ev(4, "cy", "dee", false, Some(OTHER)), ME));
+        // Other pairs are not held back meanwhile.
+        assert!(own.should_apply(&ev(4, "ann", "dee", true, Some(OTHER)), ME));
+        assert!(!own.should_apply(&ev(5, "cy", "dee", true, Some(ME)), ME));
+        // A later change by the other node applies again.
+        assert!(own.should_apply(&ev(6, "cy", "dee", false, Some(OTHER)), ME));
+        // Two own changes of one pair: both skipped, the entry kept until the last.
+        own.logged(u("ann"), u("bea"), 7);
+        own.logged(u("ann"), u("bea"), 8);
+        assert!(!own.should_apply(&ev(7, "ann", "bea", true, Some(ME)), ME));
+        assert_eq!(own.len(), 1);
+        assert!(!own.should_apply(&ev(8, "ann", "bea", false, Some(ME)), ME));
+        assert_eq!(own.len(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! The store thread: every database access of a running server, in order.
 //!
-//! One thread owns the SQLite connection and runs jobs in the order the server task
+//! One thread owns the database connection (SQLite, or PostgreSQL, whose blocking client
+//! must not run on a tokio thread) and runs jobs in the order the server task
 //! queued them, so a contact change persisted before a login is seen by that login's
 //! lookup, and two changes of one list land in order. The slow part of a login, the
 //! argon2id verification, does not run here: the thread hands it to tokio's blocking
@@ -9,7 +10,9 @@
 //!
 //! Contact-list changes are committed in groups: the changes queued one after another
 //! go into one transaction (one write to disk), and their outcomes go back together as
-//! one [`Input::Stored`], so a flood of changes costs one commit per batch.
+//! one [`Input::Stored`], so a flood of changes costs one commit per batch. The changes
+//! that changed a list are logged in the store's roster-change log with this node's
+//! `origin`, for the other nodes sharing the store; their log ids go back with them.
 
 use std::collections::HashSet;
 use std::sync::{mpsc, Arc, Mutex};
@@ -20,7 +23,7 @@ use precall_protocol::{Password, UserId};
 use tokio::sync::Semaphore;
 
 use crate::serve::Input;
-use crate::store::{verify_password, LoginRecord, Store, StoreError};
+use crate::store::{verify_password, LoginRecord, Persisted, Store, StoreError};
 
 /// A job for the store thread.
 pub enum Job {
@@ -29,7 +32,7 @@ pub enum Job {
     /// Store a contact-list change a user made through the protocol, then send
     /// [`Input::Stored`] (with the other changes committed in the same transaction).
     Store(StoreRequest),
-    /// Read the administrator changes after this id, then send [`Input::Roster`].
+    /// Read the logged contact-list changes after this id, then send [`Input::Roster`].
     PollRoster {
         /// The last id already applied.
         after: i64,
@@ -53,9 +56,11 @@ pub struct Worker {
 
 impl Worker {
     /// Starts the thread. `dummy_phc` is verified for unknown users so that their
-    /// rejection takes as long as a wrong password.
+    /// rejection takes as long as a wrong password; `origin` tags this node's logged
+    /// contact changes.
     pub fn start(
         store: Store,
+        origin: i64,
         inputs: tokio::sync::mpsc::Sender<Input>,
         dummy_phc: String,
         parallelism: usize,
@@ -66,6 +71,7 @@ impl Worker {
         let ctx = Ctx {
             cancelled: cancelled.clone(),
             store,
+            origin,
             inputs,
             rt,
             dummy_phc: Arc::from(dummy_phc),
@@ -100,6 +106,7 @@ impl Worker {
 struct Ctx {
     cancelled: Cancelled,
     store: Store,
+    origin: i64,
     inputs: tokio::sync::mpsc::Sender<Input>,
     rt: tokio::runtime::Handle,
     dummy_phc: Arc<str>,
@@ -143,17 +150,26 @@ impl Ctx {
             .iter()
             .map(|r| (r.user.clone(), r.contact.clone(), r.added))
             .collect();
-        let stored = match self.store.persist_roster_batch(&changes) {
+        let stored = match self.store.persist_roster_batch(&changes, self.origin) {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(changes = batch.len(), error = %e, "cannot store contact changes");
-                vec![false; batch.len()]
+                vec![Persisted::NotStored; batch.len()]
             }
         };
+        let logged = batch
+            .iter()
+            .zip(&stored)
+            .filter_map(|(r, p)| match p {
+                Persisted::Logged(id) => Some((r.user.clone(), r.contact.clone(), *id)),
+                _ => None,
+            })
+            .collect();
         let outcomes = batch
             .iter()
             .zip(stored)
-            .map(|(r, ok)| {
+            .map(|(r, p)| {
+                let ok = p.is_stored();
                 if !ok {
                     tracing::warn!(user = %r.user, contact = %r.contact, added = r.added, "contact change not stored");
                 }
@@ -162,7 +178,7 @@ impl Ctx {
             })
             .collect();
         // Fails only once the server task is gone.
-        let _ = self.inputs.blocking_send(Input::Stored(outcomes));
+        let _ = self.inputs.blocking_send(Input::Stored(outcomes, logged));
     }
 
     fn auth(&self, req: AuthRequest) {
