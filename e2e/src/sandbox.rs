@@ -167,13 +167,19 @@ impl Sandbox {
     /// for bob with [`phone_caps`].
     pub fn with_cast() -> Res<Sandbox> {
         let s = Sandbox::new()?;
-        for u in ["alice", "bob", "carol"] {
-            s.add_user(u)?;
-        }
-        s.befriend("alice", "bob")?;
-        s.befriend("alice", "carol")?;
-        s.register_terminal("bob-phone", "bob", &phone_caps())?;
+        s.add_cast()?;
         Ok(s)
+    }
+
+    /// Puts the usual cast ([`Sandbox::with_cast`]) into this sandbox's store.
+    pub fn add_cast(&self) -> Res<()> {
+        for u in ["alice", "bob", "carol"] {
+            self.add_user(u)?;
+        }
+        self.befriend("alice", "bob")?;
+        self.befriend("alice", "carol")?;
+        self.register_terminal("bob-phone", "bob", &phone_caps())?;
+        Ok(())
     }
 
     /// Starts `precall-server serve --db DB --listen 127.0.0.1:0 EXTRA…` and waits for

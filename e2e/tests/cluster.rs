@@ -1,5 +1,6 @@
 //! Several server nodes (spec section "Clustering"; issue 17), as real processes on
-//! loopback: a three-server NATS JetStream cluster (`e2e::nats`), one shared store, and
+//! loopback: a three-server NATS JetStream cluster (`e2e::nats`), one PostgreSQL
+//! database shared by the nodes (`PgDb`, on the server `PRECALL_TEST_PG` names), and
 //! three `precall-server serve --nats ... --node-id N` nodes. Users are spread over
 //! the nodes; every table is checked against who may see whom; a node killed with
 //! SIGKILL has its terminals go offline for the other nodes' watchers within the lease
@@ -22,6 +23,7 @@ const MARGIN_MS: u64 = 1500;
 
 struct Cluster {
     sb: Sandbox,
+    _db: PgDb,
     nats: NatsCluster,
     nodes: Vec<ServerProc>,
 }
@@ -30,10 +32,14 @@ impl Cluster {
     /// Three NATS servers, three nodes with leases of `lease_ms`, the usual cast
     /// (alice↔bob, alice↔carol; bob and carol do not see each other).
     fn start(lease_ms: u64) -> Res<Self> {
-        let sb = Sandbox::with_cast()?;
+        let db = PgDb::create()?;
+        let mut sb = Sandbox::new()?;
+        sb.db = db.url.clone().into();
+        sb.add_cast()?;
         let nats = NatsCluster::start(sb.path(), 3)?;
         let mut c = Cluster {
             sb,
+            _db: db,
             nats,
             nodes: Vec::new(),
         };
