@@ -10,6 +10,9 @@
 //! connections die, it restarts empty, and its lease expires at the registry, which
 //! tells the survivor ([`Update::NodeGone`], [`Server::remote_node_gone`]).
 //!
+//! Call messages a node relays ([`ServerEvent::Relay`]) go straight to the other node on
+//! their own ordered link, so an offer may overtake the caller's record.
+//!
 //! The properties are the single-node model's, evaluated with the same
 //! [`crate::invariant`] checks across both nodes: `INV-ONLINE-EXACT` at cluster
 //! quiescence ([`invariant::online_exact_across`]), `INV-VISIBILITY` on every frame
@@ -29,12 +32,15 @@ use stateright::Expectation;
 
 use super::{Action, TerminalSpec, UserSpec, INV_CALL_AGREE, INV_LOGOUT_EMPTY, INV_VISIBILITY};
 use super::{INV_ONLINE_EXACT, NEVER};
+use crate::client::{CallState, Role};
 use crate::client::{Client, ClientConfig, Status};
-use crate::ids::{ConnId, NodeId, Password, SessionId, TerminalId, UserId};
+use crate::ids::{CallId, ConnId, Endpoint, NodeId, Password, SessionId, TerminalId, UserId};
 use crate::invariant::{self, InvariantViolation};
 use crate::message::LoginWith;
 use crate::resume::ResumeConfig;
-use crate::server::{AuthVerdict, Server, ServerConfig, ServerEvent, SessionRecord, StoreOutcome};
+use crate::server::{
+    AuthVerdict, RelayMessage, Server, ServerConfig, ServerEvent, SessionRecord, StoreOutcome,
+};
 use crate::sim::sample_caps;
 use crate::time::Time;
 
@@ -45,6 +51,9 @@ const NOW: Time = Time::ZERO;
 pub const CLUSTER_INPUT: &str = "remote inputs accepted";
 /// Goal: every terminal online, tables exact across nodes.
 pub const ALL_ONLINE_ACROSS: &str = "all terminals online across nodes with exact tables";
+/// Goal: a call between terminals of different nodes established at both ends on the
+/// fast path (no capabilities on the wire).
+pub const FAST_PATH_ACROSS: &str = "call across nodes established on the fast path";
 /// Goal: a node crashed and the survivor's online clients converged.
 pub const SURVIVED_CRASH: &str = "a node crashed and the survivor's tables are exact";
 
@@ -116,6 +125,15 @@ impl ClusterConfig {
             crash: Some(1),
             fault: None,
         }
+    }
+
+    /// Calls between the nodes: alice (node 0) logs in, calls bob and logs out; bob
+    /// (node 1) logs in, answers and removes alice; node 1 may crash at any point.
+    pub fn calls() -> Self {
+        let mut cfg = Self::default_check();
+        cfg.terminals[0].menu = vec![Action::LoginCaps, Action::Call(1), Action::Logout];
+        cfg.terminals[1].menu = vec![Action::LoginCaps, Action::Answer, Action::RemoveContact(0)];
+        cfg
     }
 
     /// The default with carol logging in on node 1 too (she and alice see each other
@@ -195,6 +213,9 @@ impl ClusterConfig {
             .property(Expectation::Sometimes, ALL_ONLINE_ACROSS, |_, s| {
                 quiescent(s) && clients(s).all(Client::is_synced) && prop_online_exact(s).is_ok()
             })
+            .property(Expectation::Sometimes, FAST_PATH_ACROSS, |_, s| {
+                established_across(s)
+            })
             .property(Expectation::Sometimes, SURVIVED_CRASH, |_, s| {
                 quiescent(s)
                     && nodes(s).any(|n| n.crashed)
@@ -238,6 +259,9 @@ pub enum ClusterMsg {
     },
     /// Registry changes, in order.
     Registry(Vec<Update>),
+    /// Call messages relayed from the sending node, in order (each as JSON, as an
+    /// embedder carries them).
+    Relay(Vec<Bytes>),
     /// The sending node crashed: its lease is no longer renewed and expires.
     LeaseLost,
 }
@@ -247,6 +271,10 @@ pub enum ClusterMsg {
 pub enum Choice {
     /// A terminal's menu entry.
     Do(Action),
+    /// Call this terminal ([`Action::Call`]).
+    Call(Endpoint),
+    /// Accept this call ([`Action::Answer`]).
+    Answer(CallId),
     /// The node crashes.
     Crash,
 }
@@ -393,7 +421,7 @@ impl Actor for ClusterActor {
                     menu: self.cfg.terminals[i].menu.clone(),
                     caps: 0,
                 };
-                offer(&t, o);
+                offer(&self.cfg, &t, o);
                 ClusterState::Terminal(Box::new(t))
             }
         }
@@ -466,6 +494,21 @@ impl Actor for ClusterActor {
                             }
                         }
                     }
+                    ClusterMsg::Relay(messages) => {
+                        let from = node_id(usize::from(src).min(1));
+                        for json in messages {
+                            let r = match serde_json::from_slice::<RelayMessage>(&json) {
+                                Ok(m) => n.server.relay_received(from, m, NOW),
+                                Err(e) => {
+                                    n.refused.get_or_insert(e.to_string());
+                                    Ok(())
+                                }
+                            };
+                            if let Err(e) = r {
+                                n.refused.get_or_insert(e.to_string());
+                            }
+                        }
+                    }
                     ClusterMsg::LeaseLost => {}
                 }
                 self.drain_node(n, o);
@@ -496,7 +539,7 @@ impl Actor for ClusterActor {
                 }
                 self.flush_terminal(t, &mut w);
                 w.send(o);
-                offer(t, o);
+                offer(&self.cfg, t, o);
             }
             _ => {}
         }
@@ -527,17 +570,35 @@ impl Actor for ClusterActor {
                 n.server = Server::new(self.cfg.server_config(*i));
                 o.send(Id::from(REGISTRY), ClusterMsg::LeaseLost);
             }
-            (Kind::Terminal(i), Choice::Do(action)) => {
+            (Kind::Terminal(i), choice) => {
                 let ClusterState::Terminal(t) = state.to_mut() else {
                     return;
                 };
-                if t.menu.first() == Some(action) {
+                let action = match choice {
+                    Choice::Do(a) => a.clone(),
+                    Choice::Call(to) => {
+                        let user = self.cfg.users.iter().position(|u| u.name == to.user);
+                        Action::Call(user.unwrap_or(usize::MAX))
+                    }
+                    Choice::Answer(_) => Action::Answer,
+                    Choice::Crash => return,
+                };
+                if t.menu.first() == Some(&action) {
                     t.menu.remove(0);
                 }
                 let spec = &self.cfg.terminals[*i];
                 let home = node_actor(self.cfg.homes[*i]);
                 let mut w = Writes::default();
-                match action {
+                match choice {
+                    Choice::Call(to) => {
+                        let _ = t.client.place_call(to, NOW);
+                    }
+                    Choice::Answer(call) => {
+                        let _ = t.client.answer(*call, true, NOW);
+                    }
+                    _ => {}
+                }
+                match &action {
                     Action::LoginCaps => {
                         t.conn += 1;
                         t.connected = true;
@@ -571,7 +632,7 @@ impl Actor for ClusterActor {
                 }
                 self.flush_terminal(t, &mut w);
                 w.send(o);
-                offer(t, o);
+                offer(&self.cfg, t, o);
             }
             _ => {}
         }
@@ -593,6 +654,7 @@ impl ClusterActor {
     fn drain_node(&self, n: &mut NodeState, o: &mut Out<Self>) {
         let mut w = Writes::default();
         let mut updates = Vec::new();
+        let mut relays = Vec::new();
         while let Some(ev) = n.server.poll_event() {
             match ev {
                 ServerEvent::Transmit { conn, frame } => {
@@ -637,12 +699,30 @@ impl ClusterActor {
                     }
                 },
                 ServerEvent::Unpublish { session, .. } => updates.push(Update::Delete(session)),
+                ServerEvent::Relay { message, .. } => match serde_json::to_vec(&message) {
+                    Ok(json) => relays.push(Bytes::from(json)),
+                    Err(e) => {
+                        n.refused.get_or_insert(e.to_string());
+                    }
+                },
                 _ => {}
             }
         }
         w.send(o);
         if !updates.is_empty() {
             o.send(Id::from(REGISTRY), ClusterMsg::Registry(updates));
+        }
+        if !relays.is_empty() {
+            // Straight to the other node (two nodes: every relay is for it).
+            o.send(node_actor(1 - self.index()), ClusterMsg::Relay(relays));
+        }
+    }
+
+    /// A node actor's index.
+    fn index(&self) -> usize {
+        match self.kind {
+            Kind::Node(i) => i,
+            _ => 0,
         }
     }
 
@@ -661,20 +741,40 @@ impl ClusterActor {
     }
 }
 
-/// Offers the terminal's next menu entry if its client accepts it now.
-fn offer(t: &TermState, o: &mut Out<ClusterActor>) {
+/// Offers the terminal's next menu entry if its client accepts it now: a call to any
+/// terminal of the user named that the table holds, an answer to any incoming call.
+/// Capability changes wait while a call exists (an established call keeps its
+/// parameters).
+fn offer(cfg: &ClusterConfig, t: &TermState, o: &mut Out<ClusterActor>) {
     let c = &t.client;
     let online = c.status() == Status::Online && t.connected;
     let idle = c.status() == Status::Idle && !t.connected;
-    let ok = match t.menu.first() {
-        Some(Action::LoginCaps) => idle,
-        Some(Action::Logout | Action::Drop | Action::ChangeCaps) => online,
-        Some(Action::AddContact(_) | Action::RemoveContact(_)) => online,
-        _ => false,
+    let quiet = c.calls().next().is_none() && c.dialing() == 0;
+    let choices: Vec<Choice> = match t.menu.first() {
+        Some(a @ Action::LoginCaps) if idle => vec![Choice::Do(a.clone())],
+        Some(a @ (Action::Logout | Action::Drop)) if online => vec![Choice::Do(a.clone())],
+        Some(a @ Action::ChangeCaps) if online && quiet => vec![Choice::Do(a.clone())],
+        Some(a @ (Action::AddContact(_) | Action::RemoveContact(_))) if online => {
+            vec![Choice::Do(a.clone())]
+        }
+        Some(Action::Call(u)) if online && quiet => {
+            let name = cfg.users.get(*u).map(|u| &u.name);
+            c.peers()
+                .filter(|(e, _)| Some(&e.user) == name)
+                .map(|(e, _)| Choice::Call(e.clone()))
+                .collect()
+        }
+        Some(Action::Answer) => c
+            .calls()
+            .filter(|(_, call)| call.state == CallState::Incoming)
+            .map(|(id, _)| Choice::Answer(*id))
+            .collect(),
+        _ => Vec::new(),
     };
-    match t.menu.first() {
-        Some(a) if ok => o.choose_random("user", vec![Choice::Do(a.clone())]),
-        _ => o.remove_random("user"),
+    if choices.is_empty() {
+        o.remove_random("user");
+    } else {
+        o.choose_random("user", choices);
     }
 }
 
@@ -711,4 +811,26 @@ pub fn prop_online_exact(s: &State) -> Result<(), InvariantViolation> {
     }
     let servers: Vec<&Server> = nodes(s).map(|n| &n.server).collect();
     invariant::online_exact_across(&servers, clients(s))
+}
+
+/// Whether some call is established at both ends, on the fast path, and its parties
+/// are terminals of different nodes.
+fn established_across(s: &State) -> bool {
+    let ends: Vec<&Client> = clients(s).collect();
+    ends.iter().any(|a| {
+        a.calls().any(|(id, ca)| {
+            ca.role == Role::Caller
+                && ca.state == CallState::Established
+                && !ca.caps_on_wire
+                && ca.peer.session.node() != a.session().map_or(NodeId(0), SessionId::node)
+                && ends.iter().any(|b| {
+                    b.calls().any(|(j, cb)| {
+                        j == id
+                            && cb.role == Role::Callee
+                            && cb.state == CallState::Established
+                            && !cb.caps_on_wire
+                    })
+                })
+        })
+    })
 }
