@@ -1079,3 +1079,21 @@ fn a_second_acceptance_is_refused() {
         Err(ServerError::BadRelay(call))
     );
 }
+
+/// A record's terminal identifier is held, and follows a later record.
+#[test]
+fn a_records_terminal_identifier_is_held_and_updated() {
+    let mut config = ServerConfig::default();
+    config.node = Some(NodeId(1));
+    let mut server = Server::new(config);
+    let id = NodeId(2).session(1);
+    let mut record = SessionRecord::new(NodeId(2), id, u("bob"), caps(160), vec![]);
+    server.remote_online(record.clone(), Time::ZERO).unwrap();
+    assert_eq!(server.remote_sessions().next().unwrap().terminal, None);
+    record.terminal = Some(tid("bob-phone"));
+    server.remote_online(record, Time::ZERO).unwrap();
+    let view = server.remote_sessions().next().unwrap();
+    assert_eq!(view.terminal, Some(&tid("bob-phone")));
+    assert_eq!(view.node, NodeId(2));
+    assert_eq!(view.endpoint.session, id);
+}

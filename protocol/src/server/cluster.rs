@@ -50,6 +50,8 @@ pub struct RemoteView<'a> {
     pub endpoint: Endpoint,
     /// Its capabilities, as last published.
     pub capabilities: &'a Capabilities,
+    /// The registered terminal identifier it logged in with, if its record names one.
+    pub terminal: Option<&'a TerminalId>,
 }
 
 impl Server {
@@ -366,6 +368,7 @@ impl Server {
                 session: *id,
             },
             capabilities: &r.caps,
+            terminal: r.terminal.as_ref(),
         })
     }
 
