@@ -30,7 +30,8 @@
 //! - [`client`]: [`Client`], one terminal's session and its parameter table (one file
 //!   per concern: `config`, `events`, `session`, `table`, `call`).
 //! - [`server`]: [`Server`], sessions, presence fan-out and call relay (`config`,
-//!   `events`, `input`, `admission`, `session`, `users`, `roster`, `call`). User names
+//!   `events`, `input`, `admission`, `session`, `users`, `roster`, `call`, and `cluster`:
+//!   sessions of other nodes of a cluster, spec "Clustering"). User names
 //!   are interned (`users`): each name the server holds (a user online, or listed by
 //!   one) has a dense number and is kept once, contact lists are arrays of numbers,
 //!   and each online user keeps the list of users entitled to see it, in name order,
@@ -246,7 +247,7 @@ pub use message::{ClientMessage, EndReason, LoginWith, ServerMessage, PROTOCOL_V
 pub use negotiate::{negotiate, negotiate_pair};
 pub use resume::{Backoff, ResumeConfig, ResumeSecret, ResumeToken};
 pub use server::{
-    AuthRequest, AuthTicket, AuthVerdict, Limits, RemoteView, Server, ServerConfig, ServerError,
-    ServerEvent, SessionRecord, SessionView, StoreOutcome, StoreRequest, StoreTicket,
+    AuthRequest, AuthTicket, AuthVerdict, Limits, RelayMessage, RemoteView, Server, ServerConfig,
+    ServerError, ServerEvent, SessionRecord, SessionView, StoreOutcome, StoreRequest, StoreTicket,
 };
 pub use time::{Epoch, Time};

@@ -52,6 +52,8 @@ use crate::server::{AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent,
 use crate::sim::sample_caps;
 use crate::time::Time;
 
+pub mod cluster;
+
 /// The clients' clock: it never advances, as the client's only timer (the ping) is left
 /// out; a dead connection is modelled by the [`Action::Drop`] and [`Action::Vanish`]
 /// actions.

@@ -19,7 +19,8 @@ use crate::invariant::{self, InvariantViolation};
 use crate::message::{ClientMessage, LoginWith, ServerMessage, WireMessage};
 use crate::negotiate::negotiate_pair;
 use crate::server::{
-    AuthRequest, AuthVerdict, Server, ServerConfig, ServerEvent, StoreOutcome, StoreRequest,
+    AuthRequest, AuthVerdict, RelayMessage, Server, ServerConfig, ServerEvent, StoreOutcome,
+    StoreRequest,
 };
 use crate::time::Time;
 
@@ -168,6 +169,9 @@ pub struct Sim {
     /// ([`ServerEvent::Publish`], [`ServerEvent::Unpublish`]), in order, not yet
     /// delivered to the other nodes ([`Cluster`]).
     pub published: VecDeque<ServerEvent>,
+    /// Call messages a clustered server relays to other nodes
+    /// ([`ServerEvent::Relay`]), in order, not yet delivered ([`Cluster`]).
+    pub relayed: VecDeque<(NodeId, RelayMessage)>,
 }
 
 impl Sim {
@@ -198,6 +202,7 @@ impl Sim {
             open: BTreeSet::new(),
             tamper: None,
             published: VecDeque::new(),
+            relayed: VecDeque::new(),
         }
     }
 
@@ -512,6 +517,7 @@ impl Sim {
             ev @ (ServerEvent::Publish(_) | ServerEvent::Unpublish { .. }) => {
                 self.published.push_back(ev)
             }
+            ServerEvent::Relay { node, message } => self.relayed.push_back((node, message)),
             _ => {}
         }
     }
@@ -629,8 +635,8 @@ impl Cluster {
         self.nodes.iter().map(|n| &n.server).collect()
     }
 
-    /// Moves frames on every node and records between nodes until nothing is in
-    /// flight. Returns the first invariant of the "always" kind that broke, or a
+    /// Moves frames on every node, and records and relayed call messages between
+    /// nodes, until nothing is in flight. Returns the first invariant of the "always" kind that broke, or a
     /// remote input the receiving node refused (as `CLUSTER-INPUT`).
     pub fn sync(&mut self) -> Result<(), InvariantViolation> {
         loop {
@@ -639,6 +645,19 @@ impl Cluster {
             }
             let mut moved = false;
             for i in 0..self.nodes.len() {
+                while let Some((to, message)) = self.nodes[i].relayed.pop_front() {
+                    moved = true;
+                    let from = Self::node_id(i);
+                    let Some(j) = (0..self.nodes.len()).find(|j| Self::node_id(*j) == to) else {
+                        continue;
+                    };
+                    let r =
+                        self.nodes[j].with_server(|s, now| s.relay_received(from, message, now));
+                    r.map_err(|e| InvariantViolation {
+                        id: "CLUSTER-INPUT",
+                        detail: e.to_string(),
+                    })?;
+                }
                 while let Some(ev) = self.nodes[i].published.pop_front() {
                     moved = true;
                     for j in (0..self.nodes.len()).filter(|j| *j != i) {
@@ -692,6 +711,7 @@ impl Cluster {
         node.conns.clear();
         node.open.clear();
         node.published.clear();
+        node.relayed.clear();
         node.server = Server::new(node.server.config().clone());
         for j in 0..node.terminals.len() {
             node.collect_client_events(j);

@@ -5,11 +5,15 @@
 //! remote records are never echoed, idempotent redelivery, entitlement both ways,
 //! node loss, the limits and the typed errors.
 
+use precall_protocol::client::CallState;
+use precall_protocol::codec::encode_frame;
+use precall_protocol::invariant;
 use precall_protocol::server::{Limits, ServerError};
 use precall_protocol::sim::{sample_caps, Cluster, Directory, Sim};
 use precall_protocol::{
-    Capabilities, ClientEvent, Endpoint, LoginWith, NodeId, Server, ServerConfig, ServerEvent,
-    ServerMessage, SessionId, SessionRecord, Time,
+    negotiate_pair, CallDigest, CallId, Capabilities, ClientEvent, ClientMessage, EndReason,
+    Endpoint, LoginWith, NodeId, RelayMessage, Server, ServerConfig, ServerEvent, ServerMessage,
+    SessionId, SessionRecord, SetupPath, Time, UserId,
 };
 
 mod common;
@@ -612,4 +616,484 @@ fn remote_online_frames_name_the_remote_session() {
         })
         .collect();
     assert_eq!(onlines, [(u("bob"), NodeId(2).session(1))]);
+}
+
+// ----- calls between nodes --------------------------------------------------------------
+
+/// The id of the call terminal `t` of `node` holds (the one call it has).
+fn the_call(node: &Sim, t: usize) -> CallId {
+    *node.client(t).calls().next().expect("a call").0
+}
+
+fn ended(node: &Sim, t: usize) -> Vec<EndReason> {
+    node.terminals[t]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::CallEnded { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// alice (node 0) calls bob (node 1); returns the call once it rings at bob's.
+fn alice_calls_bob(c: &mut Cluster) -> CallId {
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    c.nodes[0]
+        .command(0, |cl, now| cl.place_call(&bob, now))
+        .unwrap();
+    c.sync().unwrap();
+    let call = the_call(&c.nodes[1], 0);
+    assert_eq!(call.node(), NodeId(1), "numbered by the caller's node");
+    assert_eq!(the_call(&c.nodes[0], 0), call);
+    call
+}
+
+#[test]
+fn a_call_across_nodes_takes_the_fast_path_in_one_relay_each_way() {
+    let mut c = two_nodes();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    c.nodes[0]
+        .command(0, |cl, now| cl.place_call(&bob, now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    // One offer to bob's node, carrying no capabilities.
+    let offers: Vec<_> = c.nodes[0].relayed.iter().cloned().collect();
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].0, NodeId(2));
+    assert!(matches!(
+        &offers[0].1,
+        RelayMessage::Offer { capabilities: None, to, .. } if *to == bob
+    ));
+    c.sync().unwrap();
+    let call = the_call(&c.nodes[1], 0);
+    c.nodes[1]
+        .command(0, |cl, now| cl.answer(call, true, now))
+        .unwrap();
+    c.nodes[1].run().unwrap();
+    assert_eq!(c.nodes[1].relayed.len(), 1);
+    assert!(matches!(
+        c.nodes[1].relayed[0],
+        (
+            NodeId(1),
+            RelayMessage::Accepted {
+                capabilities: None,
+                ..
+            }
+        )
+    ));
+    c.settle().unwrap();
+    for (n, t) in [(0, 0), (1, 0)] {
+        let held = c.nodes[n].client(t).calls().next().unwrap().1.clone();
+        assert_eq!(held.state, CallState::Established);
+        assert_eq!(held.path(), SetupPath::Fast);
+        assert_eq!(c.nodes[n].terminals[t].call_caps_bytes, 0);
+    }
+    let clients = c
+        .nodes
+        .iter()
+        .flat_map(|n| n.terminals.iter().map(|t| &t.client));
+    invariant::calls_agree(clients).unwrap();
+    // Bob's parameters are the negotiation over both terminals' capabilities.
+    let (_, at_bob) = c.nodes[1].client(0).calls().next().unwrap();
+    assert_eq!(
+        at_bob.params.as_ref(),
+        Some(&negotiate_pair(&caps(1280), &caps(1920)))
+    );
+    // Hanging up at the callee's ends it at the caller's.
+    c.nodes[1]
+        .command(0, |cl, now| cl.hangup(call, now))
+        .unwrap();
+    c.settle().unwrap();
+    assert_eq!(ended(&c.nodes[0], 0), [EndReason::Hangup]);
+    assert_eq!(c.nodes[0].server.call_count(), 0);
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+}
+
+#[test]
+fn a_rejection_and_a_cancel_cross_nodes() {
+    let mut c = two_nodes();
+    let call = alice_calls_bob(&mut c);
+    c.nodes[1]
+        .command(0, |cl, now| cl.answer(call, false, now))
+        .unwrap();
+    c.settle().unwrap();
+    assert_eq!(ended(&c.nodes[0], 0), [EndReason::Rejected]);
+    assert_eq!(c.nodes[0].server.call_count(), 0);
+    // The caller hangs up while it rings: the callee is told.
+    let call = alice_calls_bob(&mut c);
+    c.nodes[0]
+        .command(0, |cl, now| cl.hangup(call, now))
+        .unwrap();
+    c.settle().unwrap();
+    assert_eq!(ended(&c.nodes[1], 0), [EndReason::Hangup]);
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+}
+
+#[test]
+fn a_call_to_a_lost_node_ends_at_the_callers() {
+    let mut c = two_nodes();
+    alice_calls_bob(&mut c);
+    c.crash(1);
+    c.settle().unwrap();
+    assert_eq!(ended(&c.nodes[0], 0), [EndReason::PeerGone]);
+    assert_eq!(c.nodes[0].server.call_count(), 0);
+}
+
+#[test]
+fn an_unanswered_call_across_nodes_rings_out_at_both() {
+    let mut config = ServerConfig::default();
+    config.ring_timeout = std::time::Duration::from_secs(5);
+    let mut c = Cluster::new(&directory(), &[1, 1], &config);
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    c.settle().unwrap();
+    alice_calls_bob(&mut c);
+    // Only the caller's node rings the call out.
+    c.nodes[1].advance(config.ring_timeout);
+    c.sync().unwrap();
+    assert_eq!(c.nodes[1].server.call_count(), 1);
+    c.nodes[0].advance(config.ring_timeout);
+    c.settle().unwrap();
+    assert_eq!(ended(&c.nodes[0], 0), [EndReason::Timeout]);
+    assert_eq!(ended(&c.nodes[1], 0), [EndReason::Timeout]);
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+}
+
+#[test]
+fn a_roster_removal_ends_calls_across_nodes() {
+    let mut c = two_nodes();
+    let call = alice_calls_bob(&mut c);
+    c.nodes[1]
+        .command(0, |cl, now| cl.answer(call, true, now))
+        .unwrap();
+    c.settle().unwrap();
+    c.nodes[0]
+        .command(0, |cl, now| cl.remove_contact(u("bob"), now))
+        .unwrap();
+    c.settle().unwrap();
+    assert_eq!(c.nodes[0].server.call_count(), 0);
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+    assert_eq!(ended(&c.nodes[1], 0), [EndReason::NotReachable]);
+}
+
+/// An offer the callee's node cannot deliver (it does not hold the caller's record
+/// yet, the callee is not entitled, or gone) is answered `ended: not_reachable`.
+#[test]
+fn an_undeliverable_offer_is_answered_not_reachable() {
+    let mut c = two_nodes();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let alice = c.nodes[0].endpoint(0).unwrap();
+    let offer = |from: Endpoint, call: u64| RelayMessage::Offer {
+        call: NodeId(1).call(call),
+        from,
+        to: bob.clone(),
+        digest: CallDigest {
+            caller: caps(1920).fingerprint(),
+            callee: caps(1280).fingerprint(),
+        },
+        capabilities: None,
+        media: None,
+    };
+    // A caller whose record node 1 does not hold.
+    let stranger = Endpoint {
+        user: u("alice"),
+        session: NodeId(1).session(99),
+    };
+    c.nodes[1]
+        .with_server(|s, now| s.relay_received(NodeId(1), offer(stranger, 50), now))
+        .unwrap();
+    // A caller bob may not see.
+    let dave = Endpoint {
+        user: u("dave"),
+        session: alice.session,
+    };
+    c.nodes[1]
+        .with_server(|s, now| s.relay_received(NodeId(1), offer(dave, 51), now))
+        .unwrap();
+    let answers: Vec<_> = c.nodes[1].relayed.drain(..).collect();
+    assert_eq!(answers.len(), 2);
+    for (to, m) in answers {
+        assert_eq!(to, NodeId(1));
+        assert!(matches!(
+            m,
+            RelayMessage::Ended {
+                reason: EndReason::NotReachable,
+                ..
+            }
+        ));
+    }
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+    // The real caller gets through, once even if the offer is delivered twice.
+    let real = offer(alice.clone(), 52);
+    for _ in 0..2 {
+        c.nodes[1]
+            .with_server(|s, now| s.relay_received(NodeId(1), real.clone(), now))
+            .unwrap();
+    }
+    c.nodes[1].run().unwrap();
+    assert_eq!(c.nodes[1].server.call_count(), 1);
+    let incoming = c.nodes[1].terminals[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::IncomingCall { .. }))
+        .count();
+    assert_eq!(incoming, 1);
+    assert!(c.nodes[1].relayed.is_empty());
+}
+
+#[test]
+fn relays_that_do_not_fit_their_call_are_refused() {
+    let mut c = two_nodes();
+    let call = alice_calls_bob(&mut c);
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let alice = c.nodes[0].endpoint(0).unwrap();
+    let n0 = &mut c.nodes[0];
+    // A message about this node's own... from itself.
+    assert_eq!(
+        n0.with_server(|s, now| s.relay_received(NodeId(1), RelayMessage::NeedCaps { call }, now)),
+        Err(ServerError::OwnNode(NodeId(1)))
+    );
+    // From a node that is not the callee's.
+    assert_eq!(
+        n0.with_server(|s, now| s.relay_received(NodeId(3), RelayMessage::NeedCaps { call }, now)),
+        Err(ServerError::BadRelay(call))
+    );
+    // A retry is the caller's; bob's node cannot send it.
+    let retry = RelayMessage::Retry {
+        call,
+        capabilities: caps(1280),
+    };
+    assert_eq!(
+        n0.with_server(|s, now| s.relay_received(NodeId(2), retry, now)),
+        Err(ServerError::BadRelay(call))
+    );
+    // An offer numbered outside the sender's range.
+    let bad_offer = RelayMessage::Offer {
+        call: NodeId(1).call(7),
+        from: bob.clone(),
+        to: alice.clone(),
+        digest: CallDigest {
+            caller: caps(1280).fingerprint(),
+            callee: caps(1920).fingerprint(),
+        },
+        capabilities: None,
+        media: None,
+    };
+    assert_eq!(
+        n0.with_server(|s, now| s.relay_received(NodeId(2), bad_offer, now)),
+        Err(ServerError::BadRelay(NodeId(1).call(7)))
+    );
+    // A message for a call that is gone is a no-op.
+    let gone = RelayMessage::Ended {
+        call: NodeId(1).call(999),
+        reason: EndReason::Hangup,
+    };
+    assert_eq!(
+        n0.with_server(|s, now| s.relay_received(NodeId(2), gone, now)),
+        Ok(())
+    );
+    // Nothing changed: the call still rings, and nothing was relayed back.
+    assert_eq!(n0.server.call_count(), 1);
+    assert!(n0.relayed.is_empty());
+    let mut single = Server::new(ServerConfig::default());
+    assert_eq!(
+        single.relay_received(NodeId(2), RelayMessage::NeedCaps { call }, Time::ZERO),
+        Err(ServerError::NotClustered)
+    );
+}
+
+/// Fallback (c) across nodes: the callee asks for the caller's capabilities, the
+/// caller's node relays the question and the retry.
+#[test]
+fn need_caps_and_retry_are_relayed() {
+    let mut c = two_nodes();
+    let call = alice_calls_bob(&mut c);
+    // Bob's terminal asks for the caller's capabilities (as a callee whose view of
+    // the caller does not match would).
+    c.nodes[1].inject(0, &encode_frame(&ClientMessage::NeedCaps { call }));
+    c.nodes[1].run().unwrap();
+    assert!(matches!(
+        c.nodes[1].relayed.front(),
+        Some((NodeId(1), RelayMessage::NeedCaps { .. }))
+    ));
+    c.sync().unwrap();
+    // Alice's client answered with a retry carrying her capabilities, which reached
+    // bob's terminal in a second `call_incoming`.
+    let with_caps = c.nodes[1]
+        .sent
+        .iter()
+        .filter(|(_, f)| {
+            matches!(
+                decode_server(f),
+                ServerMessage::CallIncoming {
+                    capabilities: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(with_caps, 1);
+}
+
+// ----- which contact list decides ---------------------------------------------------
+
+/// A later record of a held session with another list does not override the list of
+/// a user who has a session here.
+#[test]
+fn a_changed_record_does_not_override_a_local_users_list() {
+    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[0], 1, "bob", 1280);
+    c.settle().unwrap();
+    let id = NodeId(2).session(1);
+    let mut record = SessionRecord::new(NodeId(2), id, u("alice"), caps(160), users(&["bob"]));
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record.clone(), now))
+        .unwrap();
+    record.contacts = vec![];
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record.clone(), now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert!(c.nodes[0].server.entitled(&u("bob"), &u("alice")));
+    assert_eq!(table(&c.nodes[0], 1).len(), 2);
+}
+
+/// When a user's last local session ends, its remote record's list decides.
+#[test]
+fn the_records_list_decides_after_the_last_local_session() {
+    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[0], 1, "bob", 1280);
+    c.settle().unwrap();
+    // Alice's terminal on node 2 publishes a list without bob.
+    let record = SessionRecord::new(
+        NodeId(2),
+        NodeId(2).session(1),
+        u("alice"),
+        caps(160),
+        vec![],
+    );
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record, now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert_eq!(table(&c.nodes[0], 1).len(), 2);
+    c.nodes[0].command(0, |cl, now| cl.logout(now)).unwrap();
+    c.nodes[0].run().unwrap();
+    assert!(!c.nodes[0].server.entitled(&u("bob"), &u("alice")));
+    assert!(users_in(&c.nodes[0], 1).is_empty());
+    assert!(c.nodes[0]
+        .server
+        .contacts_of(&u("alice"))
+        .is_some_and(|l| l.is_empty()));
+}
+
+/// A user online only remotely who logs in here takes the store's list (the verdict's),
+/// not its record's.
+#[test]
+fn a_local_login_takes_the_stores_list_over_a_records() {
+    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 1, "bob", 1280);
+    c.settle().unwrap();
+    let record = SessionRecord::new(
+        NodeId(2),
+        NodeId(2).session(1),
+        u("alice"),
+        caps(160),
+        vec![],
+    );
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record, now))
+        .unwrap();
+    c.nodes[0].run().unwrap();
+    assert!(users_in(&c.nodes[0], 1).is_empty());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    c.nodes[0].run().unwrap();
+    // The store lists bob and carol for alice: bob now sees both her terminals.
+    assert_eq!(table(&c.nodes[0], 1).len(), 2);
+    assert_eq!(users_in(&c.nodes[0], 0), ["bob"]);
+    let contacts: Vec<UserId> = c.nodes[0]
+        .server
+        .contacts_of(&u("alice"))
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(contacts, users(&["bob", "carol"]));
+}
+
+/// A record's list is held like a login's: without the user, duplicates, in order;
+/// 500 entries are accepted.
+#[test]
+fn a_records_list_is_normalised_and_may_be_full() {
+    let mut c = Cluster::new(&directory(), &[1, 0], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    c.settle().unwrap();
+    let list = users(&["carol", "bob", "alice", "carol"]);
+    let record = SessionRecord::new(NodeId(2), NodeId(2).session(1), u("bob"), caps(160), list);
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record, now))
+        .unwrap();
+    let held: Vec<UserId> = c.nodes[0]
+        .server
+        .contacts_of(&u("bob"))
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(held, users(&["alice", "carol"]));
+    let full: Vec<UserId> = (0..500).map(|i| u(&format!("u{i}"))).collect();
+    let record = SessionRecord::new(NodeId(2), NodeId(2).session(2), u("dave"), caps(160), full);
+    c.nodes[0]
+        .with_server(|s, now| s.remote_online(record, now))
+        .unwrap();
+    assert_eq!(
+        c.nodes[0].server.contacts_of(&u("dave")).unwrap().len(),
+        500
+    );
+}
+
+/// An `accepted` for a call already established does not fit it.
+#[test]
+fn a_second_acceptance_is_refused() {
+    let mut c = two_nodes();
+    let call = alice_calls_bob(&mut c);
+    c.nodes[1]
+        .command(0, |cl, now| cl.answer(call, true, now))
+        .unwrap();
+    c.settle().unwrap();
+    let again = RelayMessage::Accepted {
+        call,
+        capabilities: None,
+        media: None,
+    };
+    assert_eq!(
+        c.nodes[0].with_server(|s, now| s.relay_received(NodeId(2), again, now)),
+        Err(ServerError::BadRelay(call))
+    );
+    let need = RelayMessage::NeedCaps { call };
+    assert_eq!(
+        c.nodes[0].with_server(|s, now| s.relay_received(NodeId(2), need, now)),
+        Err(ServerError::BadRelay(call))
+    );
+}
+
+/// A record's terminal identifier is held, and follows a later record.
+#[test]
+fn a_records_terminal_identifier_is_held_and_updated() {
+    let mut config = ServerConfig::default();
+    config.node = Some(NodeId(1));
+    let mut server = Server::new(config);
+    let id = NodeId(2).session(1);
+    let mut record = SessionRecord::new(NodeId(2), id, u("bob"), caps(160), vec![]);
+    server.remote_online(record.clone(), Time::ZERO).unwrap();
+    assert_eq!(server.remote_sessions().next().unwrap().terminal, None);
+    record.terminal = Some(tid("bob-phone"));
+    server.remote_online(record, Time::ZERO).unwrap();
+    let view = server.remote_sessions().next().unwrap();
+    assert_eq!(view.terminal, Some(&tid("bob-phone")));
+    assert_eq!(view.node, NodeId(2));
+    assert_eq!(view.endpoint.session, id);
 }

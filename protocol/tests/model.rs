@@ -180,3 +180,132 @@ fn resume_catch_up_lost_breaks_online_exact() {
         INV_ONLINE_EXACT,
     );
 }
+
+// ----- the cluster model (spec "Clustering") --------------------------------------------
+
+use precall_protocol::model::cluster::{
+    ClusterConfig, ClusterFault, ALL_ONLINE_ACROSS, CLUSTER_INPUT, FAST_PATH_ACROSS, SURVIVED_CRASH,
+};
+
+/// The cluster model's `always` properties.
+const CLUSTER_ALWAYS: [&str; 5] = [
+    INV_ONLINE_EXACT,
+    INV_LOGOUT_EMPTY,
+    INV_VISIBILITY,
+    INV_CALL_AGREE,
+    CLUSTER_INPUT,
+];
+
+/// [`check_exhaustively`] for the cluster model: every `always` property holds and the
+/// goals (everyone online with exact tables across nodes; a crash survived; with
+/// `calls`, a call across nodes on the fast path) are reached.
+#[allow(clippy::disallowed_methods)]
+fn check_cluster(name: &str, cfg: ClusterConfig, calls: bool) {
+    let started = Instant::now();
+    // One thread: with two, the depth reported varies from run to run.
+    let checker = cfg.into_model().checker().spawn_bfs().join();
+    println!(
+        "{name}: {} unique states, max depth {}, {:.1?} (BFS, 1 thread)",
+        checker.unique_state_count(),
+        checker.max_depth(),
+        started.elapsed()
+    );
+    assert!(checker.is_done(), "the search ran to completion");
+    let snapshot: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    insta::assert_snapshot!(
+        snapshot.replace("__", "_"),
+        format!(
+            "{} unique states, max depth {}",
+            checker.unique_state_count(),
+            checker.max_depth()
+        )
+    );
+    for p in CLUSTER_ALWAYS {
+        assert!(
+            checker.discovery(p).is_none(),
+            "{p} fails:\n{:#?}",
+            checker.discovery(p).map(|path| path.into_actions())
+        );
+    }
+    for p in [ALL_ONLINE_ACROSS, SURVIVED_CRASH] {
+        assert!(checker.discovery(p).is_some(), "never reached: {p}");
+    }
+    assert_eq!(
+        checker.discovery(FAST_PATH_ACROSS).is_some(),
+        calls,
+        "{FAST_PATH_ACROSS}"
+    );
+}
+
+#[test]
+fn cluster_configuration_holds_every_invariant() {
+    check_cluster(
+        "cluster configuration",
+        ClusterConfig::default_check(),
+        false,
+    );
+}
+
+/// Calls between the nodes, with a crash of the callee's node at any point.
+#[test]
+fn cluster_calls_configuration_holds_every_invariant() {
+    check_cluster("cluster calls configuration", ClusterConfig::calls(), true);
+}
+
+#[test]
+#[ignore = "larger: run with --ignored"]
+fn extended_cluster_configuration_holds_every_invariant() {
+    let _one_at_a_time = EXTENDED.lock().unwrap_or_else(|e| e.into_inner());
+    check_cluster(
+        "extended cluster configuration",
+        ClusterConfig::extended(),
+        false,
+    );
+}
+
+/// A node that ignores its peer's lease expiry keeps the lost node's terminals in its
+/// clients' tables: `INV-ONLINE-EXACT` across nodes catches it, and nothing else does.
+#[test]
+fn ignoring_node_gone_breaks_online_exact_across_nodes() {
+    let cfg = ClusterConfig {
+        fault: Some(ClusterFault::IgnoresNodeGone),
+        ..ClusterConfig::default_check()
+    };
+    let checker = cfg
+        .into_model()
+        .checker()
+        .finish_when(HasDiscoveries::AnyFailures)
+        .spawn_bfs()
+        .join();
+    let failed: Vec<&str> = CLUSTER_ALWAYS
+        .into_iter()
+        .filter(|p| checker.discovery(p).is_some())
+        .collect();
+    println!(
+        "IgnoresNodeGone: counterexample for {failed:?} after {} states",
+        checker.unique_state_count()
+    );
+    assert_eq!(failed, [INV_ONLINE_EXACT]);
+    let path = checker.discovery(INV_ONLINE_EXACT).expect("counterexample");
+    assert!(!path.into_actions().is_empty());
+}
+
+/// Without a crash the survivor goal is out of reach, and the fault is harmless: the
+/// seeded fault is caught only through the crash.
+#[test]
+fn without_a_crash_ignoring_node_gone_is_not_seen() {
+    let cfg = ClusterConfig {
+        fault: Some(ClusterFault::IgnoresNodeGone),
+        crash: None,
+        ..ClusterConfig::default_check()
+    };
+    let checker = cfg.into_model().checker().threads(2).spawn_bfs().join();
+    assert!(checker.is_done());
+    for p in CLUSTER_ALWAYS {
+        assert!(checker.discovery(p).is_none(), "{p} fails");
+    }
+    assert!(checker.discovery(SURVIVED_CRASH).is_none());
+}

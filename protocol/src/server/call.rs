@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{Server, Timer};
+use super::{RelayMessage, Server, ServerEvent, Timer};
 use crate::caps::{CallDigest, Capabilities};
 use crate::error::ErrorCode;
 use crate::ids::{CallId, ConnId, Endpoint, ReqId, SessionId, UserId};
@@ -63,14 +63,28 @@ impl Server {
             return;
         };
         let caller_user = caller.user.clone();
-        if !self.reachable(&caller_user, &to) {
+        // A terminal of another node: reachable if held and entitled; its node checks
+        // again and decides.
+        let remote_node = self
+            .remote
+            .get(&to.session)
+            .filter(|r| r.user == to.user)
+            .map(|r| r.node)
+            .filter(|_| self.entitled(&caller_user, &to.user));
+        if remote_node.is_none() && !self.reachable(&caller_user, &to) {
             // The same answer for offline, unknown and non-contact targets: a call
             // must not reveal presence the caller may not see.
             self.error(conn, ErrorCode::NotReachable, Some(req), None);
             return;
         }
         let max = self.config.max_calls_per_session;
-        let busy = |s: &SessionId| self.sessions.get(s).is_none_or(|s| s.calls.len() >= max);
+        let busy = |s: &SessionId| {
+            self.sessions
+                .get(s)
+                .map(|s| s.calls.len())
+                .or_else(|| self.remote.get(s).map(|r| r.calls.len()))
+                .is_none_or(|n| n >= max)
+        };
         if busy(&session) || busy(&to.session) {
             self.error(conn, ErrorCode::Busy, Some(req), None);
             return;
@@ -90,12 +104,24 @@ impl Server {
                 media: media.clone(),
             },
         );
-        for s in [session, to.session] {
-            if let Some(s) = self.sessions.get_mut(&s) {
-                s.calls.insert(id);
-            }
-        }
+        self.join_call(id, [session, to.session]);
         self.send(conn, &ServerMessage::CallRinging { req, call: id });
+        if let Some(node) = remote_node {
+            let from = Endpoint {
+                user: caller_user,
+                session,
+            };
+            let message = RelayMessage::Offer {
+                call: id,
+                from,
+                to,
+                digest,
+                capabilities,
+                media,
+            };
+            self.out.push_back(ServerEvent::Relay { node, message });
+            return;
+        }
         let Some(callee_conn) = self.peer_conn(to.session) else {
             return;
         };
@@ -253,6 +279,12 @@ impl Server {
                     media: c.media,
                 },
             );
+        } else {
+            let message = RelayMessage::Retry {
+                call,
+                capabilities: caps,
+            };
+            self.relay_to(c.callee, message);
         }
     }
 
@@ -300,6 +332,13 @@ impl Server {
                     media,
                 },
             );
+        } else {
+            let message = RelayMessage::Accepted {
+                call,
+                capabilities: caps,
+                media,
+            };
+            self.relay_to(c.caller, message);
         }
     }
 
@@ -317,6 +356,8 @@ impl Server {
         }
         if let Some(peer) = self.peer_conn(c.caller) {
             self.send(peer, &ServerMessage::CallNeedCaps { call });
+        } else {
+            self.relay_to(c.caller, RelayMessage::NeedCaps { call });
         }
     }
 
@@ -349,10 +390,48 @@ impl Server {
             if let Some(s) = self.sessions.get_mut(&s) {
                 s.calls.remove(&call);
             }
+            if let Some(r) = self.remote.get_mut(&s) {
+                r.calls.remove(&call);
+            }
         }
         let other = if c.caller == by { c.callee } else { c.caller };
-        if let Some(peer) = self.peer_conn(other) {
+        self.tell_ended(other, call, reason);
+    }
+
+    /// Tells a party that a call ended: its client if local and attached, its node if
+    /// it lives on another.
+    pub(super) fn tell_ended(&mut self, party: SessionId, call: CallId, reason: EndReason) {
+        if let Some(peer) = self.peer_conn(party) {
             self.send(peer, &ServerMessage::CallEnded { call, reason });
+        } else {
+            self.relay_to(party, RelayMessage::Ended { call, reason });
+        }
+    }
+
+    /// Relays a call message to the node of a remote session (nothing if not remote).
+    pub(super) fn relay_to(&mut self, party: SessionId, message: RelayMessage) {
+        if let Some(node) = self.remote.get(&party).map(|r| r.node) {
+            self.out.push_back(ServerEvent::Relay { node, message });
+        }
+    }
+
+    /// Records a new call in its parties' sessions, local or remote.
+    pub(super) fn join_call(&mut self, call: CallId, parties: [SessionId; 2]) {
+        for s in parties {
+            if let Some(s) = self.sessions.get_mut(&s) {
+                s.calls.insert(call);
+            }
+            if let Some(r) = self.remote.get_mut(&s) {
+                r.calls.insert(call);
+            }
+        }
+    }
+
+    /// The user of a session, local or remote.
+    pub(super) fn party_user(&self, session: SessionId) -> Option<&UserId> {
+        match self.sessions.get(&session) {
+            Some(s) => Some(&s.user),
+            None => self.remote.get(&session).map(|r| &r.user),
         }
     }
 
@@ -362,9 +441,7 @@ impl Server {
             return;
         };
         let caller = c.caller;
-        if let Some(conn) = self.peer_conn(caller) {
-            self.send(conn, &ServerMessage::CallEnded { call, reason });
-        }
+        self.tell_ended(caller, call, reason);
         self.end_call(call, caller, reason);
     }
 }

@@ -13,9 +13,12 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use super::call::{Call, CallState};
 use super::session::online_frame;
 use super::users::UserIdx;
-use super::{over_or_at, Server, ServerError, ServerEvent, SessionRecord, MAX_CONTACTS};
+use super::{
+    over_or_at, RelayMessage, Server, ServerError, ServerEvent, SessionRecord, MAX_CONTACTS,
+};
 use crate::caps::Capabilities;
 use crate::codec::encode_frame;
 use crate::ids::{CallId, Endpoint, NodeId, SessionId, TerminalId, UserId};
@@ -47,6 +50,8 @@ pub struct RemoteView<'a> {
     pub endpoint: Endpoint,
     /// Its capabilities, as last published.
     pub capabilities: &'a Capabilities,
+    /// The registered terminal identifier it logged in with, if its record names one.
+    pub terminal: Option<&'a TerminalId>,
 }
 
 impl Server {
@@ -113,10 +118,8 @@ impl Server {
                     return Err(ServerError::TooManyRemoteSessions(id));
                 }
                 let user = record.user;
-                if self.users.by_name(&user).is_some() {
-                    if !self.has_local_sessions(&user) {
-                        self.set_contact_list(&user, &contacts);
-                    }
+                if self.users.by_name(&user).is_some() && !self.has_local_sessions(&user) {
+                    self.set_contact_list(&user, &contacts);
                 }
                 let me = self.users.come_online(&user, &contacts);
                 self.users.add_session(me, id);
@@ -201,6 +204,161 @@ impl Server {
         Ok(gone.len())
     }
 
+    /// A call message relayed from node `from` ([`ServerEvent::Relay`] there), for a
+    /// call between a terminal of that node and one of this node (spec "Clustering").
+    ///
+    /// An offer rings the local callee (`call_incoming`) if it is an attached
+    /// terminal entitled to be called by the caller, whose record this node holds,
+    /// and not busy; otherwise the offer is answered with
+    /// [`RelayMessage::Ended`] `not_reachable`. The others move the call as the
+    /// corresponding client message would at a single node, and tell the local party.
+    /// A message for a call that no longer exists (it ended meanwhile), and a repeated
+    /// offer, are no-ops. Fails with [`ServerError::BadRelay`], changing nothing, for
+    /// a message that does not fit its call (identifiers outside the sending node's
+    /// range, a party not of the sending node, or out of the call's state), and with
+    /// [`ServerError::OwnNode`] or [`ServerError::NotClustered`] like the other
+    /// remote inputs.
+    pub fn relay_received(
+        &mut self,
+        from: NodeId,
+        message: RelayMessage,
+        now: Time,
+    ) -> Result<(), ServerError> {
+        let _ = now;
+        let own = self.own_node()?;
+        if from == own {
+            return Err(ServerError::OwnNode(own));
+        }
+        let call = message.call();
+        if let RelayMessage::Offer {
+            call,
+            from: caller,
+            to,
+            digest,
+            capabilities,
+            media,
+        } = message
+        {
+            if call.node() != from || caller.session.node() != from || to.session.node() != own {
+                return Err(ServerError::BadRelay(call));
+            }
+            if self.calls.contains_key(&call) {
+                return Ok(());
+            }
+            let max = self.config.max_calls_per_session;
+            let held = self
+                .remote
+                .get(&caller.session)
+                .is_some_and(|r| r.user == caller.user && r.calls.len() < max);
+            let free = self
+                .sessions
+                .get(&to.session)
+                .is_some_and(|s| s.calls.len() < max);
+            let conn = self.peer_conn(to.session);
+            let Some(conn) = conn.filter(|_| held && free && self.reachable(&caller.user, &to))
+            else {
+                let reason = EndReason::NotReachable;
+                let message = RelayMessage::Ended { call, reason };
+                self.out.push_back(ServerEvent::Relay {
+                    node: from,
+                    message,
+                });
+                return Ok(());
+            };
+            let caps_sent = capabilities.is_some();
+            self.calls.insert(
+                call,
+                Call {
+                    caller: caller.session,
+                    callee: to.session,
+                    digest,
+                    state: CallState::Ringing { caps_sent },
+                    // The caller's node rings the call out and tells this one.
+                    deadline: None,
+                    media: media.clone(),
+                },
+            );
+            self.join_call(call, [caller.session, to.session]);
+            let incoming = ServerMessage::CallIncoming {
+                call,
+                from: caller,
+                digest,
+                capabilities,
+                media,
+            };
+            self.send(conn, &incoming);
+            return Ok(());
+        }
+        let Some(c) = self.calls.get(&call).cloned() else {
+            return Ok(());
+        };
+        let of_sender = |s: &SessionId| self.remote.get(s).is_some_and(|r| r.node == from);
+        let (remote_party, caller_remote) = match (of_sender(&c.caller), of_sender(&c.callee)) {
+            (true, false) => (c.caller, true),
+            (false, true) => (c.callee, false),
+            _ => return Err(ServerError::BadRelay(call)),
+        };
+        match message {
+            RelayMessage::Accepted {
+                capabilities,
+                media,
+                ..
+            } if !caller_remote && matches!(c.state, CallState::Ringing { .. }) => {
+                if let Some(entry) = self.calls.get_mut(&call) {
+                    entry.state = CallState::Established;
+                    entry.media = None;
+                    if let Some(d) = entry.deadline.take() {
+                        self.deadlines.remove(&(d, super::Timer::Call(call)));
+                    }
+                }
+                if let Some(peer) = self.peer_conn(c.caller) {
+                    let msg = ServerMessage::CallAccepted {
+                        call,
+                        capabilities,
+                        media,
+                    };
+                    self.send(peer, &msg);
+                }
+            }
+            RelayMessage::NeedCaps { .. }
+                if !caller_remote && c.state == (CallState::Ringing { caps_sent: false }) =>
+            {
+                if let Some(entry) = self.calls.get_mut(&call) {
+                    entry.state = CallState::AwaitingCallerCaps;
+                }
+                if let Some(peer) = self.peer_conn(c.caller) {
+                    self.send(peer, &ServerMessage::CallNeedCaps { call });
+                }
+            }
+            RelayMessage::Retry { capabilities, .. }
+                if caller_remote && c.state == CallState::AwaitingCallerCaps =>
+            {
+                if let Some(entry) = self.calls.get_mut(&call) {
+                    entry.state = CallState::Ringing { caps_sent: true };
+                }
+                let Some(user) = self.party_user(c.caller).cloned() else {
+                    return Ok(());
+                };
+                if let Some(peer) = self.peer_conn(c.callee) {
+                    let msg = ServerMessage::CallIncoming {
+                        call,
+                        from: Endpoint {
+                            user,
+                            session: c.caller,
+                        },
+                        digest: c.digest,
+                        capabilities: Some(capabilities),
+                        media: c.media,
+                    };
+                    self.send(peer, &msg);
+                }
+            }
+            RelayMessage::Ended { reason, .. } => self.end_call(call, remote_party, reason),
+            _ => return Err(ServerError::BadRelay(call)),
+        }
+        Ok(())
+    }
+
     /// Every session of other nodes held, in session order.
     pub fn remote_sessions(&self) -> impl Iterator<Item = RemoteView<'_>> {
         self.remote.iter().map(|(id, r)| RemoteView {
@@ -210,6 +368,7 @@ impl Server {
                 session: *id,
             },
             capabilities: &r.caps,
+            terminal: r.terminal.as_ref(),
         })
     }
 

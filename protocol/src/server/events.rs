@@ -6,8 +6,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::caps::Capabilities;
-use crate::ids::{ConnId, Endpoint, NodeId, Password, SessionId, TerminalId, UserId};
+use crate::caps::{CallDigest, Capabilities};
+use crate::ids::{CallId, ConnId, Endpoint, NodeId, Password, SessionId, TerminalId, UserId};
+use crate::media::MediaDescription;
+use crate::message::EndReason;
 
 /// Identifies one pending credential check.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -123,6 +125,78 @@ impl SessionRecord {
     }
 }
 
+/// A call message between two nodes of a cluster (spec "Clustering"): the call
+/// signalling of a call whose parties live on different nodes. The embedder carries it
+/// to the node named in [`ServerEvent::Relay`] and hands it over with
+/// [`Server::relay_received`](crate::Server::relay_received). The call keeps the
+/// caller's node's identifier at both nodes.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RelayMessage {
+    /// The caller's node offers a call to a terminal of the receiving node.
+    Offer {
+        /// The call.
+        call: CallId,
+        /// The caller's terminal (a session of the sending node).
+        from: Endpoint,
+        /// The callee's terminal (a session of the receiving node).
+        to: Endpoint,
+        /// The call digest the caller computed.
+        digest: CallDigest,
+        /// The caller's capabilities, on the prior-art path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
+        /// The caller's media description, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaDescription>,
+    },
+    /// The callee accepted.
+    Accepted {
+        /// The call.
+        call: CallId,
+        /// The callee's capabilities, on fallback path (b).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capabilities: Option<Capabilities>,
+        /// The callee's media description, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaDescription>,
+    },
+    /// The callee asks for the caller's capabilities (fallback path (c)).
+    NeedCaps {
+        /// The call.
+        call: CallId,
+    },
+    /// The caller retries with its capabilities (fallback path (c)).
+    Retry {
+        /// The call.
+        call: CallId,
+        /// The caller's capabilities.
+        capabilities: Capabilities,
+    },
+    /// The call ended at the sending node (rejected, hung up, cancelled, rung out, a
+    /// party gone, or the offer could not be delivered).
+    Ended {
+        /// The call.
+        call: CallId,
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+impl RelayMessage {
+    /// The call the message is about.
+    pub fn call(&self) -> CallId {
+        match self {
+            RelayMessage::Offer { call, .. }
+            | RelayMessage::Accepted { call, .. }
+            | RelayMessage::NeedCaps { call }
+            | RelayMessage::Retry { call, .. }
+            | RelayMessage::Ended { call, .. } => *call,
+        }
+    }
+}
+
 /// Something the embedder must do.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 #[non_exhaustive]
@@ -197,6 +271,15 @@ pub enum ServerEvent {
         /// Its user.
         user: UserId,
     },
+    /// Clustered nodes only: carry this call message to `node` and hand it over there
+    /// with [`Server::relay_received`](crate::Server::relay_received), after the
+    /// relays to that node queued before it.
+    Relay {
+        /// The node to deliver to.
+        node: NodeId,
+        /// The message.
+        message: RelayMessage,
+    },
 }
 
 /// Misuse of the [`Server`](crate::Server) API by the embedder (never caused by a peer's bytes).
@@ -237,4 +320,9 @@ pub enum ServerError {
     /// [`Limits::max_remote_sessions`](crate::server::Limits::max_remote_sessions): not held.
     #[error("too many remote sessions; session {0} not held")]
     TooManyRemoteSessions(SessionId),
+    /// A relayed call message that does not fit the call it names (not numbered by
+    /// the sending node, naming sessions the receiving node does not hold as
+    /// described, or out of the call's state): nothing happened.
+    #[error("relayed message for call {0} does not fit it")]
+    BadRelay(CallId),
 }

@@ -49,8 +49,8 @@ pub use admission::source_key;
 pub use cluster::RemoteView;
 pub use config::{Limits, ServerConfig, MAX_CONTACTS};
 pub use events::{
-    AuthRequest, AuthTicket, AuthVerdict, ServerError, ServerEvent, SessionRecord, StoreOutcome,
-    StoreRequest, StoreTicket,
+    AuthRequest, AuthTicket, AuthVerdict, RelayMessage, ServerError, ServerEvent, SessionRecord,
+    StoreOutcome, StoreRequest, StoreTicket,
 };
 
 pub use users::Contacts;

@@ -290,12 +290,12 @@ impl Server {
             let calls: Vec<CallId> = self
                 .calls
                 .iter()
-                .filter(|(_, c)| {
-                    match (self.sessions.get(&c.caller), self.sessions.get(&c.callee)) {
-                        (Some(a), Some(b)) => between(&a.user, &b.user),
+                .filter(
+                    |(_, c)| match (self.party_user(c.caller), self.party_user(c.callee)) {
+                        (Some(a), Some(b)) => between(a, b),
                         _ => false,
-                    }
-                })
+                    },
+                )
                 .map(|(id, _)| *id)
                 .collect();
             for id in calls {
