@@ -50,8 +50,8 @@ pub use caps::{
 };
 pub use client_proc::{is_online_row, online_row, online_users, ClientProc};
 pub use error::{Error, Res};
-pub use raw::{frame, login_msg, with_terminal, FakeServer, RawConn, Recv};
 pub use pg::PgDb;
+pub use raw::{frame, login_msg, with_terminal, FakeServer, RawConn, Recv};
 pub use relay::Relay;
 pub use sandbox::{password, Sandbox, With};
 pub use server_proc::ServerProc;

@@ -4,8 +4,8 @@
 
 use postgres::NoTls;
 
-use crate::error::{Error, Res};
 use crate::bail;
+use crate::error::{Error, Res};
 
 /// A database of its own on the test server, dropped at the end.
 pub struct PgDb {
@@ -62,4 +62,3 @@ impl Drop for PgDb {
         }
     }
 }
-

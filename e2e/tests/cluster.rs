@@ -2,7 +2,8 @@
 //! loopback: a three-server NATS JetStream cluster (`e2e::nats`), one PostgreSQL
 //! database shared by the nodes (`PgDb`, on the server `PRECALL_TEST_PG` names), and
 //! three `precall-server serve --nats ... --node-id N` nodes. Users are spread over
-//! the nodes; every table is checked against who may see whom; a node killed with
+//! the nodes; every table is checked against who may see whom; a call between nodes
+//! takes the fast path; a node killed with
 //! SIGKILL has its terminals go offline for the other nodes' watchers within the lease
 //! bound, and its users log in again on another node; a NATS server killed with
 //! SIGKILL does not stop the service. The seeded fault: a cluster whose leases outlive
@@ -75,7 +76,8 @@ impl Cluster {
         } else {
             With::CapsFile(self.sb.write_caps(&format!("{user}.json"), &desk())?)
         };
-        self.sb.online_client(self.addr(node), user, &with, &["--ping-ms", "300"])
+        self.sb
+            .online_client(self.addr(node), user, &with, &["--ping-ms", "300"])
     }
 }
 
@@ -108,10 +110,42 @@ fn table_is(c: &mut ClientProc, want: &[(&str, Option<u64>)], within: Duration) 
             return Ok(());
         }
         if Instant::now() > end {
-            bail!("{}'s table: online {online:?}, want {w:?}", c.history().len());
+            bail!(
+                "{}'s table: online {online:?}, want {w:?}",
+                c.history().len()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A call from `caller` to `callee` (on another node), answered and hung up; returns
+/// the caller's `call_established`, which must be on the fast path at both ends with
+/// mirrored parameters.
+fn call_across(caller: &mut ClientProc, callee: &mut ClientProc) -> Res<serde_json::Value> {
+    caller.send(serde_json::json!({"cmd": "call", "to": callee.name}))?;
+    let ring = caller.wait_for(
+        |v| v["event"] == "call_ringing" || v["event"] == "call_failed" || v["event"] == "error",
+        TIMEOUT,
+    )?;
+    ensure!(ring["event"] == "call_ringing", "could not call: {ring}");
+    let id = ring["call"].clone();
+    callee.wait_event_where("incoming_call", |v| v["call"] == id)?;
+    callee.send(serde_json::json!({"cmd": "answer", "call": id}))?;
+    let est = caller.wait_event_where("call_established", |v| v["call"] == id)?;
+    let est_callee = callee.wait_event_where("call_established", |v| v["call"] == id)?;
+    ensure!(
+        est["path"] == "fast" && est_callee["path"] == "fast",
+        "fast path at both ends: {est} / {est_callee}"
+    );
+    let (p, q) = (params_of(&est), params_of(&est_callee));
+    ensure!(
+        p["send"] == q["recv"] && p["recv"] == q["send"],
+        "the two ends agree: {p} / {q}"
+    );
+    caller.send(serde_json::json!({"cmd": "hangup", "call": id}))?;
+    callee.wait_event_where("call_ended", |v| v["call"] == id)?;
+    Ok(est)
 }
 
 /// The crash of node 2 (bob's): returns how long alice, on node 1, took to see bob
@@ -152,12 +186,30 @@ fn three_nodes_share_presence_survive_a_node_crash_and_a_nats_crash() -> Res<()>
     table_is(&mut carol, &[("alice", a)], t)?;
     // The parameters each holds for a contact on another node are `negotiate_pair`'s
     // for the two terminals (bob's registered capabilities crossed the registry).
-    let row = online_row(&alice.table()?, "bob").cloned().unwrap_or_default();
+    let row = online_row(&alice.table()?, "bob")
+        .cloned()
+        .unwrap_or_default();
     let want = params_json(&desk(), &phone_caps());
-    ensure!(params_of(&row) == want, "alice's row for bob {row}, want {want}");
-    let row = online_row(&bob.table()?, "alice").cloned().unwrap_or_default();
+    ensure!(
+        params_of(&row) == want,
+        "alice's row for bob {row}, want {want}"
+    );
+    let row = online_row(&bob.table()?, "alice")
+        .cloned()
+        .unwrap_or_default();
     let want = params_json(&phone_caps(), &desk());
-    ensure!(params_of(&row) == want, "bob's row for alice {row}, want {want}");
+    ensure!(
+        params_of(&row) == want,
+        "bob's row for alice {row}, want {want}"
+    );
+
+    // A call across nodes (alice on node 1 -> bob on node 2) on the fast path: both
+    // ends agree on mirrored parameters, `negotiate_pair`'s.
+    let est = call_across(&mut alice, &mut bob)?;
+    ensure!(
+        params_of(&est) == params_json(&desk(), &phone_caps()),
+        "the call's parameters are the table's: {est}"
+    );
 
     // A logout on node 3 reaches node 1.
     carol.logout()?;
@@ -178,7 +230,11 @@ fn three_nodes_share_presence_survive_a_node_crash_and_a_nats_crash() -> Res<()>
     c.nats.kill(0);
     let mut carol = c.client(0, "carol")?;
     let k2 = carol.session();
-    table_is(&mut alice, &[("bob", b2), ("carol", k2)], Duration::from_secs(10))?;
+    table_is(
+        &mut alice,
+        &[("bob", b2), ("carol", k2)],
+        Duration::from_secs(10),
+    )?;
     table_is(&mut carol, &[("alice", a)], t)?;
     bob.logout()?;
     table_is(&mut alice, &[("carol", k2)], Duration::from_secs(10))?;
@@ -197,7 +253,11 @@ fn seeded_fault_a_crashed_node_not_cleaned_up_in_time_is_caught() -> Res<()> {
     let mut c = Cluster::start(600_000)?;
     let mut alice = c.client(0, "alice")?;
     let bob = c.client(1, "bob")?;
-    table_is(&mut alice, &[("bob", bob.session())], Duration::from_secs(5))?;
+    table_is(
+        &mut alice,
+        &[("bob", bob.session())],
+        Duration::from_secs(5),
+    )?;
     let caught = crash_bobs_node(&mut c, &mut alice);
     ensure!(
         caught.is_err(),

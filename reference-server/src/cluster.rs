@@ -4,13 +4,15 @@
 //! `registry`): the core's [`ServerEvent::Publish`] and [`ServerEvent::Unpublish`]
 //! become writes of this node's keys, and what the registry reports of the other nodes
 //! becomes [`Server::remote_online`], [`Server::remote_offline`] and
-//! [`Server::remote_node_gone`]. Nothing here decides who sees whom.
+//! [`Server::remote_node_gone`]; the core's [`ServerEvent::Relay`] (call signalling
+//! between nodes) goes to the other node's relay subject and comes back out of it as
+//! [`Server::relay_received`]. Nothing here decides who sees whom.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use precall_protocol::server::SessionRecord;
+use precall_protocol::server::{RelayMessage, SessionRecord};
 use precall_protocol::{NodeId, Server, SessionId, Time};
 use tokio::sync::mpsc;
 
@@ -103,9 +105,24 @@ impl Cluster {
         }
     }
 
+    /// Sends a relay message to another node ([`ServerEvent::Relay`](precall_protocol::ServerEvent::Relay)).
+    pub fn relay(&self, to: NodeId, message: &RelayMessage) {
+        match serde_json::to_vec(message) {
+            Ok(json) => {
+                let _ = self.writes.send(RegistryWrite::Relay {
+                    to: to.0,
+                    message: Bytes::from(json),
+                });
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a relay message"),
+        }
+    }
+
     /// Deletes a local session's record ([`ServerEvent::Unpublish`](precall_protocol::ServerEvent::Unpublish)).
     pub fn unpublish(&self, session: SessionId) {
-        let _ = self.writes.send(RegistryWrite::Unpublish { session: session.0 });
+        let _ = self
+            .writes
+            .send(RegistryWrite::Unpublish { session: session.0 });
     }
 }
 
@@ -122,7 +139,11 @@ pub fn apply(server: &mut Server, input: RegistryInput, now: Time) -> Option<Str
                 server.remote_online(r, now)
             }
             Ok(_) => {
-                tracing::warn!(node, session, "registry record under another session's key: ignored");
+                tracing::warn!(
+                    node,
+                    session,
+                    "registry record under another session's key: ignored"
+                );
                 Ok(())
             }
             Err(e) => {
@@ -135,9 +156,14 @@ pub fn apply(server: &mut Server, input: RegistryInput, now: Time) -> Option<Str
             tracing::warn!(node, sessions = n, "node gone: its sessions are offline");
         }),
         RegistryInput::Fenced(why) => return Some(why),
-        RegistryInput::Relay { from, .. } => {
-            tracing::warn!(from, "relay message before call relay is wired: ignored");
-            Ok(())
+        RegistryInput::Relay { from, message } => {
+            match serde_json::from_slice::<RelayMessage>(&message) {
+                Ok(m) => server.relay_received(NodeId(from), m, now),
+                Err(e) => {
+                    tracing::warn!(from, error = %e, "unreadable relay message: ignored");
+                    Ok(())
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -256,7 +256,10 @@ impl Registry {
                             self.config.node
                         );
                     }
-                    tracing::info!(node = self.config.node, "node id leased: waiting to see it expire");
+                    tracing::info!(
+                        node = self.config.node,
+                        "node id leased: waiting to see it expire"
+                    );
                 }
                 Ok(_) => match self.leases.create(&key, self.nonce.clone()).await {
                     Ok(r) => return Ok(r),
@@ -287,7 +290,10 @@ impl Registry {
                 .with_context(|| format!("cannot delete {key}"))?;
         }
         if !stale.is_empty() {
-            tracing::info!(count = stale.len(), "deleted this node's sessions of an earlier life");
+            tracing::info!(
+                count = stale.len(),
+                "deleted this node's sessions of an earlier life"
+            );
         }
         Ok(())
     }
@@ -304,7 +310,10 @@ impl Registry {
         let watched = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::<String, u64>::new()));
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().write_loop(writes));
-        tasks.spawn(self.clone().watch_loop(watched.clone(), to_server.clone(), wrap));
+        tasks.spawn(
+            self.clone()
+                .watch_loop(watched.clone(), to_server.clone(), wrap),
+        );
         tasks.spawn(self.clone().relay_loop(to_server.clone(), wrap));
         tasks.spawn(self.lease_loop(lease_revision, watched, to_server, wrap));
         RegistryTasks { _tasks: tasks }
@@ -358,14 +367,20 @@ impl Registry {
                     RegistryWrite::Publish { session, record } => {
                         (session_key(node, session), Op::Put(record))
                     }
-                    RegistryWrite::Unpublish { session } => (session_key(node, session), Op::Delete),
+                    RegistryWrite::Unpublish { session } => {
+                        (session_key(node, session), Op::Delete)
+                    }
                     RegistryWrite::Relay { to, message } => {
                         // Plain NATS, at most once, in order per pair of nodes: a lost
                         // relay is a call that times out (spec 19.4).
                         let mut headers = HeaderMap::new();
                         headers.insert(FROM_HEADER, node.to_string().as_str());
                         let subject = relay_subject(&self.config.prefix, to);
-                        if let Err(e) = self.client.publish_with_headers(subject, headers, message).await {
+                        if let Err(e) = self
+                            .client
+                            .publish_with_headers(subject, headers, message)
+                            .await
+                        {
                             tracing::warn!(to, error = %e, "relay message not sent");
                         }
                         continue;
@@ -446,7 +461,11 @@ impl Registry {
             };
             let gone: Vec<String> = {
                 let mut w = lock(&watched);
-                let gone: Vec<String> = w.keys().filter(|k| !current.contains(*k)).cloned().collect();
+                let gone: Vec<String> = w
+                    .keys()
+                    .filter(|k| !current.contains(*k))
+                    .cloned()
+                    .collect();
                 for k in &gone {
                     w.remove(k);
                 }
@@ -454,7 +473,11 @@ impl Registry {
             };
             for key in gone {
                 if let Some((n, session)) = parse_session_key(&key) {
-                    if to_server.send(wrap(RegistryInput::Deleted { node: n, session })).await.is_err() {
+                    if to_server
+                        .send(wrap(RegistryInput::Deleted { node: n, session }))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -584,8 +607,10 @@ impl Registry {
             // The keys first, the leases second: a node takes its lease before it
             // writes a key, so every key seen here has its node's lease in what is
             // read next, unless that node is gone.
-            let seen: Vec<(String, u64)> =
-                lock(&watched).iter().map(|(k, r)| (k.clone(), *r)).collect();
+            let seen: Vec<(String, u64)> = lock(&watched)
+                .iter()
+                .map(|(k, r)| (k.clone(), *r))
+                .collect();
             let now = Instant::now();
             let read = tokio::time::timeout(ttl / 3, self.read_leases())
                 .await
@@ -608,8 +633,16 @@ impl Registry {
                 }
             }
             for (gone, keys) in orphans {
-                tracing::warn!(node = gone, sessions = keys.len(), "node lease expired: its sessions go offline");
-                if to_server.send(wrap(RegistryInput::NodeGone(gone))).await.is_err() {
+                tracing::warn!(
+                    node = gone,
+                    sessions = keys.len(),
+                    "node lease expired: its sessions go offline"
+                );
+                if to_server
+                    .send(wrap(RegistryInput::NodeGone(gone)))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 for (key, rev) in keys {
@@ -620,7 +653,10 @@ impl Registry {
                 }
                 // Its stale lease goes too, so that every survivor sees it gone at once.
                 if let Some(rev) = leases.revision(gone) {
-                    let _ = self.leases.delete_expect_revision(lease_key(gone), Some(rev)).await;
+                    let _ = self
+                        .leases
+                        .delete_expect_revision(lease_key(gone), Some(rev))
+                        .await;
                 }
             }
         }
@@ -820,14 +856,20 @@ mod tests {
         assert!(!l.is_gone(1, t0 + Duration::from_millis(1999)));
         assert!(l.is_gone(1, t0 + s));
         // Node 2 renews: its clock restarts.
-        l.observe(BTreeMap::from([(1, 10), (2, 21)]), t0 + Duration::from_secs(1));
+        l.observe(
+            BTreeMap::from([(1, 10), (2, 21)]),
+            t0 + Duration::from_secs(1),
+        );
         assert!(!l.is_gone(2, t0 + Duration::from_millis(2500)));
         assert!(l.is_gone(2, t0 + Duration::from_secs(3)));
         // Not in the read: gone, whatever the clock says.
         assert!(l.is_gone(3, t0));
         // A blind spell: node 1's unchanged lease starts over when reads resume.
         l.blind();
-        l.observe(BTreeMap::from([(1, 10), (2, 21)]), t0 + Duration::from_secs(5));
+        l.observe(
+            BTreeMap::from([(1, 10), (2, 21)]),
+            t0 + Duration::from_secs(5),
+        );
         assert!(!l.is_gone(1, t0 + Duration::from_secs(6)));
         assert!(l.is_gone(1, t0 + Duration::from_secs(7)));
         assert_eq!(l.revision(2), Some(21));
@@ -862,7 +904,9 @@ mod nats_tests {
     }
 
     async fn node(cluster: &NatsCluster, id: u16) -> Node {
-        let (registry, rev) = Registry::connect(config(cluster, id)).await.expect("connect");
+        let (registry, rev) = Registry::connect(config(cluster, id))
+            .await
+            .expect("connect");
         let (wtx, wrx) = mpsc::unbounded_channel();
         let (itx, irx) = mpsc::channel(64);
         let tasks = registry.run(rev, wrx, itx, |i| i);
@@ -890,9 +934,12 @@ mod nats_tests {
         let mut a = node(&cluster, 1).await;
         let mut b = node(&cluster, 2).await;
         // The same id again is refused while node 1 renews its lease.
-        let dup = tokio::time::timeout(Duration::from_secs(10), Registry::connect(config(&cluster, 1)))
-            .await
-            .expect("duplicate id answered");
+        let dup = tokio::time::timeout(
+            Duration::from_secs(10),
+            Registry::connect(config(&cluster, 1)),
+        )
+        .await
+        .expect("duplicate id answered");
         assert!(dup.is_err(), "a second node 1 must not start");
 
         for s in 1..=3u64 {
@@ -903,14 +950,23 @@ mod nats_tests {
                 })
                 .expect("write");
         }
-        a.writes.send(RegistryWrite::Unpublish { session: 2 }).expect("write");
+        a.writes
+            .send(RegistryWrite::Unpublish { session: 2 })
+            .expect("write");
         // What node 2 holds of node 1, applying its inputs in order (its watch may
         // start after some writes: then it sees the bucket's current values first).
         let mut held = BTreeMap::new();
-        let want = BTreeMap::from([(1u64, Bytes::from("{\"s\":1}")), (3, Bytes::from("{\"s\":3}"))]);
+        let want = BTreeMap::from([
+            (1u64, Bytes::from("{\"s\":1}")),
+            (3, Bytes::from("{\"s\":3}")),
+        ]);
         while held != want {
             match next(&mut b, Duration::from_secs(5)).await {
-                RegistryInput::Put { node: 1, session, record } => {
+                RegistryInput::Put {
+                    node: 1,
+                    session,
+                    record,
+                } => {
                     held.insert(session, record);
                 }
                 RegistryInput::Deleted { node: 1, session } => {
@@ -921,7 +977,10 @@ mod nats_tests {
         }
         // Relay messages reach the named node only, with their sender.
         a.writes
-            .send(RegistryWrite::Relay { to: 2, message: Bytes::from_static(b"ring") })
+            .send(RegistryWrite::Relay {
+                to: 2,
+                message: Bytes::from_static(b"ring"),
+            })
             .expect("write");
         loop {
             match next(&mut b, Duration::from_secs(5)).await {
@@ -929,12 +988,19 @@ mod nats_tests {
                     assert_eq!((from, &message[..]), (1, &b"ring"[..]));
                     break;
                 }
-                RegistryInput::Deleted { node: 1, session: 2 } => {}
+                RegistryInput::Deleted {
+                    node: 1,
+                    session: 2,
+                } => {}
                 other => panic!("unexpected {other:?}"),
             }
         }
         // The writer does not hear its own keys.
-        assert!(tokio::time::timeout(Duration::from_millis(300), a.inputs.recv()).await.is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), a.inputs.recv())
+                .await
+                .is_err()
+        );
 
         // Node 1 crashes: its lease is no longer renewed.
         let crashed = std::time::Instant::now();
@@ -944,7 +1010,10 @@ mod nats_tests {
             let i = next(&mut b, TTL * 3).await;
             let done = matches!(i, RegistryInput::Deleted { session: 3, .. });
             // The deletion of session 2 may still be on its way from the first part.
-            if i != (RegistryInput::Deleted { node: 1, session: 2 }) {
+            if i != (RegistryInput::Deleted {
+                node: 1,
+                session: 2,
+            }) {
                 seen.push(i);
             }
             if done {
@@ -954,11 +1023,26 @@ mod nats_tests {
         let took = crashed.elapsed();
         assert_eq!(
             seen,
-            vec![RegistryInput::NodeGone(1), RegistryInput::Deleted { node: 1, session: 1 }, RegistryInput::Deleted { node: 1, session: 3 }]
+            vec![
+                RegistryInput::NodeGone(1),
+                RegistryInput::Deleted {
+                    node: 1,
+                    session: 1
+                },
+                RegistryInput::Deleted {
+                    node: 1,
+                    session: 3
+                }
+            ]
         );
-        assert!(took <= TTL + TTL * 2 / 3 + Duration::from_secs(1), "gone after {took:?}");
+        assert!(
+            took <= TTL + TTL * 2 / 3 + Duration::from_secs(1),
+            "gone after {took:?}"
+        );
         // Node 1 may start again now, with an empty slate.
-        let (_again, _) = Registry::connect(config(&cluster, 1)).await.expect("node 1 again");
+        let (_again, _) = Registry::connect(config(&cluster, 1))
+            .await
+            .expect("node 1 again");
     }
 
     /// A node that cannot reach NATS for a TTL is fenced.
@@ -974,6 +1058,10 @@ mod nats_tests {
         let i = next(&mut a, TTL * 4).await;
         assert!(matches!(i, RegistryInput::Fenced(_)), "{i:?}");
         // At most one TTL after the last renewal, which came before the cut.
-        assert!(cut.elapsed() <= TTL + Duration::from_millis(700), "fenced after {:?}", cut.elapsed());
+        assert!(
+            cut.elapsed() <= TTL + Duration::from_millis(700),
+            "fenced after {:?}",
+            cut.elapsed()
+        );
     }
 }

@@ -44,8 +44,8 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::cluster::{self, Cluster};
 use crate::conn::{Coalesce, Link, Wiring};
-use crate::registry::RegistryInput;
 use crate::fds::{self, AcceptFailures};
+use crate::registry::RegistryInput;
 use crate::store::{hash_password, RosterEvent, Store, StoreError};
 use crate::tls::{self, Tls};
 use crate::worker::{Job, Worker};
@@ -782,6 +782,11 @@ impl Shell {
             ServerEvent::Unpublish { session, .. } => {
                 if let Some(c) = &self.cluster {
                     c.unpublish(session);
+                }
+            }
+            ServerEvent::Relay { node, message } => {
+                if let Some(c) = &self.cluster {
+                    c.relay(node, &message);
                 }
             }
             other => tracing::warn!(?other, "unhandled server event"),
