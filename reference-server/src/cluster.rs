@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use precall_protocol::server::{RelayMessage, SessionRecord};
 use precall_protocol::{NodeId, Server, SessionId, Time};
+#[cfg(doc)]
+use precall_protocol::ServerEvent;
 use tokio::sync::mpsc;
 
 use crate::registry::{Registry, RegistryConfig, RegistryInput, RegistryTasks, RegistryWrite};
@@ -92,7 +94,7 @@ impl Cluster {
         })
     }
 
-    /// Writes a local session's record ([`ServerEvent::Publish`](precall_protocol::ServerEvent::Publish)).
+    /// Writes a local session's record ([`ServerEvent::Publish`]).
     pub fn publish(&self, record: &SessionRecord) {
         match serde_json::to_vec(record) {
             Ok(json) => {
@@ -105,7 +107,7 @@ impl Cluster {
         }
     }
 
-    /// Sends a relay message to another node ([`ServerEvent::Relay`](precall_protocol::ServerEvent::Relay)).
+    /// Sends a relay message to another node ([`ServerEvent::Relay`]).
     pub fn relay(&self, to: NodeId, message: &RelayMessage) {
         match serde_json::to_vec(message) {
             Ok(json) => {
@@ -118,7 +120,7 @@ impl Cluster {
         }
     }
 
-    /// Deletes a local session's record ([`ServerEvent::Unpublish`](precall_protocol::ServerEvent::Unpublish)).
+    /// Deletes a local session's record ([`ServerEvent::Unpublish`]).
     pub fn unpublish(&self, session: SessionId) {
         let _ = self
             .writes
