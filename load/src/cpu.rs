@@ -120,11 +120,11 @@ impl MachineCpu {
     }
 }
 
-/// CPU readings at the start of a phase: the server's (if its process id is known),
-/// this process's and the machine's.
-#[derive(Clone, Copy, Debug)]
+/// CPU readings at the start of a phase: the server's (if its process ids are known;
+/// summed over the nodes of a cluster), this process's and the machine's.
+#[derive(Clone, Debug)]
 pub struct Meter {
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     server: Option<CpuTimes>,
     tool: Option<CpuTimes>,
     machine: Option<MachineCpu>,
@@ -133,10 +133,10 @@ pub struct Meter {
 
 impl Meter {
     /// Takes the readings now.
-    pub fn start(server_pid: Option<u32>) -> Self {
+    pub fn start(server_pids: &[u32]) -> Self {
         Self {
-            server_pid,
-            server: server_pid.and_then(CpuTimes::of_pid),
+            server_pids: server_pids.to_vec(),
+            server: sum_of_pids(server_pids),
             tool: CpuTimes::own(),
             machine: MachineCpu::read(),
             at: Instant::now(),
@@ -146,7 +146,7 @@ impl Meter {
     /// What was used since [`Meter::start`]. `workers` is the CPU time of the tool's
     /// worker processes over the same phase (reported by them), added to the tool's.
     pub fn stop(&self, workers: Option<CpuTimes>) -> CpuUse {
-        let server = match (self.server, self.server_pid.and_then(CpuTimes::of_pid)) {
+        let server = match (self.server, sum_of_pids(&self.server_pids)) {
             (Some(a), Some(b)) => Some(b.since(a)),
             _ => None,
         };
@@ -174,6 +174,16 @@ impl Meter {
             machine_total_s,
         }
     }
+}
+
+/// The times of processes `pids` summed, if there are some and they all exist.
+fn sum_of_pids(pids: &[u32]) -> Option<CpuTimes> {
+    let mut sum: Option<CpuTimes> = None;
+    for &pid in pids {
+        let t = CpuTimes::of_pid(pid)?;
+        sum = Some(sum.map_or(t, |s| s.plus(t)));
+    }
+    sum
 }
 
 /// The CPU time used during a phase.
@@ -308,7 +318,7 @@ mod tests {
 
     #[test]
     fn own_time_grows_with_work() {
-        let meter = Meter::start(Some(std::process::id()));
+        let meter = Meter::start(&[std::process::id()]);
         let t0 = std::time::Instant::now();
         let mut x = 0u64;
         while t0.elapsed().as_millis() < 60 {
