@@ -2,7 +2,8 @@
 //!
 //! It starts a real `precall-server` process itself (on a fresh temporary SQLite store
 //! filled with `precall-server admin import`, listening on `127.0.0.1:0`), unless
-//! `--connect ADDR` names a running one, and drives many sessions of the core's
+//! `--connect ADDR` names a running one (or `--connect A,B,C` the nodes of a cluster,
+//! user `i` on node `i % n`), and drives many sessions of the core's
 //! [`precall_protocol::Client`] against it, one tokio task per session. The tool only
 //! moves bytes and time and records timings: every protocol decision is the core's.
 //!
