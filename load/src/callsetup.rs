@@ -318,8 +318,8 @@ pub async fn run(
 ) -> Result<Report> {
     let (caller_user, callee_user) = (0usize, 1usize);
     let ledger = Arc::new(Ledger::default());
-    let relay_a = Relay::start(target.addr, delay)?;
-    let relay_b = Relay::start(target.addr, delay)?;
+    let relay_a = Relay::start(target.addr(), delay)?;
+    let relay_b = Relay::start(target.addr(), delay)?;
     let (mut caller, caller_session) =
         Link::login(relay_a.addr, &pop, caller_user, true, ledger.clone()).await?;
     let (callee, callee_session) =

@@ -203,7 +203,7 @@ pub struct Server<'a> {
 /// One server's sessions and the scheduler's view of them.
 struct Lane {
     label: String,
-    pid: Option<u32>,
+    pids: Vec<u32>,
     hub: Arc<Hub>,
     cmds: Vec<mpsc::UnboundedSender<Cmd>>,
     notes: Notes,
@@ -340,7 +340,8 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
         });
         let users: Vec<usize> = (0..n).collect();
         let observer: Arc<dyn Observer> = tracker.clone();
-        let (hub, mut notes) = Hub::new(s.target.addr, pop.clone(), &users, Some(observer));
+        let (hub, mut notes) =
+            Hub::new(s.target.addrs.clone(), pop.clone(), &users, Some(observer));
         let cmds: Vec<_> = (0..n).map(|k| hub.spawn(k)).collect();
         let logins = login_all(&cmds, &mut notes, p.wait).await;
         let dir = Directory::from_entries(dir_entries(&hub));
@@ -368,7 +369,7 @@ pub async fn run(servers: &[Server<'_>], pop: Arc<Population>, p: &Params) -> Re
         }
         lanes.push(Lane {
             label: s.label.clone(),
-            pid: s.target.pid,
+            pids: s.target.pids.clone(),
             hub,
             cmds,
             notes,
@@ -570,7 +571,7 @@ async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> 
     let (secs, wait) = (p.secs, p.wait);
     let Lane {
         label,
-        pid,
+        pids,
         hub,
         cmds,
         notes,
@@ -599,7 +600,7 @@ async fn step(lane: &mut Lane, pop: &Arc<Population>, rate: f64, p: &Params) -> 
     let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let window = Duration::from_secs_f64(secs.max(0.0));
     let tcp_before = TcpCounters::read();
-    let meter = Meter::start(*pid);
+    let meter = Meter::start(pids);
     let d0 = hub.deliveries.load(Ordering::Relaxed);
     let t_start = Instant::now();
     let end = t_start + window;

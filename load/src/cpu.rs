@@ -120,12 +120,14 @@ impl MachineCpu {
     }
 }
 
-/// CPU readings at the start of a phase: the server's (if its process id is known),
-/// this process's and the machine's.
-#[derive(Clone, Copy, Debug)]
+/// CPU readings at the start of a phase: the server's (if its process ids are known;
+/// summed over the nodes of a cluster), this process's and the machine's.
+#[derive(Clone, Debug)]
 pub struct Meter {
-    server_pid: Option<u32>,
+    server_pids: Vec<u32>,
     server: Option<CpuTimes>,
+    /// Each node's reading, with several server processes (a cluster).
+    by_node: Vec<Option<CpuTimes>>,
     tool: Option<CpuTimes>,
     machine: Option<MachineCpu>,
     at: Instant,
@@ -133,10 +135,15 @@ pub struct Meter {
 
 impl Meter {
     /// Takes the readings now.
-    pub fn start(server_pid: Option<u32>) -> Self {
+    pub fn start(server_pids: &[u32]) -> Self {
         Self {
-            server_pid,
-            server: server_pid.and_then(CpuTimes::of_pid),
+            server_pids: server_pids.to_vec(),
+            server: sum_of_pids(server_pids),
+            by_node: if server_pids.len() > 1 {
+                server_pids.iter().map(|&p| CpuTimes::of_pid(p)).collect()
+            } else {
+                Vec::new()
+            },
             tool: CpuTimes::own(),
             machine: MachineCpu::read(),
             at: Instant::now(),
@@ -146,10 +153,19 @@ impl Meter {
     /// What was used since [`Meter::start`]. `workers` is the CPU time of the tool's
     /// worker processes over the same phase (reported by them), added to the tool's.
     pub fn stop(&self, workers: Option<CpuTimes>) -> CpuUse {
-        let server = match (self.server, self.server_pid.and_then(CpuTimes::of_pid)) {
+        let server = match (self.server, sum_of_pids(&self.server_pids)) {
             (Some(a), Some(b)) => Some(b.since(a)),
             _ => None,
         };
+        let server_by_node = self
+            .by_node
+            .iter()
+            .zip(&self.server_pids)
+            .map(|(a, &pid)| match (a, CpuTimes::of_pid(pid)) {
+                (Some(a), Some(b)) => Some(b.since(*a)),
+                _ => None,
+            })
+            .collect();
         let tool = match (self.tool, CpuTimes::own()) {
             (Some(a), Some(b)) => Some(b.since(a)),
             _ => None,
@@ -169,6 +185,7 @@ impl Meter {
         CpuUse {
             wall_s: self.at.elapsed().as_secs_f64(),
             server,
+            server_by_node,
             tool,
             machine_busy_s,
             machine_total_s,
@@ -176,13 +193,28 @@ impl Meter {
     }
 }
 
+/// The times of processes `pids` summed, if there are some and they all exist.
+fn sum_of_pids(pids: &[u32]) -> Option<CpuTimes> {
+    let mut sum: Option<CpuTimes> = None;
+    for &pid in pids {
+        let t = CpuTimes::of_pid(pid)?;
+        sum = Some(sum.map_or(t, |s| s.plus(t)));
+    }
+    sum
+}
+
 /// The CPU time used during a phase.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CpuUse {
     /// The phase's length.
     pub wall_s: f64,
-    /// The server process's time (unknown without its process id).
+    /// The server process's time (unknown without its process id); with several
+    /// server processes (a cluster), their sum.
     pub server: Option<CpuTimes>,
+    /// With several server processes, each one's time (in `--server-pid` order; empty
+    /// for one).
+    #[serde(default)]
+    pub server_by_node: Vec<Option<CpuTimes>>,
     /// The load tool's processes' time (this one and its workers).
     pub tool: Option<CpuTimes>,
     /// The whole machine's busy time, all cores and every process (other work
@@ -226,6 +258,7 @@ impl CpuUse {
             "server_user_s": self.server.map(|s| s.user_s),
             "server_system_s": self.server.map(|s| s.system_s),
             "server_cores": self.server.map(|s| s.total_s() / self.wall_s.max(1e-9)),
+            "server_by_node_s": self.server_by_node.iter().map(|t| t.map(|t| t.total_s())).collect::<Vec<_>>(),
             "tool_user_s": self.tool.map(|s| s.user_s),
             "tool_system_s": self.tool.map(|s| s.system_s),
             "tool_cores": self.tool.map(|s| s.total_s() / self.wall_s.max(1e-9)),
@@ -253,8 +286,19 @@ impl CpuUse {
                 )
             })
         };
-        let mut rows = vec![
-            ["server CPU user / system".to_string(), secs(self.server)],
+        let mut rows = vec![["server CPU user / system".to_string(), secs(self.server)]];
+        if !self.server_by_node.is_empty() {
+            let each: Vec<String> = self
+                .server_by_node
+                .iter()
+                .map(|t| t.map_or("-".into(), |t| format!("{:.2}", t.total_s())))
+                .collect();
+            rows.push([
+                "server CPU by node (user + system)".to_string(),
+                format!("{} s", each.join(" / ")),
+            ]);
+        }
+        rows.extend([
             ["load tool CPU user / system".to_string(), secs(self.tool)],
             [
                 "machine busy (all processes)".to_string(),
@@ -267,7 +311,7 @@ impl CpuUse {
                     _ => "-".into(),
                 },
             ],
-        ];
+        ]);
         rows.push([
             format!("server CPU per {unit} user / system / total"),
             self.server_us_per(per).map_or("-".into(), |p| {
@@ -308,7 +352,7 @@ mod tests {
 
     #[test]
     fn own_time_grows_with_work() {
-        let meter = Meter::start(Some(std::process::id()));
+        let meter = Meter::start(&[std::process::id()]);
         let t0 = std::time::Instant::now();
         let mut x = 0u64;
         while t0.elapsed().as_millis() < 60 {
@@ -322,6 +366,28 @@ mod tests {
         assert!(per[2].is_finite() && per[2] > 0.0, "{per:?}");
         assert!(used.server_us_per(0).is_none());
         assert!(used.tool.unwrap().total_s() > 0.0);
+        assert!(used.server_by_node.is_empty());
         assert!(CpuTimes::of_pid(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn several_server_processes_are_summed_and_kept_by_node() {
+        let me = std::process::id();
+        let meter = Meter::start(&[me, me]);
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed().as_millis() < 60 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = meter.stop(None);
+        assert_eq!(used.server_by_node.len(), 2);
+        let one = used.server_by_node[0].unwrap().total_s();
+        assert!(one > 0.0, "{used:?}");
+        // The same process twice, read a moment apart: the sum is about twice one.
+        let sum = used.server.unwrap().total_s();
+        assert!(sum >= one && sum <= 2.0 * one + 0.05, "{used:?}");
+        assert!(used.rows(1, "x").iter().any(|r| r[0].contains("by node")));
+        assert!(Meter::start(&[me, u32::MAX]).stop(None).server.is_none());
     }
 }

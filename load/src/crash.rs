@@ -993,7 +993,7 @@ async fn drive(
     let (notes_tx, notes) = mpsc::unbounded_channel();
     let sh = Arc::new(Shared {
         pop: pop.clone(),
-        addr: Mutex::new(target.addr),
+        addr: Mutex::new(target.addr()),
         epoch: AtomicU64::new(0),
         slots: (0..n)
             .map(|_| {
@@ -1169,7 +1169,7 @@ async fn drive(
         // Restart on the same store; everyone logs in anew; every table is verified.
         let t_restart = Instant::now();
         let restart = target.restart()?;
-        co.sh.set_addr(target.addr);
+        co.sh.set_addr(target.addr());
         co.down = false;
         let rec = log_in_and_verify(&mut co, &store.graph, wait).await;
         table_mismatches += check_recovery(&mut report, &format!("round {r}"), &rec);

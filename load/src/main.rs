@@ -2,7 +2,8 @@
 //!
 //! It starts a real `precall-server` process itself (on a fresh temporary SQLite store
 //! filled with `precall-server admin import`, listening on `127.0.0.1:0`), unless
-//! `--connect ADDR` names a running one, and drives many sessions of the core's
+//! `--connect ADDR` names a running one (or `--connect A,B,C` the nodes of a cluster,
+//! user `i` on node `i % n`), and drives many sessions of the core's
 //! [`precall_protocol::Client`] against it, one tokio task per session. The tool only
 //! moves bytes and time and records timings: every protocol decision is the core's.
 //!
@@ -112,11 +113,19 @@ struct Common {
     labels: Vec<String>,
     /// Use the server running at ADDR instead of starting one. Its store must hold the
     /// scenario's population: `precall-load population` prints it for `admin import`.
-    #[arg(long, value_name = "ADDR")]
+    /// A comma-separated list names the nodes of a cluster sharing one store: user `i`
+    /// connects to node `i % n` (churn and login-storm; the others take one address).
+    #[arg(long, value_name = "ADDR[,ADDR...]")]
     connect: Option<String>,
-    /// With --connect: the server's process id, for its memory and CPU figures.
-    #[arg(long, value_name = "PID", requires = "connect")]
-    server_pid: Option<u32>,
+    /// With --connect: the server's process id, for its memory and CPU figures; with
+    /// several addresses, one id per address, comma-separated (the figures are sums).
+    #[arg(
+        long,
+        value_name = "PID[,PID...]",
+        requires = "connect",
+        value_delimiter = ','
+    )]
+    server_pid: Vec<u32>,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -463,8 +472,14 @@ impl Common {
         }
     }
 
-    /// Refuses more than one --server-bin (scenarios that measure one server).
+    /// Refuses more than one --server-bin, or more than one --connect address
+    /// (scenarios that measure one server process).
     fn one_server(&self, scenario: &str) -> Result<()> {
+        if let Some(list) = &self.connect {
+            if serverproc::parse_addrs(list)?.len() > 1 {
+                bail!("{scenario} talks to one server process: give --connect one address");
+            }
+        }
         if self.server_bins.len() > 1 {
             bail!(
                 "{scenario} measures one server: give --server-bin once (churn compares several)"
@@ -476,7 +491,7 @@ impl Common {
     /// The server for `pop`: started on a fresh store, or the one given.
     fn target(&self, pop: &Population, report_params: &mut serde_json::Value) -> Result<Target> {
         let target = match &self.connect {
-            Some(addr) => Target::connect(addr, self.server_pid)?,
+            Some(addr) => Target::connect(addr, &self.server_pid)?,
             None => {
                 let (t, took) = Target::spawn(&self.server_opts(), pop)?;
                 report_params["import_s"] = json!(took.as_secs_f64());
@@ -486,7 +501,7 @@ impl Common {
         report_params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
         report_params["server"] =
             json!(self.connect.as_deref().unwrap_or("started by precall-load"));
-        report_params["server_pid_known"] = json!(target.pid.is_some());
+        report_params["server_pid_known"] = json!(!target.pids.is_empty());
         Ok(target)
     }
 
@@ -542,7 +557,7 @@ impl Common {
         described: &mut Vec<serde_json::Value>,
     ) -> Result<Target> {
         if let Some(addr) = &self.connect {
-            return Target::connect(addr, self.server_pid);
+            return Target::connect(addr, &self.server_pid);
         }
         let opts = self.server_opts_for(bin.clone());
         let (t, took) = Target::spawn(&opts, pop)?;
@@ -558,7 +573,7 @@ impl Common {
     fn describe(&self, params: &mut serde_json::Value, described: Vec<serde_json::Value>) {
         params["argon2"] = json!({"m_kib": self.argon2_m_kib, "t": self.argon2_t});
         params["server"] = json!(self.connect.as_deref().unwrap_or("started by precall-load"));
-        params["server_pid_known"] = json!(self.connect.is_none() || self.server_pid.is_some());
+        params["server_pid_known"] = json!(self.connect.is_none() || !self.server_pid.is_empty());
         if !described.is_empty() {
             params["server_bins"] = json!(described);
         }

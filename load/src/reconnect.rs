@@ -689,7 +689,7 @@ async fn storm(
     });
     let (tx, mut notes) = mpsc::unbounded_channel();
     let sh = Arc::new(Shared {
-        addr: target.addr,
+        addr: target.addr(),
         pop: pop.clone(),
         cut_users: n,
         slots: (0..users)

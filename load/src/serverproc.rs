@@ -1,5 +1,6 @@
 //! The server under test: a real `precall-server` process on a fresh temporary SQLite
-//! store filled through `admin import`, or one the user started (`--connect`).
+//! store filled through `admin import`, or one the user started (`--connect`), possibly
+//! several nodes of a cluster (`--connect A,B,C`: user `i` connects to node `i % n`).
 //!
 //! Also reads a process's memory figures from `/proc/<pid>/status` (`VmRSS`, the
 //! resident set now, and `VmHWM`, its peak).
@@ -38,28 +39,41 @@ pub struct ServerOpts {
     pub extra_args: Vec<String>,
 }
 
-/// The server a scenario talks to.
+/// The server a scenario talks to: one process, or the nodes of a cluster sharing one
+/// store (given with `--connect A,B,C`).
 pub struct Target {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Its process id, if known (memory figures need it).
-    pub pid: Option<u32>,
+    /// Where its nodes listen (one address for a single server; never empty).
+    pub addrs: Vec<SocketAddr>,
+    /// Their process ids, if known (memory and CPU figures need them; the figures are
+    /// sums over these processes).
+    pub pids: Vec<u32>,
     /// The process, if this tool started it (killed on drop).
     proc: Option<ServerProc>,
 }
 
 impl Target {
-    /// A server started by the user, holding the same population (see the
-    /// `population` subcommand).
-    pub fn connect(addr: &str, pid: Option<u32>) -> Result<Self> {
-        let addr = addr
-            .parse()
-            .with_context(|| format!("--connect {addr}: not an IP address and port"))?;
+    /// A server (or the nodes of a cluster) started by the user, holding the same
+    /// population (see the `population` subcommand). `addrs` and `pids` are
+    /// comma-separated lists.
+    pub fn connect(addrs: &str, pids: &[u32]) -> Result<Self> {
+        let addrs = parse_addrs(addrs)?;
+        if !pids.is_empty() && pids.len() != addrs.len() {
+            bail!(
+                "--server-pid: {} process ids for {} addresses: give one per --connect address",
+                pids.len(),
+                addrs.len()
+            );
+        }
         Ok(Self {
-            addr,
-            pid,
+            addrs,
+            pids: pids.to_vec(),
             proc: None,
         })
+    }
+
+    /// Where the first (or only) node listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
     }
 
     /// Imports `pop` into a fresh store and starts a server on it. Returns the target
@@ -113,17 +127,30 @@ impl Target {
         let proc = ServerProc::start(opts, dir, &db)?;
         Ok((
             Self {
-                addr: proc.addr,
-                pid: Some(proc.child.id()),
+                addrs: vec![proc.addr],
+                pids: vec![proc.child.id()],
                 proc: Some(proc),
             },
             took,
         ))
     }
 
-    /// The server's memory now, if its process id is known and it runs.
+    /// The server's memory now (summed over the nodes of a cluster), if the process
+    /// ids are known and they all run.
     pub fn memory(&self) -> Option<Memory> {
-        self.pid.and_then(memory)
+        if self.pids.is_empty() {
+            return None;
+        }
+        let mut sum = Memory {
+            rss_kib: 0,
+            hwm_kib: 0,
+        };
+        for &pid in &self.pids {
+            let m = memory(pid)?;
+            sum.rss_kib += m.rss_kib;
+            sum.hwm_kib += m.hwm_kib;
+        }
+        Some(sum)
     }
 
     /// Stops a server this tool started (SIGKILL: nothing of it is measured after this
@@ -144,7 +171,7 @@ impl Target {
         p.child.kill().context("cannot kill the server")?;
         let status = p.child.wait().context("cannot reap the server")?;
         tracing::info!(pid = p.child.id(), %status, "server killed");
-        self.pid = None;
+        self.pids.clear();
         Ok(())
     }
 
@@ -161,8 +188,8 @@ impl Target {
             tracing::warn!(addr = same, error = %e, "cannot listen on the same address again; on a new port");
             p.relaunch("127.0.0.1:0")?;
         }
-        self.addr = p.addr;
-        self.pid = Some(p.child.id());
+        self.addrs = vec![p.addr];
+        self.pids = vec![p.child.id()];
         Ok(started.elapsed())
     }
 
@@ -191,6 +218,22 @@ impl Target {
             .map(ServerProc::log_tail)
             .unwrap_or_default()
     }
+}
+
+/// Parses a comma-separated list of addresses (at least one).
+pub fn parse_addrs(list: &str) -> Result<Vec<SocketAddr>> {
+    let addrs = list
+        .split(',')
+        .map(|a| {
+            a.trim()
+                .parse()
+                .with_context(|| format!("--connect {a}: not an IP address and port"))
+        })
+        .collect::<Result<Vec<SocketAddr>>>()?;
+    if addrs.is_empty() {
+        bail!("--connect: no address");
+    }
+    Ok(addrs)
 }
 
 fn cost_args(opts: &ServerOpts) -> Vec<String> {
@@ -395,6 +438,20 @@ pub fn default_server_bin() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_takes_a_list_of_nodes() {
+        let t = Target::connect("127.0.0.1:1", &[]).unwrap();
+        assert_eq!(t.addrs.len(), 1);
+        assert!(t.pids.is_empty());
+        let t = Target::connect("127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3", &[7, 8, 9]).unwrap();
+        assert_eq!(t.addr().port(), 1);
+        assert_eq!(t.addrs[2].port(), 3);
+        assert_eq!(t.pids, [7, 8, 9]);
+        assert!(Target::connect("127.0.0.1:1,127.0.0.1:2", &[7]).is_err());
+        assert!(Target::connect("127.0.0.1:1,", &[]).is_err());
+        assert!(Target::connect("localhost", &[]).is_err());
+    }
 
     #[test]
     fn reads_its_own_memory() {

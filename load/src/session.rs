@@ -109,8 +109,8 @@ pub trait Observer: Send + Sync {
 
 /// The sessions of one process.
 pub struct Hub {
-    /// The server.
-    pub addr: SocketAddr,
+    /// The server, or the nodes of a cluster: user `i` connects to `addrs[i % n]`.
+    pub addrs: Vec<SocketAddr>,
     /// The population the sessions belong to.
     pub pop: Arc<Population>,
     /// One slot per session, by local index.
@@ -130,7 +130,7 @@ pub type Notes = mpsc::UnboundedReceiver<(usize, Note, Instant)>;
 impl Hub {
     /// Slots for the given users (local index `k` is user `users[k]`), not connected.
     pub fn new(
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         pop: Arc<Population>,
         users: &[usize],
         observer: Option<Arc<dyn Observer>>,
@@ -157,8 +157,9 @@ impl Hub {
                 }))
             })
             .collect();
+        assert!(!addrs.is_empty(), "a hub needs a server address");
         let hub = Arc::new(Self {
-            addr,
+            addrs,
             pop,
             slots,
             deliveries: AtomicU64::new(0),
@@ -168,6 +169,11 @@ impl Hub {
             observer,
         });
         (hub, rx)
+    }
+
+    /// Where user `user` connects: node `user % n`.
+    pub fn addr_of(&self, user: usize) -> SocketAddr {
+        self.addrs[user % self.addrs.len()]
     }
 
     /// Starts the task of session `local`; it waits for [`Cmd::Login`].
@@ -205,8 +211,12 @@ async fn run(hub: Arc<Hub>, local: usize, mut cmds: mpsc::UnboundedReceiver<Cmd>
         password: hub.pop.password(user),
         with: hub.pop.login_with(user),
     };
-    let mut driver =
-        Driver::new(hub.slots[local].clone(), hub.clock, hub.addr.to_string()).with_login(login);
+    let mut driver = Driver::new(
+        hub.slots[local].clone(),
+        hub.clock,
+        hub.addr_of(user).to_string(),
+    )
+    .with_login(login);
     driver.count_reads(hub.bytes_read.clone());
     let mut hold = false;
     loop {

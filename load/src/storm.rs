@@ -134,10 +134,11 @@ pub async fn run(
         ..Storm::default()
     };
     let procs = procs.clamp(1, users.max(1));
-    let mut workers = Workers::start(exe, target.addr, users, contacts, seed, procs, wait).await?;
+    let mut workers =
+        Workers::start(exe, &target.addrs, users, contacts, seed, procs, wait).await?;
     tracing::info!(users, procs, "workers ready; logging in");
     let tcp_before = TcpCounters::read();
-    let meter = Meter::start(target.pid);
+    let meter = Meter::start(&target.pids);
     workers.send_all(&ToWorker::Go).await?;
     let mut workers_cpu: Vec<Option<CpuTimes>> = Vec::new();
     let mut entries = Vec::new();

@@ -104,9 +104,10 @@ pub enum FromWorker {
 /// What a worker is told on its command line.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// The server.
-    #[arg(long)]
-    pub addr: SocketAddr,
+    /// The server, or the nodes of a cluster (comma-separated: user `i` connects to
+    /// node `i % n`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub addr: Vec<SocketAddr>,
     /// Population size.
     #[arg(long)]
     pub users: usize,
@@ -271,10 +272,11 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `parts` workers of this executable over population `(users, contacts,
-    /// seed)` against `addr`, and waits until each is ready.
+    /// seed)` against `addrs` (user `i` on `addrs[i % n]`), and waits until each is
+    /// ready.
     pub async fn start(
         exe: &Path,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         users: usize,
         contacts: usize,
         seed: u64,
@@ -286,10 +288,15 @@ impl Workers {
             inputs: Vec::new(),
             outputs: Vec::new(),
         };
+        let addr = addrs
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         for part in 0..parts {
             let mut child = Command::new(exe)
                 .arg("worker")
-                .args(["--addr", &addr.to_string()])
+                .args(["--addr", &addr])
                 .args(["--users", &users.to_string()])
                 .args(["--contacts", &contacts.to_string()])
                 .args(["--seed", &seed.to_string()])
