@@ -13,9 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use precall_protocol::server::{RelayMessage, SessionRecord};
-use precall_protocol::{NodeId, Server, SessionId, Time};
 #[cfg(doc)]
 use precall_protocol::ServerEvent;
+use precall_protocol::{NodeId, Server, SessionId, Time};
 use tokio::sync::mpsc;
 
 use crate::registry::{Registry, RegistryConfig, RegistryInput, RegistryTasks, RegistryWrite};
