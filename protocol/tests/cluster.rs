@@ -1097,3 +1097,172 @@ fn a_records_terminal_identifier_is_held_and_updated() {
     assert_eq!(view.node, NodeId(2));
     assert_eq!(view.endpoint.session, id);
 }
+
+// ----- relays that the callee's node must refuse or turn away (mutants of relay_received) --
+
+/// An offer with one identifier out of place, whichever it is, is refused: the call
+/// numbered by another node, the caller's session of another node, the callee's
+/// session not of the receiving node.
+#[test]
+fn an_offer_with_any_one_identifier_out_of_range_is_refused() {
+    let mut c = two_nodes();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let alice = c.nodes[0].endpoint(0).unwrap();
+    let offer = |call: CallId, from: Endpoint, to: Endpoint| RelayMessage::Offer {
+        call,
+        from,
+        to,
+        digest: CallDigest {
+            caller: caps(1920).fingerprint(),
+            callee: caps(1280).fingerprint(),
+        },
+        capabilities: None,
+        media: None,
+    };
+    let elsewhere = |e: &Endpoint| Endpoint {
+        user: e.user.clone(),
+        session: NodeId(3).session(e.session.0 & 0xffff),
+    };
+    let cases = [
+        offer(NodeId(3).call(60), alice.clone(), bob.clone()),
+        offer(NodeId(1).call(61), elsewhere(&alice), bob.clone()),
+        offer(NodeId(1).call(62), alice.clone(), elsewhere(&bob)),
+    ];
+    for m in cases {
+        let call = m.call();
+        assert_eq!(
+            c.nodes[1].with_server(|s, now| s.relay_received(NodeId(1), m, now)),
+            Err(ServerError::BadRelay(call))
+        );
+    }
+    assert!(c.nodes[1].relayed.is_empty(), "refused, not answered");
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+}
+
+/// The offer's caller must be the user of the record held for its session: alice's
+/// name on carol's session does not get through, although bob may be called by alice.
+#[test]
+fn an_offer_naming_another_user_than_the_record_is_not_reachable() {
+    let mut c = Cluster::new(&directory(), &[2, 2], &ServerConfig::default());
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[0], 1, "carol", 640);
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    c.settle().unwrap();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let carol = c.nodes[0].endpoint(1).unwrap();
+    let posing = Endpoint {
+        user: u("alice"),
+        session: carol.session,
+    };
+    let m = RelayMessage::Offer {
+        call: NodeId(1).call(70),
+        from: posing,
+        to: bob,
+        digest: CallDigest {
+            caller: caps(1920).fingerprint(),
+            callee: caps(1280).fingerprint(),
+        },
+        capabilities: None,
+        media: None,
+    };
+    c.nodes[1]
+        .with_server(|s, now| s.relay_received(NodeId(1), m, now))
+        .unwrap();
+    assert_eq!(c.nodes[1].server.call_count(), 0);
+    assert!(matches!(
+        c.nodes[1].relayed.front(),
+        Some((
+            NodeId(1),
+            RelayMessage::Ended {
+                reason: EndReason::NotReachable,
+                ..
+            }
+        ))
+    ));
+}
+
+/// `max_calls_per_session` holds for both parties of an offer: a caller's remote
+/// session at the limit, and a callee at the limit, are answered `not_reachable`.
+#[test]
+fn offers_beyond_the_call_limit_of_either_party_are_not_reachable() {
+    let mut config = ServerConfig::default();
+    config.max_calls_per_session = 1;
+    let mut c = Cluster::new(&directory(), &[2, 2], &config);
+    log_in(&mut c.nodes[0], 0, "alice", 1920);
+    log_in(&mut c.nodes[0], 1, "alice", 1280);
+    log_in(&mut c.nodes[1], 0, "bob", 1280);
+    log_in(&mut c.nodes[1], 1, "carol", 640);
+    c.settle().unwrap();
+    // alice's first terminal calls bob: each is at the limit now.
+    let _ = alice_calls_bob(&mut c);
+    let first = c.nodes[0].endpoint(0).unwrap();
+    let second = c.nodes[0].endpoint(1).unwrap();
+    let bob = c.nodes[1].endpoint(0).unwrap();
+    let carol = c.nodes[1].endpoint(1).unwrap();
+    let offer = |call: u64, from: Endpoint, to: Endpoint| RelayMessage::Offer {
+        call: NodeId(1).call(call),
+        from,
+        to,
+        digest: CallDigest {
+            caller: caps(1920).fingerprint(),
+            callee: caps(640).fingerprint(),
+        },
+        capabilities: None,
+        media: None,
+    };
+    // The caller at its limit (carol is free).
+    let busy_caller = offer(80, first, carol);
+    // The callee at its limit (alice's second terminal is free).
+    let busy_callee = offer(81, second, bob);
+    for m in [busy_caller, busy_callee] {
+        c.nodes[1]
+            .with_server(|s, now| s.relay_received(NodeId(1), m, now))
+            .unwrap();
+    }
+    let answers: Vec<_> = c.nodes[1].relayed.drain(..).collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    for (_, m) in answers {
+        assert!(
+            matches!(
+                m,
+                RelayMessage::Ended {
+                    reason: EndReason::NotReachable,
+                    ..
+                }
+            ),
+            "{m:?}"
+        );
+    }
+    assert_eq!(c.nodes[1].server.call_count(), 1, "only the first call");
+}
+
+/// A retry is the caller's answer to `need_caps`: the caller's node sending one while
+/// the call still rings (no `need_caps` asked) is refused.
+#[test]
+fn a_retry_before_need_caps_is_refused() {
+    let mut c = two_nodes();
+    let call = alice_calls_bob(&mut c);
+    let retry = RelayMessage::Retry {
+        call,
+        capabilities: caps(1920),
+    };
+    assert_eq!(
+        c.nodes[1].with_server(|s, now| s.relay_received(NodeId(1), retry, now)),
+        Err(ServerError::BadRelay(call))
+    );
+    c.nodes[1].run().unwrap();
+    let with_caps = c.nodes[1]
+        .sent
+        .iter()
+        .filter(|(_, f)| {
+            matches!(
+                decode_server(f),
+                ServerMessage::CallIncoming {
+                    capabilities: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(with_caps, 0, "no second call_incoming");
+}
