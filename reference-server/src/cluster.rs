@@ -31,9 +31,9 @@ pub struct ClusterArgs {
     /// This node's id in the cluster (1 to 65535), unique among live nodes.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub node_id: Option<u16>,
-    /// How long this node's lease lives without renewal, in milliseconds: the bound on
-    /// how long a crashed node's terminals stay online for the others (it is renewed
-    /// every third of this).
+    /// How long this node's lease lives without renewal, in milliseconds (it is renewed
+    /// every third of this): a crashed node's terminals stay online for the others at
+    /// most this plus two thirds of it, plus the registry's delivery.
     #[arg(long, default_value_t = 3000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
     pub lease_ttl_ms: u64,
     /// Replicas of the registry's buckets (the JetStream cluster's size, at most 5).
