@@ -28,7 +28,7 @@ ensure_wasm_bindgen_cli() {
     echo "no wasm-bindgen in $ROOT/Cargo.lock" >&2
     return 1
   fi
-  have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')"
+  have="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)"
   if [ "$have" != "$want" ] || ! command -v wasm-bindgen-test-runner >/dev/null; then
     echo "installing wasm-bindgen-cli $want (found: ${have:-none}); this takes a few minutes"
     # Built for a quick install rather than top speed (opt-level 1, no LTO, parallel
