@@ -228,7 +228,11 @@ impl PrecallClient {
     }
 
     /// [`Client::update_caps`]: the request tag (`CapsAcknowledged` carries it).
-    pub fn update_caps(&self, capabilities: Capabilities, now_ms: u64) -> Result<u32, PrecallError> {
+    pub fn update_caps(
+        &self,
+        capabilities: Capabilities,
+        now_ms: u64,
+    ) -> Result<u32, PrecallError> {
         let caps = capabilities.try_into()?;
         req(self.core().update_caps(caps, time(now_ms)))
     }

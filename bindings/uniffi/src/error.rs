@@ -113,13 +113,20 @@ mod tests {
             user: UserId::new("bob").unwrap(),
             session: SessionId(3),
         };
-        let cases: Vec<(ClientError, fn(String) -> PrecallError)> = vec![
-            (ClientError::NotLoggedIn, |detail| PrecallError::NotLoggedIn { detail }),
-            (ClientError::NotDetached, |detail| PrecallError::NotDetached { detail }),
+        type Case = (ClientError, fn(String) -> PrecallError);
+        let cases: Vec<Case> = vec![
+            (ClientError::NotLoggedIn, |detail| {
+                PrecallError::NotLoggedIn { detail }
+            }),
+            (ClientError::NotDetached, |detail| {
+                PrecallError::NotDetached { detail }
+            }),
             (ClientError::AlreadyLoggedIn, |detail| {
                 PrecallError::AlreadyLoggedIn { detail }
             }),
-            (ClientError::UnknownPeer(ep), |detail| PrecallError::UnknownPeer { detail }),
+            (ClientError::UnknownPeer(ep), |detail| {
+                PrecallError::UnknownPeer { detail }
+            }),
             (ClientError::UnknownCall(CallId(4)), |detail| {
                 PrecallError::UnknownCall { detail }
             }),

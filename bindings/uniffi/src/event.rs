@@ -76,8 +76,8 @@ pub enum Event {
     IncomingCall {
         /// The call.
         call: u64,
-        /// The caller.
-        from: Endpoint,
+        /// The caller (the core's `from`).
+        caller: Endpoint,
         /// The parameters from this end.
         params: CallParams,
         /// The caller's media description, if it sent one (spec 10.8).
@@ -106,8 +106,8 @@ pub enum Event {
     CapsResult {
         /// The tag.
         req: u32,
-        /// The terminal that answered.
-        from: Endpoint,
+        /// The terminal that answered (the core's `from`).
+        peer: Endpoint,
         /// Its capabilities.
         capabilities: Capabilities,
         /// The parameters a call with it would use.
@@ -196,7 +196,7 @@ impl From<ClientEvent> for Event {
                 media: m,
             } => Self::IncomingCall {
                 call: call.0,
-                from: (&from).into(),
+                caller: (&from).into(),
                 params: (&params).into(),
                 media: media(m),
             },
@@ -222,7 +222,7 @@ impl From<ClientEvent> for Event {
                 params,
             } => Self::CapsResult {
                 req: req.0,
-                from: (&from).into(),
+                peer: (&from).into(),
                 capabilities: (&capabilities).into(),
                 params: (&params).into(),
             },

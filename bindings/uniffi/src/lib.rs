@@ -83,9 +83,9 @@ pub use client::{ClientConfig, LoginWith, PrecallClient};
 pub use error::PrecallError;
 pub use event::Event;
 pub use types::{
-    capabilities_from_json, capabilities_to_json, fingerprint, negotiate_pair, Bandwidth,
-    CallInfo, CallParams, CallState, Camera, Capabilities, CpuClass, Direction, Endpoint,
-    PeerEntry, Role, SetupPath, Size, Status, StreamParams,
+    capabilities_from_json, capabilities_to_json, fingerprint, negotiate_pair, Bandwidth, CallInfo,
+    CallParams, CallState, Camera, Capabilities, CpuClass, Direction, Endpoint, PeerEntry, Role,
+    SetupPath, Size, Status, StreamParams,
 };
 
 uniffi::setup_scaffolding!();
