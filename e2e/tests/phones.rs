@@ -2,8 +2,9 @@
 //! `bindings/uniffi/` drive the core through the generated uniffi bindings of
 //! `precall-ffi` over a real TCP socket to a real `precall-server`, with a reference
 //! `precall-client` (bob) as the peer. Each program logs in, checks its table against
-//! `negotiate_pair`, places a fast-path call to bob, answers one from him, drops its
-//! connection and resumes, sees bob go offline and logs out; this harness plays bob's
+//! `negotiate_pair`, places a fast-path call to bob, answers one from him, has its
+//! connection cut under it (through a relay) and resumes, sees bob go offline and logs
+//! out; this harness plays bob's
 //! side when the program says `ready …`, and checks bob's view too (both calls on the
 //! fast path with the parameters `negotiate_pair` gives, alice never offline for him
 //! while she was only detached).
@@ -102,10 +103,13 @@ fn run_scenario(lang: Lang, fault: bool) -> Res<Run> {
     let alice_file = sb.write_caps("alice.json", &alice)?;
     let bob_file = sb.write_caps("bob.json", &bob_caps)?;
     let mut bob = sb.online_client(server.addr, "bob", &With::CapsFile(bob_file.clone()), &[])?;
+    // alice reaches the server through a relay, so that her connection can be cut
+    // under her.
+    let relay = Relay::start(server.addr)?;
     let bob_params = params_json(&bob_caps, &alice);
 
     let mut cmd = program(lang)?;
-    cmd.args(["--server", &server.addr.to_string(), "--user", "alice"])
+    cmd.args(["--server", &relay.addr.to_string(), "--user", "alice"])
         .args(["--password-env", "PW", "--peer", "bob"])
         .arg("--caps")
         .arg(&alice_file)
@@ -152,6 +156,13 @@ fn run_scenario(lang: Lang, fault: bool) -> Res<Run> {
                     "bob's call to alice: {est}"
                 );
                 played.push("called");
+            }
+            "ready drop" => {
+                ensure!(
+                    relay.cut() == 1,
+                    "alice had not exactly one connection to cut"
+                );
+                played.push("cut alice's connection");
             }
             "ready peer-offline" => {
                 // alice was only detached while her connection was down: bob never

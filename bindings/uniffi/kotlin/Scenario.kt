@@ -4,12 +4,12 @@
 //
 // The terminal logs in with its capabilities, shows its table, places a fast-path call
 // to the peer's terminal (a reference precall-client), answers one from it, survives a
-// dropped connection by resuming the session, sees the peer go offline and logs out.
+// connection cut under it (by the harness) by resuming the session, sees the peer go offline and logs out.
 // At every step the table the app keeps from the core's events must equal the core's
 // own table (peers()), and each entry's parameters must equal negotiatePair of the two
 // capability sets: the facade and the app hold no protocol rule.
 //
-// Lines on stdout: `step NAME: DETAIL`, `ready answer|call-me|peer-offline` (the
+// Lines on stdout: `step NAME: DETAIL`, `ready answer|call-me|drop|peer-offline` (the
 // harness acts on the peer's side), `FAIL: WHY` (exit status 1), `done`.
 //
 //   java -Djna.library.path=target/uniffi/lib \
@@ -18,6 +18,7 @@
 //     --caps alice.json --peer bob --peer-caps bob.json [--fault drop-offline]
 
 import java.io.File
+import java.io.IOException
 import java.net.InetSocketAddress
 import java.net.Socket
 import java.net.SocketTimeoutException
@@ -93,18 +94,14 @@ class Phone(val args: Args, val core: Core) {
         sock = Socket().apply { connect(InetSocketAddress(host, port), WAIT_MS.toInt()) }
     }
 
-    /** The connection breaks under the app (no logout). */
-    fun drop() {
-        sock?.close()
-        sock = null
-        client.connectionClosed(nowMs())
-        drain()
-    }
-
     fun drain() {
         while (true) {
             val frame = client.pollTransmit() ?: break
-            sock?.getOutputStream()?.write(frame)
+            try {
+                sock?.getOutputStream()?.write(frame)
+            } catch (e: IOException) {
+                // a broken connection: the next read says so
+            }
         }
         while (true) {
             val ev = core.pollEvent() ?: break
@@ -154,8 +151,11 @@ class Phone(val args: Args, val core: Core) {
                 s.getInputStream().read(buf)
             } catch (e: SocketTimeoutException) {
                 continue
+            } catch (e: IOException) {
+                -1 // reset: the connection is gone, as at EOF
             }
             if (n < 0) {
+                s.close()
                 sock = null
                 client.connectionClosed(nowMs())
             } else {
@@ -247,9 +247,10 @@ fun run(args: Args) {
     app.checkTable("answer", me, peerCaps)
     say("step answer: call ${inc.call} fast, hung up")
 
-    // The connection drops under the app; the session is resumed on a new one and the
-    // table kept (the peer never saw this terminal go offline).
-    app.drop()
+    // The harness cuts the connection under the app (a reset, no goodbye); the session
+    // is resumed on a new one and the table kept (the peer never saw this terminal go
+    // offline).
+    say("ready drop")
     app.wait<Event.Detached>("detached")
     check(client.status() == Status.DETACHED) { "drop: status ${client.status()}" }
     check(client.canResume()) { "drop: cannot resume" }

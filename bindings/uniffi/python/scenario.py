@@ -3,7 +3,7 @@ socket to a real precall-server (run by e2e/tests/phones.rs; by hand, see below)
 
 The terminal logs in with its capabilities, shows its table, places a fast-path call
 to the peer's terminal (a reference precall-client), answers one from it, survives a
-dropped connection by resuming the session, sees the peer go offline and logs out.
+connection cut under it (by the harness) by resuming the session, sees the peer go offline and logs out.
 At every step the table the app keeps from the core's events must equal the core's
 own table (`peers()`), and each entry's parameters must equal `negotiate_pair` of the
 two capability sets: the facade and the app hold no protocol rule, they only carry
@@ -11,7 +11,7 @@ the core's events.
 
 Lines on stdout:
   step NAME: DETAIL          a step passed
-  ready answer|call-me|peer-offline
+  ready answer|call-me|drop|peer-offline
                              the harness should act on the peer's side now
   FAIL: WHY                  (and exit status 1) a check failed
 
@@ -88,17 +88,14 @@ class Phone:
         host, port = self.args.server.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout=WAIT_S)
 
-    def drop(self):
-        """The connection breaks under the app (no logout)."""
-        self.sock.close()
-        self.sock = None
-        self.client.connection_closed(now_ms())
-        self.drain()
-
     def drain(self):
         while (frame := self.client.poll_transmit()) is not None:
             if self.sock is not None:
-                self.sock.sendall(frame)
+                try:
+                    self.sock.sendall(frame)
+                except OSError:
+                    pass  # a broken connection: the next read says so
+
         while (ev := self.client.poll_event()) is not None:
             self.events.append(ev)
             key = None
@@ -145,7 +142,10 @@ class Phone:
                 data = self.sock.recv(65536)
             except socket.timeout:
                 continue
+            except OSError:
+                data = b""  # reset: the connection is gone, as at EOF
             if not data:
+                self.sock.close()
                 self.sock = None
                 self.client.connection_closed(now_ms())
             else:
@@ -242,9 +242,10 @@ def run(args):
     app.check_table("answer", me, peer_caps)
     print(f"step answer: call {inc.call} fast, hung up", flush=True)
 
-    # The connection drops under the app; the session is resumed on a new one and
-    # the table kept (the peer never saw this terminal go offline).
-    app.drop()
+    # The harness cuts the connection under the app (a reset, no goodbye); the
+    # session is resumed on a new one and the table kept (the peer never saw this
+    # terminal go offline).
+    print("ready drop", flush=True)
     app.wait("detached", is_(ffi.Event.DETACHED))
     check(client.status() == ffi.Status.DETACHED, f"drop: status {client.status()}")
     check(client.can_resume(), "drop: cannot resume")
