@@ -788,19 +788,7 @@ fn refusals_while_online_name_their_cause() {
     };
     let q = alice.query_caps(stranger, w.now).unwrap();
     w.pump();
-    match drain(&alice).as_slice() {
-        [Event::ServerError {
-            code,
-            req,
-            call: None,
-            retry_after_ms: None,
-            ..
-        }] => {
-            assert_eq!(code, "not_reachable");
-            assert_eq!(*req, Some(q));
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_one_server_error(&drain(&alice), "not_reachable", q);
 
     // While the login is in flight, a second one is refused too.
     let carol = w.add_ffi("carol", ffi_client("carol", bob_caps()));
@@ -1386,19 +1374,7 @@ fn contact_changes_and_a_server_error_carry_their_tags() {
     // Oneself is not a contact: the server says `invalid_contact` for that tag.
     let me = alice.add_contact("alice".into(), w.now).unwrap();
     w.pump();
-    match drain(&alice).as_slice() {
-        [Event::ServerError {
-            code,
-            req,
-            call: None,
-            retry_after_ms: None,
-            ..
-        }] => {
-            assert_eq!(code, "invalid_contact");
-            assert_eq!(*req, Some(me));
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_one_server_error(&drain(&alice), "invalid_contact", me);
     assert_eq!(alice.status(), Status::Online, "not fatal");
 }
 
@@ -1503,4 +1479,22 @@ fn the_facade_is_shared_between_threads() {
         .filter(|e| matches!(e, Event::CapsResult { req, .. } if tags.contains(req)))
         .count();
     assert_eq!(answered, 4);
+}
+
+/// The events are exactly one `ServerError` with this code for this request tag, with no
+/// call and no retry delay.
+fn expect_one_server_error(events: &[Event], want: &str, tag: u32) {
+    match events {
+        [Event::ServerError {
+            code,
+            req,
+            call: None,
+            retry_after_ms: None,
+            ..
+        }] => {
+            assert_eq!(code, want);
+            assert_eq!(*req, Some(tag));
+        }
+        other => panic!("{other:?}"),
+    }
 }
