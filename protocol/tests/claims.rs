@@ -2279,3 +2279,29 @@ fn media_descriptions_are_relayed_on_retry_and_bounded() {
         "bob is not rung by a malformed call"
     );
 }
+
+/// The server keeps a user's contact list from its first session (spec "Server state"):
+/// a second session's verdict carrying another list changes nothing, so bob still sees
+/// alice and alice still sees bob.
+#[test]
+fn a_second_session_keeps_the_contact_list_of_the_first() {
+    let mut s = Server::new(ServerConfig::default());
+    let (sa, _) = log_in(&mut s, C1, "alice", caps_a(), &["bob"], T0);
+    let (sb, _) = log_in(&mut s, C2, "bob", caps_b(), &["alice"], T0);
+    let (sa2, ev) = log_in(&mut s, C3, "alice", caps_low(), &[], T0);
+    let alice = UserId::new("alice").unwrap();
+    let bob = UserId::new("bob").unwrap();
+    let held: Vec<&UserId> = s.contacts_of(&alice).expect("online").iter().collect();
+    assert_eq!(held, vec![&bob]);
+    assert!(s.entitled(&bob, &alice) && s.entitled(&alice, &bob));
+    // The new terminal's snapshot holds bob; bob hears of it; alice's first terminal
+    // is told nothing (its own user).
+    let to_new = msgs_to(&ev, C3);
+    assert_eq!(
+        to_new[1..],
+        [presence("bob", sb.0, caps_b()), ServerMessage::Synced {}]
+    );
+    assert_eq!(msgs_to(&ev, C2), vec![presence("alice", sa2.0, caps_low())]);
+    assert!(msgs_to(&ev, C1).is_empty());
+    assert_ne!(sa, sa2);
+}
