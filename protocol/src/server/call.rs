@@ -261,14 +261,23 @@ impl Server {
             self.error(conn, ErrorCode::InvalidState, None, Some(call));
             return;
         }
+        self.ring_with_caps(call, c, caps);
+    }
+
+    /// The caller of a call awaiting its capabilities sent them: the call rings again
+    /// and the callee gets them, at its client or at its node (8.6.2, 19.4).
+    pub(super) fn ring_with_caps(&mut self, call: CallId, c: Call, caps: Capabilities) {
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.state = CallState::Ringing { caps_sent: true };
         }
-        let Some(user) = self.sessions.get(&session).map(|s| s.user.clone()) else {
+        let Some(user) = self.party_user(c.caller).cloned() else {
             return;
         };
-        let from = Endpoint { user, session };
         if let Some(peer) = self.peer_conn(c.callee) {
+            let from = Endpoint {
+                user,
+                session: c.caller,
+            };
             self.send(
                 peer,
                 &ServerMessage::CallIncoming {
@@ -316,6 +325,18 @@ impl Server {
         let Some((c, _)) = self.ringing_for_callee(session, conn, call) else {
             return;
         };
+        self.establish(call, c.caller, caps, media);
+    }
+
+    /// The callee accepted a ringing call: it is established (its ring-out deadline
+    /// dropped) and the caller is told, at its client or at its node.
+    pub(super) fn establish(
+        &mut self,
+        call: CallId,
+        caller: SessionId,
+        caps: Option<Capabilities>,
+        media: Option<MediaDescription>,
+    ) {
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.state = CallState::Established;
             entry.media = None;
@@ -323,7 +344,7 @@ impl Server {
                 self.deadlines.remove(&(d, Timer::Call(call)));
             }
         }
-        if let Some(peer) = self.peer_conn(c.caller) {
+        if let Some(peer) = self.peer_conn(caller) {
             self.send(
                 peer,
                 &ServerMessage::CallAccepted {
@@ -338,7 +359,7 @@ impl Server {
                 capabilities: caps,
                 media,
             };
-            self.relay_to(c.caller, message);
+            self.relay_to(caller, message);
         }
     }
 
@@ -351,13 +372,19 @@ impl Server {
             self.error(conn, ErrorCode::InvalidState, None, Some(call));
             return;
         }
+        self.ask_caller_caps(call, c.caller);
+    }
+
+    /// The callee asked for the caller's capabilities: the call awaits them and the
+    /// caller is asked, at its client or at its node (8.6.2, 19.4).
+    pub(super) fn ask_caller_caps(&mut self, call: CallId, caller: SessionId) {
         if let Some(entry) = self.calls.get_mut(&call) {
             entry.state = CallState::AwaitingCallerCaps;
         }
-        if let Some(peer) = self.peer_conn(c.caller) {
+        if let Some(peer) = self.peer_conn(caller) {
             self.send(peer, &ServerMessage::CallNeedCaps { call });
         } else {
-            self.relay_to(c.caller, RelayMessage::NeedCaps { call });
+            self.relay_to(caller, RelayMessage::NeedCaps { call });
         }
     }
 

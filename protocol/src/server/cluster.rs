@@ -304,54 +304,17 @@ impl Server {
                 media,
                 ..
             } if !caller_remote && matches!(c.state, CallState::Ringing { .. }) => {
-                if let Some(entry) = self.calls.get_mut(&call) {
-                    entry.state = CallState::Established;
-                    entry.media = None;
-                    if let Some(d) = entry.deadline.take() {
-                        self.deadlines.remove(&(d, super::Timer::Call(call)));
-                    }
-                }
-                if let Some(peer) = self.peer_conn(c.caller) {
-                    let msg = ServerMessage::CallAccepted {
-                        call,
-                        capabilities,
-                        media,
-                    };
-                    self.send(peer, &msg);
-                }
+                self.establish(call, c.caller, capabilities, media);
             }
             RelayMessage::NeedCaps { .. }
                 if !caller_remote && c.state == (CallState::Ringing { caps_sent: false }) =>
             {
-                if let Some(entry) = self.calls.get_mut(&call) {
-                    entry.state = CallState::AwaitingCallerCaps;
-                }
-                if let Some(peer) = self.peer_conn(c.caller) {
-                    self.send(peer, &ServerMessage::CallNeedCaps { call });
-                }
+                self.ask_caller_caps(call, c.caller);
             }
             RelayMessage::Retry { capabilities, .. }
                 if caller_remote && c.state == CallState::AwaitingCallerCaps =>
             {
-                if let Some(entry) = self.calls.get_mut(&call) {
-                    entry.state = CallState::Ringing { caps_sent: true };
-                }
-                let Some(user) = self.party_user(c.caller).cloned() else {
-                    return Ok(());
-                };
-                if let Some(peer) = self.peer_conn(c.callee) {
-                    let msg = ServerMessage::CallIncoming {
-                        call,
-                        from: Endpoint {
-                            user,
-                            session: c.caller,
-                        },
-                        digest: c.digest,
-                        capabilities: Some(capabilities),
-                        media: c.media,
-                    };
-                    self.send(peer, &msg);
-                }
+                self.ring_with_caps(call, c, capabilities);
             }
             RelayMessage::Ended { reason, .. } => self.end_call(call, remote_party, reason),
             _ => return Err(ServerError::BadRelay(call)),
