@@ -23,8 +23,26 @@ fn check_exhaustively(name: &str, cfg: ModelConfig) {
     let started = Instant::now();
     let sometimes = cfg.sometimes();
     let checker = cfg.into_model().checker().threads(2).spawn_bfs().join();
+    verdict(name, started, "2 threads", &checker, &ALWAYS, &sometimes);
+}
+
+/// Prints a finished check's figures, pins its state count and depth as the snapshot
+/// named after `name`, and asserts that no `always` property failed and every
+/// `sometimes` one was reached.
+#[allow(clippy::disallowed_methods)]
+fn verdict<M: Model>(
+    name: &str,
+    started: Instant,
+    threads: &str,
+    checker: &impl Checker<M>,
+    always: &[&'static str],
+    sometimes: &[&'static str],
+) where
+    M::State: Clone + PartialEq + std::hash::Hash + std::fmt::Debug,
+    M::Action: Clone + PartialEq + std::fmt::Debug,
+{
     println!(
-        "{name}: {} unique states, max depth {}, {:.1?} (BFS, 2 threads)",
+        "{name}: {} unique states, max depth {}, {:.1?} (BFS, {threads})",
         checker.unique_state_count(),
         checker.max_depth(),
         started.elapsed()
@@ -42,7 +60,7 @@ fn check_exhaustively(name: &str, cfg: ModelConfig) {
             checker.max_depth()
         )
     );
-    for p in ALWAYS {
+    for p in always {
         assert!(
             checker.discovery(p).is_none(),
             "{p} fails:\n{:#?}",
@@ -204,35 +222,14 @@ fn check_cluster(name: &str, cfg: ClusterConfig, calls: bool) {
     let started = Instant::now();
     // One thread: with two, the depth reported varies from run to run.
     let checker = cfg.into_model().checker().spawn_bfs().join();
-    println!(
-        "{name}: {} unique states, max depth {}, {:.1?} (BFS, 1 thread)",
-        checker.unique_state_count(),
-        checker.max_depth(),
-        started.elapsed()
+    verdict(
+        name,
+        started,
+        "1 thread",
+        &checker,
+        &CLUSTER_ALWAYS,
+        &[ALL_ONLINE_ACROSS, SURVIVED_CRASH],
     );
-    assert!(checker.is_done(), "the search ran to completion");
-    let snapshot: String = name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    insta::assert_snapshot!(
-        snapshot.replace("__", "_"),
-        format!(
-            "{} unique states, max depth {}",
-            checker.unique_state_count(),
-            checker.max_depth()
-        )
-    );
-    for p in CLUSTER_ALWAYS {
-        assert!(
-            checker.discovery(p).is_none(),
-            "{p} fails:\n{:#?}",
-            checker.discovery(p).map(|path| path.into_actions())
-        );
-    }
-    for p in [ALL_ONLINE_ACROSS, SURVIVED_CRASH] {
-        assert!(checker.discovery(p).is_some(), "never reached: {p}");
-    }
     assert_eq!(
         checker.discovery(FAST_PATH_ACROSS).is_some(),
         calls,
