@@ -455,17 +455,8 @@ fn a_user_on_two_nodes_is_seen_on_both() {
 /// does not override it.
 #[test]
 fn the_local_list_wins_over_a_records() {
-    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
-    log_in(&mut c.nodes[0], 0, "alice", 1920);
-    log_in(&mut c.nodes[0], 1, "bob", 1280);
-    c.settle().unwrap();
-    let record = SessionRecord::new(
-        NodeId(2),
-        NodeId(2).session(1),
-        u("alice"),
-        caps(160),
-        vec![],
-    );
+    let mut c = alice_and_bob_on_the_first_node();
+    let record = alices_record_from_node_two(&[]);
     c.nodes[0]
         .with_server(|s, now| s.remote_online(record, now))
         .unwrap();
@@ -938,16 +929,27 @@ fn need_caps_and_retry_are_relayed() {
 
 // ----- which contact list decides ---------------------------------------------------
 
-/// A later record of a held session with another list does not override the list of
-/// a user who has a session here.
-#[test]
-fn a_changed_record_does_not_override_a_local_users_list() {
+/// Two nodes; alice's and bob's terminals on the first, logged in and settled.
+fn alice_and_bob_on_the_first_node() -> Cluster {
     let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
     log_in(&mut c.nodes[0], 0, "alice", 1920);
     log_in(&mut c.nodes[0], 1, "bob", 1280);
     c.settle().unwrap();
+    c
+}
+
+/// The record of alice's first session on node 2, listing `contacts`.
+fn alices_record_from_node_two(contacts: &[&str]) -> SessionRecord {
     let id = NodeId(2).session(1);
-    let mut record = SessionRecord::new(NodeId(2), id, u("alice"), caps(160), users(&["bob"]));
+    SessionRecord::new(NodeId(2), id, u("alice"), caps(160), users(contacts))
+}
+
+/// A later record of a held session with another list does not override the list of
+/// a user who has a session here.
+#[test]
+fn a_changed_record_does_not_override_a_local_users_list() {
+    let mut c = alice_and_bob_on_the_first_node();
+    let mut record = alices_record_from_node_two(&["bob"]);
     c.nodes[0]
         .with_server(|s, now| s.remote_online(record.clone(), now))
         .unwrap();
@@ -963,18 +965,9 @@ fn a_changed_record_does_not_override_a_local_users_list() {
 /// When a user's last local session ends, its remote record's list decides.
 #[test]
 fn the_records_list_decides_after_the_last_local_session() {
-    let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
-    log_in(&mut c.nodes[0], 0, "alice", 1920);
-    log_in(&mut c.nodes[0], 1, "bob", 1280);
-    c.settle().unwrap();
+    let mut c = alice_and_bob_on_the_first_node();
     // Alice's terminal on node 2 publishes a list without bob.
-    let record = SessionRecord::new(
-        NodeId(2),
-        NodeId(2).session(1),
-        u("alice"),
-        caps(160),
-        vec![],
-    );
+    let record = alices_record_from_node_two(&[]);
     c.nodes[0]
         .with_server(|s, now| s.remote_online(record, now))
         .unwrap();
@@ -997,13 +990,7 @@ fn a_local_login_takes_the_stores_list_over_a_records() {
     let mut c = Cluster::new(&directory(), &[2, 0], &ServerConfig::default());
     log_in(&mut c.nodes[0], 1, "bob", 1280);
     c.settle().unwrap();
-    let record = SessionRecord::new(
-        NodeId(2),
-        NodeId(2).session(1),
-        u("alice"),
-        caps(160),
-        vec![],
-    );
+    let record = alices_record_from_node_two(&[]);
     c.nodes[0]
         .with_server(|s, now| s.remote_online(record, now))
         .unwrap();
