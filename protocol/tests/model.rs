@@ -134,24 +134,38 @@ fn fault_is_caught_in(cfg: ModelConfig, fault: Fault, expected: &'static str) {
         fault: Some(fault),
         ..cfg
     };
-    let checker = cfg
-        .into_model()
+    caught_alone(cfg.into_model(), &format!("{fault:?}"), &ALWAYS, expected);
+}
+
+/// Runs a model with a seeded fault until the first property of `always` fails, and
+/// asserts that `expected` failed, alone, with a counterexample of at least one step.
+fn caught_alone<M: Model + Send + Sync + 'static>(
+    model: M,
+    fault: &str,
+    always: &[&'static str],
+    expected: &'static str,
+) where
+    M::State: Clone + PartialEq + std::hash::Hash + std::fmt::Debug + Send + Sync,
+    M::Action: Clone + PartialEq + std::fmt::Debug + Send + Sync,
+{
+    let checker = model
         .checker()
         .finish_when(HasDiscoveries::AnyFailures)
         .spawn_bfs()
         .join();
-    let failed: Vec<&str> = ALWAYS
-        .into_iter()
+    let failed: Vec<&str> = always
+        .iter()
+        .copied()
         .filter(|p| checker.discovery(p).is_some())
         .collect();
     println!(
-        "{fault:?}: counterexample for {failed:?} after {} states",
+        "{fault}: counterexample for {failed:?} after {} states",
         checker.unique_state_count()
     );
     assert_eq!(
         failed,
         [expected],
-        "{fault:?} must be caught by {expected} alone"
+        "{fault} must be caught by {expected} alone"
     );
     let path = checker.discovery(expected).expect("counterexample");
     assert!(!path.into_actions().is_empty());
@@ -271,23 +285,12 @@ fn ignoring_node_gone_breaks_online_exact_across_nodes() {
         fault: Some(ClusterFault::IgnoresNodeGone),
         ..ClusterConfig::default_check()
     };
-    let checker = cfg
-        .into_model()
-        .checker()
-        .finish_when(HasDiscoveries::AnyFailures)
-        .spawn_bfs()
-        .join();
-    let failed: Vec<&str> = CLUSTER_ALWAYS
-        .into_iter()
-        .filter(|p| checker.discovery(p).is_some())
-        .collect();
-    println!(
-        "IgnoresNodeGone: counterexample for {failed:?} after {} states",
-        checker.unique_state_count()
+    caught_alone(
+        cfg.into_model(),
+        "IgnoresNodeGone",
+        &CLUSTER_ALWAYS,
+        INV_ONLINE_EXACT,
     );
-    assert_eq!(failed, [INV_ONLINE_EXACT]);
-    let path = checker.discovery(INV_ONLINE_EXACT).expect("counterexample");
-    assert!(!path.into_actions().is_empty());
 }
 
 /// Without a crash the survivor goal is out of reach, and the fault is harmless: the
